@@ -1,0 +1,21 @@
+"""mmvicreg: train any set of encoders with VICReg and evaluate what they learned."""
+
+from mmvicreg.losses import (
+    VICRegLoss,
+    VICRegOutput,
+    covariance_term,
+    invariance_term,
+    variance_term,
+    vicreg_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VICRegLoss",
+    "VICRegOutput",
+    "covariance_term",
+    "invariance_term",
+    "variance_term",
+    "vicreg_loss",
+]
