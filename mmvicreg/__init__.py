@@ -1,5 +1,6 @@
 """mmvicreg: train any set of encoders with VICReg and evaluate what they learned."""
 
+from mmvicreg.model import Branch, JointEmbedding
 from mmvicreg.losses import (
     VICRegLoss,
     VICRegOutput,
@@ -12,6 +13,8 @@ from mmvicreg.losses import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Branch",
+    "JointEmbedding",
     "VICRegLoss",
     "VICRegOutput",
     "covariance_term",

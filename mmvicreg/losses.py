@@ -138,10 +138,12 @@ class _SumOffDiagonalSquares(torch.autograd.Function):
     @staticmethod
     def forward(ctx, zc: torch.Tensor, gram: bool) -> torch.Tensor:  # type: ignore[override]
         m = zc @ zc.T if gram else zc.T @ zc
-        s = zc.pow(2).sum(dim=0)
+        # Dense: the diagonal of C itself, so that both sums see the same rounding and d = 1 gives exactly 0.
+        s = zc.pow(2).sum(dim=0) if gram else m.diagonal().clone()
         ctx.save_for_backward(zc, m, s)
         ctx.gram = gram
-        return m.pow(2).sum() - s.pow(2).sum()
+        # The true value is >= 0; rounding in the subtraction may leave a few ulps below it.
+        return (m.pow(2).sum() - s.pow(2).sum()).clamp(min=0)
 
     @staticmethod
     @once_differentiable

@@ -1,0 +1,105 @@
+"""Image transforms (torchvision.transforms.v2): the VICReg view pair, a light image–text recipe, evaluation.
+
+All take an RGB PIL image (or a uint8 tensor image) and return a float tensor (3, size, size), normalised.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TRANSFORM_NAMES = ("vicreg_view1", "vicreg_view2", "light", "eval")
+
+
+def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def _blur_kernel(size: int) -> int:
+    """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe's PIL blur)."""
+    k = max(3, int(0.1 * size))
+    return k if k % 2 == 1 else k + 1
+
+
+def vicreg_view(
+    size: int = 224,
+    view: int = 1,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """One of the two published VICReg views (Bardes et al. 2022, appendix; facebookresearch/vicreg).
+
+    RandomResizedCrop(scale 0.08–1, bicubic), horizontal flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8,
+    grayscale p 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p 1.0 (view 1) / 0.1 (view 2), solarisation p 0.0 / 0.2.
+    """
+    if view not in (1, 2):
+        raise ValueError(f"view must be 1 or 2, got {view!r}")
+    blur_p, solarize_p = (1.0, 0.0) if view == 1 else (0.1, 0.2)
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
+            v2.RandomSolarize(threshold=128, p=solarize_p),
+            *_to_normalised_tensor(mean, std),
+        ]
+    )
+
+
+def light_train(
+    size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> v2.Compose:
+    """Image–text training: a mild random resized crop (scale 0.5–1).
+
+    No horizontal flip: captions name left and right ("a dog left of a man"), and a flip would contradict them.
+    """
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            *_to_normalised_tensor(mean, std),
+        ]
+    )
+
+
+def eval_transform(
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_ratio: float = 0.875,
+) -> v2.Compose:
+    """Resize the short side to ``size / crop_ratio`` (256 for 224), then centre-crop ``size``."""
+    return v2.Compose(
+        [
+            v2.Resize(round(size / crop_ratio), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(size),
+            *_to_normalised_tensor(mean, std),
+        ]
+    )
+
+
+def build_transform(
+    name: str,
+    size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> v2.Compose:
+    """A transform by name: ``vicreg_view1``, ``vicreg_view2``, ``light`` or ``eval``."""
+    mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+    std = tuple(std) if std is not None else IMAGENET_STD
+    if name == "vicreg_view1":
+        return vicreg_view(size, 1, mean, std)
+    if name == "vicreg_view2":
+        return vicreg_view(size, 2, mean, std)
+    if name == "light":
+        return light_train(size, mean, std)
+    if name == "eval":
+        return eval_transform(size, mean, std)
+    raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORM_NAMES)}")

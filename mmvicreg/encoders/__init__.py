@@ -1,0 +1,106 @@
+"""Encoders by name: a registry over timm, open_clip and our text towers.
+
+Names:
+  * any timm model name (``resnet18``…``resnet152``, ``vit_tiny_patch16_224``, ``vit_small_patch16_224``,
+    ``vit_base_patch16_224``, the CPU-sized ``test_resnet`` / ``test_vit``, ...): an image encoder;
+  * ``open_clip:<model>`` (``open_clip:RN50``, ``open_clip:ViT-B-32``): an open_clip vision tower;
+  * ``gru``: the VSE++ GRU over a word vocabulary learned from the training captions;
+  * ``hf``: a Hugging Face transformers text encoder from ``config`` (random init) or a local ``path``;
+  * ``open_clip_text:<model>``: an open_clip text transformer with open_clip's bundled BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable
+
+from mmvicreg.encoders.base import Encoder
+from mmvicreg.encoders.image import OpenCLIPImageEncoder, TimmImageEncoder
+from mmvicreg.encoders.text import GRUTextEncoder, HFTextEncoder, OpenCLIPTextEncoder
+from mmvicreg.encoders.text_tokenizers import (
+    OpenCLIPTokenizer,
+    TextTokenizer,
+    hf_tokenizer,
+    load_tokenizer,
+    word_tokenizer,
+    wordpiece_tokenizer,
+)
+
+OWN_NAMES = ("gru", "hf", "open_clip:<model>", "open_clip_text:<model>")
+EXAMPLE_TIMM = ("resnet18", "resnet50", "resnet152", "vit_tiny_patch16_224", "vit_small_patch16_224", "test_resnet")
+
+__all__ = ["Encoder", "build_encoder", "known_encoder_names", "load_tokenizer"]
+
+
+def known_encoder_names() -> list[str]:
+    import timm
+
+    return list(OWN_NAMES) + timm.list_models()
+
+
+def _unknown(name: str, why: str = "") -> ValueError:
+    import open_clip
+
+    candidates = known_encoder_names() + [f"open_clip:{m}" for m in open_clip.list_models()]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ValueError(
+        f"unknown encoder {name!r}{why}.{hint} Known: {', '.join(OWN_NAMES)}, or any timm model name "
+        f"(e.g. {', '.join(EXAMPLE_TIMM)}; list them with timm.list_models())"
+    )
+
+
+def _split_text_options(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    tok_keys = {"min_count", "max_length", "vocab_size"}
+    return {k: v for k, v in spec.items() if k not in tok_keys}, {k: v for k, v in spec.items() if k in tok_keys}
+
+
+def build_encoder(
+    spec: str | dict[str, Any],
+    captions: Iterable[str] | None = None,
+    tokenizer: TextTokenizer | OpenCLIPTokenizer | None = None,
+) -> Encoder:
+    """Build an encoder from a name or a ``{"name": ..., **options}`` dict.
+
+    Text encoders that learn a vocabulary (``gru``; ``hf`` from a config) need the training ``captions``,
+    unless a saved ``tokenizer`` is given (as when loading an export).
+    """
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "name" not in spec or not isinstance(spec["name"], str):
+        raise ValueError(f"an encoder spec needs a string `name`, got {spec!r}")
+    name = spec.pop("name")
+    if name.startswith(("open_clip:", "open_clip_text:")):
+        import open_clip
+
+        if open_clip.get_model_config(name.split(":", 1)[1]) is None:
+            raise _unknown(name, " (not an open_clip model; list them with open_clip.list_models())")
+    try:
+        if name == "gru":
+            options, tok_opts = _split_text_options(spec)
+            tok_opts.pop("vocab_size", None)
+            tok = tokenizer or word_tokenizer(captions or [], **tok_opts)  # type: ignore[arg-type]
+            return GRUTextEncoder(tok, **options)  # type: ignore[arg-type]
+        if name == "hf":
+            options, tok_opts = _split_text_options(spec)
+            if tokenizer is None:
+                if options.get("path"):
+                    tok_opts.pop("vocab_size", None)
+                    tokenizer = hf_tokenizer(options["path"], **tok_opts)
+                else:
+                    tokenizer = wordpiece_tokenizer(captions or [], **tok_opts)
+            return HFTextEncoder(tokenizer, **options)  # type: ignore[arg-type]
+        if name.startswith("open_clip_text:"):
+            return OpenCLIPTextEncoder(name.split(":", 1)[1], tokenizer=tokenizer, **spec)  # type: ignore[arg-type]
+        if name.startswith("open_clip:"):
+            return OpenCLIPImageEncoder(name.split(":", 1)[1], **spec)
+    except TypeError as e:
+        raise ValueError(f"bad options for encoder {name!r}: {e}") from None
+
+    import timm
+
+    if name.startswith(("open_clip", "open_clip_text")) or not timm.is_model(name):
+        raise _unknown(name)
+    try:
+        return TimmImageEncoder(name, **spec)
+    except TypeError as e:
+        raise ValueError(f"bad options for timm encoder {name!r}: {e}") from None

@@ -1,0 +1,40 @@
+"""What every encoder is: an nn.Module mapping a batch of preprocessed inputs to (n, output_dim) vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module):
+    """Base class of all encoders.
+
+    Contract: ``forward(x) -> (n, output_dim)`` float tensor (the representation ``h``), where ``x`` is
+    ``(n, 3, H, W)`` float images for ``modality == "image"`` and ``(n, L)`` int64 token ids right-padded with
+    ``tokenizer.pad_id`` for ``modality == "text"``. ``spec()`` returns the JSON-able dict that rebuilds the
+    same architecture through :func:`mmvicreg.encoders.build_encoder` (weights are saved separately).
+    """
+
+    modality: str = "image"
+    output_dim: int
+
+    def spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def check_input(self, x: Any, branch: str) -> None:
+        """Raise one clear error when ``x`` is not what this encoder's modality reads."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"branch {branch!r} expects a tensor batch, got {type(x).__name__}")
+        if self.modality == "image":
+            if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+                raise ValueError(
+                    f"branch {branch!r} has an image encoder and needs float images (batch, 3, H, W), got "
+                    f"{x.dtype} tensor of shape {tuple(x.shape)}; is a text field routed to an image branch?"
+                )
+        elif x.ndim != 2 or x.is_floating_point():
+            raise ValueError(
+                f"branch {branch!r} has a text encoder and needs int64 token ids (batch, length), got "
+                f"{x.dtype} tensor of shape {tuple(x.shape)}; are images routed to a text branch?"
+            )

@@ -1,0 +1,157 @@
+"""Text tokenizers behind one small interface: ``encode(str) -> 1-D int64 ids``, ``pad_id``, ``save``/``load``.
+
+* ``word``: a word-level vocabulary learned from the training captions (lower-cased, split on white space and
+  punctuation, words rarer than ``min_count`` map to ``<unk>``), for the VSE++-style GRU;
+* ``wordpiece``: a BERT-style WordPiece vocabulary learned from the training captions, for a transformer from
+  a config with no pretrained tokenizer;
+* ``hf``: a Hugging Face tokenizer from a local directory;
+* ``open_clip``: the BPE tokenizer that ships inside open_clip (nothing to learn or save).
+
+The first three are Hugging Face fast tokenizers built with the ``tokenizers`` library and saved with
+``save_pretrained``: JSON files, no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+TOKENIZER_KINDS = ("word", "wordpiece", "hf", "open_clip")
+
+
+class TextTokenizer:
+    """A fast HF tokenizer with a fixed truncation length."""
+
+    def __init__(self, hf_tokenizer, kind: str, max_length: int = 64):
+        self.tokenizer = hf_tokenizer
+        self.kind = kind
+        self.max_length = max_length
+        if hf_tokenizer.pad_token_id is None:
+            raise ValueError(f"the {kind} tokenizer has no pad token; set one (tokenizer.pad_token)")
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str) -> torch.Tensor:
+        if not isinstance(text, str):
+            raise TypeError(f"a text branch tokenizes strings, got {type(text).__name__}; is an image routed to it?")
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+        if not ids:  # an empty caption still needs one position so the encoder has a state to return
+            ids = [self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(directory))
+        (directory / "mmvicreg_tokenizer.json").write_text(
+            json.dumps({"kind": self.kind, "max_length": self.max_length})
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> "TextTokenizer":
+        from transformers import AutoTokenizer
+
+        meta = json.loads((directory / "mmvicreg_tokenizer.json").read_text())
+        return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True), meta["kind"], meta["max_length"])
+
+
+class OpenCLIPTokenizer:
+    """open_clip's tokenizer for a model name; fixed context length (77 for CLIP), padded with 0."""
+
+    kind = "open_clip"
+    pad_id = 0
+
+    def __init__(self, model: str):
+        import open_clip
+
+        self.model = model
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.vocab_size = int(getattr(self.tokenizer, "vocab_size", 49408))
+
+    def encode(self, text: str) -> torch.Tensor:
+        if not isinstance(text, str):
+            raise TypeError(f"a text branch tokenizes strings, got {type(text).__name__}; is an image routed to it?")
+        return self.tokenizer([text])[0].long()
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "mmvicreg_tokenizer.json").write_text(json.dumps({"kind": "open_clip", "model": self.model}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "OpenCLIPTokenizer":
+        return cls(json.loads((directory / "mmvicreg_tokenizer.json").read_text())["model"])
+
+
+def _fast(tokenizer_object, **special: str):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, **special)
+
+
+def _corpus(captions: Iterable[str] | None, kind: str) -> list[str]:
+    corpus = [c for c in (captions or []) if isinstance(c, str)]
+    if not corpus:
+        raise ValueError(
+            f"a {kind!r} tokenizer learns its vocabulary from the training captions, but none were given; "
+            f"pass captions (the trainer does this from data.train) or load a saved model directory"
+        )
+    return corpus
+
+
+def word_tokenizer(captions: Iterable[str], min_count: int = 1, max_length: int = 64) -> TextTokenizer:
+    """Word-level vocabulary from captions: ``<pad>`` = 0, ``<unk>`` = 1, then words seen ≥ ``min_count`` times."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(min_frequency=min_count, special_tokens=["<pad>", "<unk>"])
+    tok.train_from_iterator(_corpus(captions, "word"), trainer=trainer)
+    return TextTokenizer(_fast(tok, pad_token="<pad>", unk_token="<unk>"), "word", max_length)
+
+
+def wordpiece_tokenizer(captions: Iterable[str], vocab_size: int = 8000, max_length: int = 64) -> TextTokenizer:
+    """BERT-style WordPiece learned from captions, with ``[CLS] ... [SEP]`` around each text."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(
+        _corpus(captions, "wordpiece"), trainer=trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special)
+    )
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    fast = _fast(tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return TextTokenizer(fast, "wordpiece", max_length)
+
+
+def hf_tokenizer(path: str, max_length: int = 64) -> TextTokenizer:
+    """The tokenizer saved in a local Hugging Face model directory."""
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"{path} is not a directory; a Hugging Face text encoder is read from a local model directory "
+            f"(this library never downloads from a hub)"
+        )
+    return TextTokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True), "hf", max_length)
+
+
+def load_tokenizer(directory: Path) -> TextTokenizer | OpenCLIPTokenizer:
+    meta = directory / "mmvicreg_tokenizer.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta} is missing: the tokenizer of this saved model is incomplete")
+    kind = json.loads(meta.read_text())["kind"]
+    return OpenCLIPTokenizer.load(directory) if kind == "open_clip" else TextTokenizer.load(directory)
