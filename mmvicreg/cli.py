@@ -1,24 +1,50 @@
-"""The ``mmvicreg`` command line (also ``python -m mmvicreg``)."""
+"""The ``mmvicreg`` command line (also ``python -m mmvicreg`` and ``accelerate launch -m mmvicreg``).
+
+    mmvicreg train CONFIG.yaml [dotted.key=value ...]
+
+Problems with the config or the data stop the run before training with one line naming the cause; set
+MMVICREG_DEBUG=1 to see the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmvicreg", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train branches with VICReg from a YAML config")
-    train.add_argument("config", help="YAML config file")
-    train.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    train.add_argument("config", help="YAML config file (see examples/)")
+    train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.max_steps=100")
     return parser
+
+
+def _train(config_path: str, overrides: list[str]) -> int:
+    from mmvicreg.config import load_config
+    from mmvicreg.data.build import format_options
+    from mmvicreg.train import train
+
+    config = load_config(config_path, overrides, format_keys=format_options)
+    train(config)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        print("mmvicreg train: not available yet (see the training issue)", file=sys.stderr)
+    from mmvicreg.config import ConfigError
+    from mmvicreg.train import NonFiniteLossError
+
+    try:
+        if args.command == "train":
+            return _train(args.config, args.overrides)
+    except (ConfigError, NonFiniteLossError, FileNotFoundError, ValueError, KeyError, TypeError) as e:
+        if os.environ.get("MMVICREG_DEBUG"):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"mmvicreg: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -14,7 +14,7 @@ covariance subtracts two large sums, and squared covariances underflow in half p
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Sequence, Union
+from typing import Literal, Mapping, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,13 @@ PerBranch = Union[Number, Sequence[Number]]
 CovarianceAlgorithm = Literal["auto", "dense", "gram"]
 
 __all__ = [
+    "BranchCoefficients",
+    "MultiBranchOutput",
     "VICRegOutput",
     "VICRegLoss",
     "covariance_term",
     "invariance_term",
+    "multi_branch_vicreg",
     "variance_term",
     "vicreg_loss",
 ]
@@ -214,21 +217,87 @@ def vicreg_loss(
     as published. Every rank must pass the same batch size.
     """
     _check_pair(z_a, z_b)
-    mu_a, mu_b = _pair(variance_weight, "variance_weight")
-    nu_a, nu_b = _pair(covariance_weight, "covariance_weight")
-    gamma_a, gamma_b = _pair(gamma, "gamma")
+    mu, nu, g = _pair(variance_weight, "variance_weight"), _pair(covariance_weight, "covariance_weight"), _pair(
+        gamma, "gamma"
+    )
+    out = multi_branch_vicreg(
+        {"z_a": z_a, "z_b": z_b},
+        [("z_a", "z_b")],
+        invariance_weight=invariance_weight,
+        coefficients={
+            "z_a": BranchCoefficients(mu[0], nu[0], g[0]),
+            "z_b": BranchCoefficients(mu[1], nu[1], g[1]),
+        },
+        eps=eps,
+        gather=gather,
+        covariance=covariance,
+    )
+    return VICRegOutput(out.loss, out.invariance, out.variance, out.covariance)
 
-    inv = invariance_term(z_a, z_b)
-    if gather:
-        z_a, z_b = gather_with_grad(z_a), gather_with_grad(z_b)
-    check_embeddings(z_a, "z_a")
-    check_embeddings(z_b, "z_b")
-    v_a = variance_term(z_a, gamma_a, eps)
-    v_b = variance_term(z_b, gamma_b, eps)
-    c_a = covariance_term(z_a, covariance)
-    c_b = covariance_term(z_b, covariance)
-    loss = invariance_weight * inv + (mu_a * v_a + mu_b * v_b) / 2 + nu_a * c_a + nu_b * c_b
-    return VICRegOutput(loss, inv, (v_a + v_b) / 2, c_a + c_b)
+
+class BranchCoefficients(NamedTuple):
+    """One branch's regularisation: variance weight μ_b, covariance weight ν_b, variance target γ_b."""
+
+    variance_weight: float = 25.0
+    covariance_weight: float = 1.0
+    gamma: float = 1.0
+
+
+class MultiBranchOutput(NamedTuple):
+    """The N-branch objective: weighted ``loss``; unweighted summed/averaged terms; per-branch terms."""
+
+    loss: torch.Tensor
+    invariance: torch.Tensor
+    variance: torch.Tensor
+    covariance: torch.Tensor
+    per_branch: dict[str, dict[str, torch.Tensor]]
+
+
+def multi_branch_vicreg(
+    embeddings: Mapping[str, torch.Tensor],
+    pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    invariance_weight: float = 25.0,
+    coefficients: Mapping[str, BranchCoefficients] | None = None,
+    eps: float = 1e-4,
+    gather: bool = True,
+    covariance: CovarianceAlgorithm = "auto",
+) -> MultiBranchOutput:
+    """VICReg over N branches: invariance over the given pairs, variance and covariance once per branch.
+
+    ``loss = λ·Σ_{(a,b) ∈ pairs} s(Z_a, Z_b) + Σ_b (μ_b/2)·v_{γ_b}(Z_b) + Σ_b ν_b·c(Z_b)``
+
+    ``pairs`` defaults to every pair of branches. The per-branch μ_b/2 keeps the published scaling, so two
+    branches give exactly :func:`vicreg_loss`. Reported terms: ``invariance`` summed over pairs, ``variance``
+    averaged over branches, ``covariance`` summed over branches (unweighted).
+    """
+    names = list(embeddings)
+    if pairs is None:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    if not pairs:
+        raise ValueError(f"VICReg needs at least one pair of branches to compare; got branches {names}")
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in embeddings:
+                raise ValueError(f"pair ({a}, {b}) names {name!r}, which has no embeddings; branches: {names}")
+    coefficients = coefficients or {}
+    for name, z in embeddings.items():
+        check_embeddings(z, name, min_rows=1)
+
+    invariance = sum(invariance_term(embeddings[a], embeddings[b]) for a, b in pairs)
+    loss = invariance_weight * invariance
+    per_branch: dict[str, dict[str, torch.Tensor]] = {}
+    for name in dict.fromkeys(n for pair in pairs for n in pair):
+        coef = coefficients.get(name, BranchCoefficients())
+        z = gather_with_grad(embeddings[name]) if gather else embeddings[name]
+        check_embeddings(z, name)
+        v = variance_term(z, coef.gamma, eps)
+        c = covariance_term(z, covariance)
+        loss = loss + coef.variance_weight / 2 * v + coef.covariance_weight * c
+        per_branch[name] = {"variance": v, "covariance": c}
+    variance = sum(t["variance"] for t in per_branch.values()) / len(per_branch)
+    cov = sum(t["covariance"] for t in per_branch.values())
+    return MultiBranchOutput(loss, invariance, variance, cov, per_branch)  # type: ignore[arg-type]
 
 
 class VICRegLoss(nn.Module):

@@ -1,0 +1,273 @@
+"""Typed run configuration: YAML + ``dotted.key=value`` overrides; unknown keys and wrong types are errors.
+
+Hand-written over dataclasses rather than a config framework because the checks we need are specific: the
+nearest valid key in every error, and ``data.*`` sections whose valid keys depend on their ``format``
+(overriding ``data.train.format`` on the command line drops the keys that only the old format had).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import yaml
+
+BRANCH_LOSS_KEYS = ("variance_weight", "covariance_weight", "gamma")
+
+
+class ConfigError(ValueError):
+    """A config problem, named by its dotted key."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # adamw | lars
+    lr: Optional[float] = None  # absolute learning rate; when None: base_lr * batch_size / 256
+    base_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # lars
+    eta: float = 0.001  # lars trust coefficient (published: 0.001)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 256
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    checkpoint_every: int = 500
+    seed: int = 0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    warmup_steps: Optional[int] = None
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.001
+    grad_clip: Optional[float] = None
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    log_every: int = 10
+    rankme_every: int = 100
+    eval_every: Optional[int] = None
+    on_nonfinite: str = "stop"  # stop | skip
+    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
+    progress: bool = True
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class LossConfig:
+    name: str = "vicreg"
+    invariance_weight: float = 25.0
+    variance_weight: float = 25.0
+    covariance_weight: float = 1.0
+    gamma: float = 1.0
+    eps: float = 1e-4
+    covariance: str = "auto"
+    pairs: Optional[list[list[str]]] = None  # default: every pair of branches
+
+
+@dataclass
+class DataConfig:
+    train: dict[str, Any] = field(default_factory=lambda: {"format": "shapes", "split": "train"})
+    eval: Optional[dict[str, Any]] = None
+    workers: int = 0
+    pin_memory: bool = False
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    protocol: str = "5k"  # 5k | 1k
+    branches: Optional[list[str]] = None  # [image branch, text branch]; default: the first two
+    captions_per_image: int = 5
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/default"
+    resume: bool = False
+    branches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key} must be {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {dotted!r}{_nearest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.batch_size=64`` -> ``("train.batch_size", 64)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like dotted.key=value (e.g. train.batch_size=64)")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def load_config(
+    source: str | Path | dict[str, Any],
+    overrides: list[str] | None = None,
+    format_keys: Callable[[str], set[str] | None] | None = None,
+) -> RunConfig:
+    """Read a YAML file (or a dict), apply overrides, check every key and type.
+
+    ``format_keys(format)`` gives the option names a data format accepts (None for an unknown format); it lets a
+    ``data.<section>.format=...`` override drop the options that only the previous format had.
+    """
+    if isinstance(source, dict):
+        tree = yaml.safe_load(yaml.safe_dump(source))  # a deep copy
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path} must hold a YAML mapping at the top level")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "data" and parts[2] == "format" and format_keys is not None:
+            section = tree.get("data", {}).get(parts[1])
+            if isinstance(section, dict) and section.get("format") != value:
+                keep = (format_keys(str(value)) or set()) | {"format"}
+                explicit = {o.split("=", 1)[0].split(".")[2] for o in overrides or [] if o.startswith(f"data.{parts[1]}.")}
+                tree["data"][parts[1]] = {k: v for k, v in section.items() if k in keep or k in explicit}
+        _set_dotted(tree, key, value)
+    config = _build(RunConfig, tree)
+    validate(config, format_keys)
+    return config
+
+
+def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | None = None) -> None:
+    """Cross-field checks that types alone do not catch."""
+    t = config.train
+    choices = {
+        "train.mixed_precision": (t.mixed_precision, ("no", "bf16", "fp16")),
+        "train.on_nonfinite": (t.on_nonfinite, ("stop", "skip")),
+        "train.optimizer.name": (t.optimizer.name, ("adamw", "lars", "sgd")),
+        "loss.covariance": (config.loss.covariance, ("auto", "dense", "gram")),
+        "eval.protocol": (config.eval.protocol, ("5k", "1k")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(allowed)}")
+    if t.batch_size < 2:
+        raise ConfigError(
+            f"train.batch_size is {t.batch_size}; VICReg's variance and covariance need at least 2 samples per batch"
+        )
+    for key in ("epochs", "checkpoint_every", "log_every", "rankme_every"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+    if t.max_steps is not None and t.max_steps < 1:
+        raise ConfigError(f"train.max_steps must be at least 1 (or null for epochs), got {t.max_steps}")
+    if not config.branches:
+        raise ConfigError("the config names no branches; add `branches:` with at least two (e.g. image, caption)")
+    names = list(config.branches)
+    for name, branch in config.branches.items():
+        if not isinstance(branch, dict):
+            raise ConfigError(f"branches.{name} must be a mapping (encoder, expander, field, ...)")
+        for key in BRANCH_LOSS_KEYS:
+            if key in branch and (isinstance(branch[key], bool) or not isinstance(branch[key], (int, float))):
+                raise ConfigError(f"branches.{name}.{key} must be a number, got {branch[key]!r}")
+    if config.loss.name == "vicreg" and len(names) < 2 and not config.loss.pairs:
+        raise ConfigError(f"VICReg compares branches in pairs; the config has only {names}")
+    for pair in config.loss.pairs or []:
+        if len(pair) != 2:
+            raise ConfigError(f"loss.pairs entries must be two branch names, got {pair}")
+        for b in pair:
+            if b not in names:
+                raise ConfigError(f"loss.pairs names branch {b!r}, which is not a branch{_nearest(b, names)}")
+    for section in ("train", "eval"):
+        data = getattr(config.data, section)
+        if data is None:
+            continue
+        if "format" not in data:
+            raise ConfigError(f"data.{section} needs a `format` (coco, karpathy, csv, hf, folder, digits, shapes)")
+        if format_keys is not None:
+            valid = format_keys(str(data["format"]))
+            if valid is None:
+                raise ConfigError(
+                    f"data.{section}.format is {data['format']!r}; known formats: coco, karpathy, csv, hf, folder, "
+                    f"digits, shapes"
+                )
+            for key in data:
+                if key != "format" and key not in valid:
+                    raise ConfigError(
+                        f"unknown config key 'data.{section}.{key}' for format {data['format']!r}"
+                        f"{_nearest(key, sorted(valid))}"
+                    )
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
