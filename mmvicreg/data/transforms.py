@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
@@ -25,6 +26,19 @@ def _blur_kernel(size: int) -> int:
     """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe's PIL blur)."""
     k = max(3, int(0.1 * size))
     return k if k % 2 == 1 else k + 1
+
+
+class GaussianBlurPIL(v2.GaussianBlur):
+    """``v2.GaussianBlur`` that blurs PIL images with PIL, as the published code does (radius = σ).
+
+    At 224 px PIL's blur takes about a sixth of the time of the 23-tap convolution torchvision runs, and the blur
+    fires on every view-1 image: it was the slowest step of the pipeline. Tensor images keep torchvision's kernel.
+    """
+
+    def transform(self, inpt, params):
+        if isinstance(inpt, Image.Image):
+            return inpt.filter(ImageFilter.GaussianBlur(radius=params["sigma"][0]))
+        return super().transform(inpt, params)
 
 
 def vicreg_view(
@@ -47,7 +61,7 @@ def vicreg_view(
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
+            v2.RandomApply([GaussianBlurPIL(kernel_size=_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
             v2.RandomSolarize(threshold=128, p=solarize_p),
             *_to_normalised_tensor(mean, std),
         ]

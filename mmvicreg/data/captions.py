@@ -1,0 +1,190 @@
+"""Image–caption sources read from files: COCO captions JSON, Karpathy split JSON, CSV/TSV.
+
+Each function returns a ``FileCaptionSource`` (a ``CaptionSource``): samples
+``{"image": RGB PIL, "caption": str, "image_id": ...}`` and ``eval_set()`` for retrieval. Images whose file
+is missing raise (or are skipped under ``on_bad_image="skip"``) when the source is built; captions are grouped
+per image in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from mmvicreg.data.base import CaptionSource
+from mmvicreg.data.io import PathLike, open_image, require_file
+
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
+
+
+class FileCaptionSource(CaptionSource):
+    """Captioned images stored as files: ``paths[i]`` is described by ``captions[i]``."""
+
+    def __init__(self, paths: Sequence[PathLike], image_ids: Sequence[Any], captions: Sequence[Sequence[str]],
+                 **options: Any) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        super().__init__(image_ids, captions, **options)
+
+    def _image_path(self, i: int) -> str:
+        return self.paths[i]
+
+    def _load_image(self, i: int) -> Image.Image:
+        return open_image(self.paths[i])
+
+    def _keep(self, indices: list[int]) -> None:
+        self.paths = [self.paths[i] for i in indices]
+        super()._keep(indices)
+
+
+def _read_json(path: PathLike, what: str, fix: str) -> Any:
+    path = require_file(path, what, fix)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+
+
+def coco_captions(
+    annotations: PathLike,
+    image_root: PathLike,
+    *,
+    pairs: str = "one",
+    on_bad_image: str = "error",
+    verify: bool = False,
+) -> FileCaptionSource:
+    """The official COCO captions JSON (``captions_{train,val}{2014,2017}.json``) with its image folder.
+
+    Images come from the JSON's ``images`` list (in that order), never from the folder listing, so JPEGs without
+    captions are not counted; images listed without any caption are left out. ``image_id`` is COCO's id.
+    """
+    fix = "pass annotations= the path of captions_<split><year>.json from the COCO annotations archive"
+    data = _read_json(annotations, "COCO captions file", fix)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
+            or not isinstance(data.get("images"), list):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"{annotations} is not a COCO captions file: it needs 'images' and 'annotations' lists, found {keys}; "
+            f"{fix} (instances_*.json and Karpathy's dataset_coco.json are other formats: use format 'karpathy' "
+            f"for the latter)"
+        )
+    by_image: dict[Any, list[str]] = {}
+    for k, ann in enumerate(data["annotations"]):
+        try:
+            by_image.setdefault(ann["image_id"], []).append(str(ann["caption"]).strip())
+        except (KeyError, TypeError):
+            raise ValueError(f"{annotations}: annotation #{k} lacks 'image_id' or 'caption': {ann!r}") from None
+    root = Path(image_root)
+    paths, ids, caps = [], [], []
+    for k, img in enumerate(data["images"]):
+        try:
+            image_id, file_name = img["id"], img["file_name"]
+        except (KeyError, TypeError):
+            raise ValueError(f"{annotations}: images[{k}] lacks 'id' or 'file_name': {img!r}") from None
+        if image_id in by_image:
+            paths.append(root / file_name)
+            ids.append(image_id)
+            caps.append(by_image[image_id])
+    return FileCaptionSource(
+        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, verify=verify,
+        name=f"coco {Path(annotations).name}", fix=f"check image_root={os.fspath(image_root)!r}",
+    )
+
+
+def karpathy_captions(
+    annotations: PathLike,
+    image_root: PathLike,
+    split: str,
+    *,
+    include_restval: bool = True,
+    pairs: str = "one",
+    on_bad_image: str = "error",
+    verify: bool = False,
+) -> FileCaptionSource:
+    """Karpathy's split files (``dataset_coco.json``, ``dataset_flickr8k.json``, ``dataset_flickr30k.json``).
+
+    ``split`` is ``train``, ``val``, ``test`` or ``restval``; ``train`` also takes ``restval`` images (the usual
+    113k-image COCO training set) unless ``include_restval=False``. The image path is
+    ``image_root/filepath/filename`` (COCO entries carry ``filepath``, e.g. ``val2014``; Flickr ones do not).
+    Captions are each sentence's ``raw`` text; ``image_id`` is ``cocoid``, else ``imgid``, else the file name.
+    """
+    fix = "pass annotations= the path of dataset_coco.json / dataset_flickr8k.json / dataset_flickr30k.json"
+    if split not in KARPATHY_SPLITS:
+        raise ValueError(f"unknown Karpathy split {split!r}; known: {', '.join(KARPATHY_SPLITS)}")
+    data = _read_json(annotations, "Karpathy split file", fix)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{annotations} is not a Karpathy split file: it needs an 'images' list, found {keys}; {fix}")
+    wanted = {split, "restval"} if split == "train" and include_restval else {split}
+    root = Path(image_root)
+    paths, ids, caps = [], [], []
+    for k, img in enumerate(data["images"]):
+        try:
+            if img["split"] not in wanted:
+                continue
+            sentences = [str(s["raw"]).strip() for s in img["sentences"]]
+            path = root / img.get("filepath", "") / img["filename"]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"{annotations}: images[{k}] lacks 'split', 'filename' or 'sentences[].raw': {str(img)[:200]}"
+            ) from None
+        if sentences:
+            paths.append(path)
+            ids.append(img.get("cocoid", img.get("imgid", img["filename"])))
+            caps.append(sentences)
+    if not paths:
+        present = sorted({str(img.get("split")) for img in data["images"] if isinstance(img, dict)})
+        raise ValueError(f"{annotations} has no image in split {split!r}; splits present: {', '.join(present)}")
+    return FileCaptionSource(
+        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, verify=verify,
+        name=f"karpathy {Path(annotations).name}:{split}", fix=f"check image_root={os.fspath(image_root)!r}",
+    )
+
+
+def csv_captions(
+    path: PathLike,
+    image_root: PathLike | None = None,
+    *,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    sep: str | None = None,
+    pairs: str = "one",
+    on_bad_image: str = "error",
+    verify: bool = False,
+) -> FileCaptionSource:
+    """A CSV/TSV file with one (image, caption) pair per row and a folder of images.
+
+    Defaults read the Flickr8k CSV layout (``image,caption``). open_clip's layout is
+    ``image_column="filepath", caption_column="title", sep="\\t"``. ``sep`` defaults to a tab for ``.tsv`` files
+    and a comma otherwise; quoting follows the CSV standard. Image paths are relative to ``image_root``
+    (default: the CSV's folder; absolute paths are used as they are). Rows of the same image are grouped in
+    order of first appearance; ``image_id`` is the image column's value.
+    """
+    import pandas as pd
+
+    path = require_file(path, "caption file", "pass the path of the CSV/TSV with image and caption columns")
+    if sep is None:
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot parse {path} as a table with separator {sep!r} ({exc}); pass sep=...") from None
+    for role, column in (("image", image_column), ("caption", caption_column)):
+        if column not in table.columns:
+            raise ValueError(
+                f"{path} has no {role} column {column!r}; its columns are {list(table.columns)} (separator {sep!r}); "
+                f"pass {role}_column=... or sep=..."
+            )
+    root = Path(image_root) if image_root is not None else path.parent
+    by_image: dict[str, list[str]] = {}
+    for image, caption in zip(table[image_column], table[caption_column]):
+        by_image.setdefault(image, []).append(caption.strip())
+    ids = list(by_image)
+    return FileCaptionSource(
+        [root / i for i in ids], ids, [by_image[i] for i in ids], pairs=pairs, on_bad_image=on_bad_image,
+        verify=verify, name=f"csv {path.name}", fix=f"check image_root={os.fspath(root)!r}",
+    )
