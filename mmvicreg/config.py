@@ -48,10 +48,12 @@ class TrainConfig:
     min_lr_ratio: float = 0.001
     grad_clip: Optional[float] = None
     mixed_precision: str = "no"  # no | bf16 | fp16
+    cpu: bool = False  # force the CPU even where a GPU is present
     log_every: int = 10
     rankme_every: int = 100
     eval_every: Optional[int] = None
     on_nonfinite: str = "stop"  # stop | skip
+    max_consecutive_skips: int = 20  # with skip: this many non-finite batches in a row stop the run
     trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
     progress: bool = True
     keep_checkpoints: int = 2
@@ -265,7 +267,7 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
                 if key != "format" and key not in valid:
                     raise ConfigError(
                         f"unknown config key 'data.{section}.{key}' for format {data['format']!r}"
-                        f"{_nearest(key, sorted(valid))}"
+                        f"{_nearest(key, sorted(valid | {'format'}))}"
                     )
 
 

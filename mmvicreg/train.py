@@ -166,7 +166,21 @@ def nonfinite_terms(out: MultiBranchOutput) -> list[str]:
     terms = {"invariance": out.invariance, "variance": out.variance, "covariance": out.covariance}
     for branch, t in out.per_branch.items():
         terms.update({f"{name}/{branch}": value for name, value in t.items()})
-    return [f"{k} = {float(v)}" for k, v in terms.items() if not torch.isfinite(v)] or [f"loss = {float(out.loss)}"]
+    terms = {k: float(v.detach()) for k, v in terms.items()}
+    return [f"{k} = {v}" for k, v in terms.items() if not math.isfinite(v)] or [f"loss = {float(out.loss.detach())}"]
+
+
+def _nonfinite_error(step: int, what: str, out_dir: Path) -> NonFiniteLossError:
+    last = latest_checkpoint(out_dir)
+    return NonFiniteLossError(
+        f"non-finite training at step {step}: {what}. The run stopped; the last good checkpoint is "
+        f"{last or 'none (no checkpoint was written yet)'}. Lower the learning rate, add train.grad_clip, "
+        f"or set train.on_nonfinite=skip"
+    )
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -185,15 +199,21 @@ def train(config: RunConfig) -> dict[str, Any]:
             f"{out_dir} already holds checkpoints of an earlier run; set resume=true to continue it, "
             f"or choose another output_dir"
         )
+    # Several processes without a GPU (torchrun / accelerate launch on CPUs) need Accelerate's cpu flag to
+    # start gloo; a single process keeps Accelerate's own device choice.
+    launched_on_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
-        mixed_precision=t.mixed_precision, log_with=t.trackers or None, project_dir=str(out_dir)
+        cpu=t.cpu or launched_on_cpus,
+        mixed_precision=t.mixed_precision,
+        log_with=t.trackers or None,
+        project_dir=str(out_dir),
     )
     world, rank = accelerator.num_processes, accelerator.process_index
     if t.batch_size % world:
         raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes ({world})")
     if t.batch_size // world < 2:
         raise ConfigError(f"train.batch_size {t.batch_size} over {world} processes leaves < 2 samples per process")
-    set_seed(t.seed)
+    set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
 
     # Data and model. Learned vocabularies come from the training captions.
     train_source = build_data(config.data.train, "train")
@@ -212,7 +232,10 @@ def train(config: RunConfig) -> dict[str, Any]:
 
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup, t.min_lr_ratio))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays outside prepare(): Accelerate would step it once per process per step (it assumes a
+    # per-process batch), while our train.batch_size is global and the schedule counts optimiser steps.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     unwrapped: JointEmbedding = accelerator.unwrap_model(model)
 
     sampler = EpochBatchSampler(len(train_source), t.batch_size, t.seed, rank, world)
@@ -249,6 +272,7 @@ def train(config: RunConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, out_dir / "config.yaml")
+        _truncate_metrics(out_dir / "metrics.jsonl", state.step)
     if t.trackers:
         accelerator.init_trackers("mmvicreg", config=_flat(config.to_dict()))
     metrics_file = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
@@ -261,6 +285,7 @@ def train(config: RunConfig) -> dict[str, Any]:
     last_rankme: dict[str, float] = {}
     window_start, window_samples = time.perf_counter(), 0
     last_eval: dict[str, Any] = {}
+    consecutive_skips = 0
     model.train()
     while state.step < total_steps:
         sampler.set_epoch(state.epoch, start=state.batch)
@@ -271,24 +296,29 @@ def train(config: RunConfig) -> dict[str, Any]:
             out = objective(zs)  # statistics in float32 whatever the autocast dtype
 
             bad = accelerator.reduce((~torch.isfinite(out.loss.detach())).float().reshape(1), "sum")
-            if bad.item() > 0:  # every process must take the same branch
-                where = ", ".join(nonfinite_terms(out))
+            problem = ", ".join(nonfinite_terms(out)) if bad.item() > 0 else None  # the same on every process
+            if problem is None:
+                accelerator.backward(out.loss)
+                # The norm is needed anyway to catch non-finite gradients; clipping at inf only measures it.
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf"))
+                if not torch.isfinite(torch.as_tensor(grad_norm)):
+                    problem = f"gradient norm = {float(grad_norm)}"
+            if problem is not None:
                 if t.on_nonfinite == "stop":
-                    last = latest_checkpoint(out_dir)
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {state.step + 1}: {where}. The run stopped; the last good "
-                        f"checkpoint is {last or 'none (no checkpoint was written yet)'}. Lower the learning rate, "
-                        f"add train.grad_clip, or set train.on_nonfinite=skip"
-                    )
-                accelerator.print(f"skipping step {state.step + 1}: non-finite {where}")
+                    raise _nonfinite_error(state.step + 1, problem, out_dir)
+                accelerator.print(f"skipping step {state.step + 1}: non-finite {problem}")
                 optimizer.zero_grad(set_to_none=True)
                 state.skipped_nonfinite += 1
                 state.batch += 1
+                consecutive_skips += 1
+                if consecutive_skips >= t.max_consecutive_skips:  # the weights themselves are broken
+                    raise _nonfinite_error(
+                        state.step + 1, f"{problem}, {consecutive_skips} batches in a row (train.max_consecutive_skips)",
+                        out_dir,
+                    )
                 continue
+            consecutive_skips = 0
 
-            accelerator.backward(out.loss)
-            if t.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -308,6 +338,8 @@ def train(config: RunConfig) -> dict[str, Any]:
                     metrics_file.flush()
                 accelerator.log(record, step=state.step)
             if state.step % t.checkpoint_every == 0:
+                if not weights_finite(model):  # never let a checkpoint replace good weights with broken ones
+                    raise _nonfinite_error(state.step, "the weights after the optimiser step", out_dir)
                 save_checkpoint(accelerator, out_dir, state.step, t.keep_checkpoints)
             if t.eval_every and eval_source is not None and state.step % t.eval_every == 0:
                 last_eval = evaluate(unwrapped, eval_source, train_source, config, accelerator)
@@ -391,6 +423,16 @@ def _step_of(accelerator) -> int:
         if isinstance(obj, TrainState):
             return obj.step
     return -1
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (work lost since the checkpoint we resume from, to be redone)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
