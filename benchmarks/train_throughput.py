@@ -1,0 +1,111 @@
+"""Samples/s of a training step through ``mmvicreg.train`` against the same model, data and loss in a bare loop.
+
+    python benchmarks/train_throughput.py [--steps 60] [--repeats 3]
+
+Both sides build the same JointEmbedding (test_resnet + GRU on shapes, as the quickstart), read the same data
+through an identical DataLoader (one process, no workers), and run AdamW on ``vicreg_loss``; the bare loop has
+nothing else: no Accelerate, no finiteness checks, no logging, no checkpoints. Rates are medians over windows of
+10 steps after a warm-up window, alternating the two sides ``--repeats`` times. Prints mmvicreg / bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import write_section  # noqa: E402
+
+from mmvicreg.config import load_config  # noqa: E402
+from mmvicreg.data import BranchDataset, collate_branches  # noqa: E402
+from mmvicreg.data.build import format_options  # noqa: E402
+from mmvicreg.losses import vicreg_loss  # noqa: E402
+from mmvicreg.model import JointEmbedding  # noqa: E402
+from mmvicreg.train import build_data, model_branch_configs, train  # noqa: E402
+
+QUICKSTART = Path(__file__).parents[1] / "examples" / "quickstart.yaml"
+WINDOW = 10
+
+
+def config(output_dir: str, steps: int, batch: int):
+    return load_config(
+        QUICKSTART,
+        [f"output_dir={output_dir}", f"train.max_steps={steps}", f"train.batch_size={batch}", "data.eval=null",
+         f"train.log_every={WINDOW}", f"train.checkpoint_every={10 * steps}", "train.progress=false",
+         "data.train.num_images=4000"],
+        format_keys=format_options,
+    )
+
+
+def mmvicreg_rate(steps: int, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        train(config(tmp, steps, batch))
+        rates = [json.loads(line)["samples_per_s"] for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(rates[1:])
+
+
+def bare_rate(steps: int, batch: int) -> float:
+    cfg = config("unused", steps, batch)
+    torch.manual_seed(cfg.train.seed)
+    source = build_data(cfg.data.train, "train")
+    model = JointEmbedding.from_config(model_branch_configs(cfg), captions=[c for cs in source.captions for c in cs])
+    loader = DataLoader(
+        BranchDataset(source, model.preprocessors(train=True)), batch_size=batch, shuffle=True, drop_last=True,
+        collate_fn=collate_branches({n: b.pad_id for n, b in model.branches.items()}),
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.optimizer.lr)
+    model.train()
+    rates, step, t0 = [], 0, time.perf_counter()
+    while step < steps:
+        for batch_ in loader:
+            z = model(batch_)
+            loss = vicreg_loss(z["image"], z["caption"]).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % WINDOW == 0:
+                rates.append(WINDOW * batch / (time.perf_counter() - t0))
+                t0 = time.perf_counter()
+            if step == steps:
+                break
+    return statistics.median(rates[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    ours, bare = [], []
+    for _ in range(args.repeats):
+        bare.append(bare_rate(args.steps, args.batch))
+        ours.append(mmvicreg_rate(args.steps, args.batch))
+        print(f"bare {bare[-1]:.0f} samples/s, mmvicreg {ours[-1]:.0f} samples/s", flush=True)
+    ratio = statistics.median(o / b for o, b in zip(ours, bare))
+    body = (
+        f"`python benchmarks/train_throughput.py --steps {args.steps} --repeats {args.repeats}` — the quickstart "
+        f"model (test_resnet + GRU, 32 px shapes, batch {args.batch}), CPU ({platform.machine()}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}.\n\n"
+        f"| run | bare loop samples/s | mmvicreg samples/s | mmvicreg / bare |\n|---:|---:|---:|---:|\n"
+        + "\n".join(f"| {i + 1} | {b:.0f} | {o:.0f} | {o / b:.3f} |" for i, (b, o) in enumerate(zip(bare, ours)))
+        + f"\n\nMedian ratio mmvicreg / bare: **{ratio:.3f}** (overhead {100 * (1 - ratio):.1f}%; target ≤ 5%)."
+    )
+    print(body)
+    if not args.no_write:
+        write_section(str(Path(__file__).with_name("RESULTS.md")), "Training throughput (train_throughput.py)", body)
+
+
+if __name__ == "__main__":
+    main()
