@@ -1,6 +1,9 @@
 """The ``mmvicreg`` command line (also ``python -m mmvicreg`` and ``accelerate launch -m mmvicreg``).
 
     mmvicreg train CONFIG.yaml [dotted.key=value ...]
+    mmvicreg eval retrieval --model RUN/model --format coco --images DIR --captions FILE [--protocol 1k]
+    mmvicreg eval knn --model RUN/model --format digits [--compare-random-init]
+    mmvicreg eval linear-probe --model RUN/model --format folder --train-root DIR --test-root DIR
 
 Problems with the config or the data stop the run before training with one line naming the cause; set
 MMVICREG_DEBUG=1 to see the full traceback instead.
@@ -20,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train branches with VICReg from a YAML config")
     train.add_argument("config", help="YAML config file (see examples/)")
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.max_steps=100")
+    from mmvicreg.evaluation.scripts import COMMANDS
+
+    evaluate = sub.add_parser("eval", help="evaluate an exported model").add_subparsers(dest="eval_command", required=True)
+    for name, (add_arguments, _, help_) in COMMANDS.items():
+        add_arguments(evaluate.add_parser(name, help=help_))
     return parser
 
 
@@ -41,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args.config, args.overrides)
+        if args.command == "eval":
+            from mmvicreg.evaluation.scripts import COMMANDS
+
+            COMMANDS[args.eval_command][1](args)
     except (ConfigError, NonFiniteLossError, FileNotFoundError, ValueError, KeyError, TypeError) as e:
         if os.environ.get("MMVICREG_DEBUG"):
             raise

@@ -1,0 +1,77 @@
+"""The eval scripts on models exported by short trainings: real COCO/Flickr subsets, and k-NN on digits."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmvicreg.cli import main
+
+ROOT = Path(__file__).parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+RETRIEVAL_KEYS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum", "i2t_medr",
+                  "i2t_meanr", "t2i_medr", "t2i_meanr", "num_images", "num_captions"]
+
+
+def _short_training(run: Path, data: list[str]) -> Path:
+    args = ["train", str(QUICKSTART), f"output_dir={run}", "train.max_steps=3", "train.batch_size=16",
+            "train.progress=false", "data.eval=null", *data]
+    assert main(args) == 0
+    return run / "model"
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "eval" / name), *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_retrieval_script_on_coco_mini(shared_data, tmp_path):
+    root = shared_data / "coco-mini"
+    model = _short_training(tmp_path / "run", ["data.train.format=coco", f"data.train.root={root}",
+                                               "data.train.split=train"])
+    out, plot = tmp_path / "coco.json", tmp_path / "coco.png"
+    proc = _script("retrieval.py", "--model", str(model), "--format", "coco", "--images", str(root / "val2017"),
+                   "--captions", str(root / "annotations" / "captions_val2017.json"), "--json", str(out),
+                   "--plot", str(plot), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert all(k in result for k in RETRIEVAL_KEYS)
+    assert result["num_images"] == 79 and result["num_captions"] == 395
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "image→text" in proc.stdout
+
+
+def test_retrieval_script_on_flickr8k_1k_protocol(shared_data, tmp_path):
+    root = shared_data / "flickr8k-1k"
+    csv = ["data.train.format=csv", f"data.train.path={root / 'captions.csv'}", f"data.train.image_root={root / 'images'}"]
+    model = _short_training(tmp_path / "run", csv)
+    out = tmp_path / "flickr.json"
+    proc = _script("retrieval.py", "--model", str(model), "--format", "csv", "--images", str(root / "images"),
+                   "--captions", str(root / "captions.csv"), "--protocol", "1k", "--json", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert all(k in result for k in RETRIEVAL_KEYS) and result["protocol"] == "1k"
+    assert result["num_images"] == 1000 and result["num_captions"] == 5000
+
+
+def test_retrieval_script_bad_input_is_one_line(tmp_path):
+    proc = _script("retrieval.py", "--model", str(tmp_path / "nope"), "--format", "shapes")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is not a directory" in proc.stderr
+
+
+@pytest.mark.timeout(900)
+def test_knn_on_digits_trained_beats_random_init(tmp_path):
+    run = tmp_path / "digits"
+    assert main(["train", str(ROOT / "examples" / "digits_siamese.yaml"), f"output_dir={run}",
+                 "train.epochs=12", "train.progress=false", "data.eval=null"]) == 0
+    out = tmp_path / "knn.json"
+    assert main(["eval", "knn", "--model", str(run / "model"), "--format", "digits", "--compare-random-init",
+                 "--json", str(out), "--no-progress"]) == 0
+    results = json.loads(out.read_text())["results"]
+    for branch in ("cnn", "vit"):
+        trained, random = results["trained"][branch]["top1_k20"], results["random_init"][branch]["top1_k20"]
+        print(f"k-NN k=20 {branch}: trained {trained:.1f}% vs random init {random:.1f}%")
+        assert trained > random + 2.0, (branch, trained, random)
