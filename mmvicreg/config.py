@@ -69,6 +69,16 @@ class LossConfig:
     eps: float = 1e-4
     covariance: str = "auto"
     pairs: Optional[list[list[str]]] = None  # default: every pair of branches
+    ablation: Optional[str] = None  # vicreg only: invariance | invariance_variance | full
+    temperature: float = 0.07  # infonce: initial temperature
+    learn_temperature: bool = True  # infonce
+    margin: float = 0.2  # triplet (VSE++ hinge)
+    max_violation: bool = True  # triplet: hardest negative (VSE++) rather than the sum over negatives
+    barlow_lambda: float = 0.0051  # barlow: weight of the off-diagonal cross-correlation terms
+    vcreg_layers: list[str] = field(default_factory=list)  # VCReg on intermediate layers (dotted module names)
+    vcreg_variance_weight: float = 1.0
+    vcreg_covariance_weight: float = 0.04
+    vcreg_spatial: str = "locations"  # locations | pool | flatten
 
 
 @dataclass
@@ -219,6 +229,7 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
         "train.on_nonfinite": (t.on_nonfinite, ("stop", "skip")),
         "train.optimizer.name": (t.optimizer.name, ("adamw", "lars", "sgd")),
         "loss.covariance": (config.loss.covariance, ("auto", "dense", "gram")),
+        "loss.name": (config.loss.name, ("vicreg", "infonce", "triplet", "barlow")),
         "eval.protocol": (config.eval.protocol, ("5k", "1k")),
     }
     for key, (value, allowed) in choices.items():

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 from mmvicreg.config import BRANCH_LOSS_KEYS, ConfigError, RunConfig, dump_config
 from mmvicreg.data import BranchDataset, CaptionSource, build_source, collate_branches
 from mmvicreg.diagnostics import embedding_std, rankme
-from mmvicreg.losses import BranchCoefficients, MultiBranchOutput, multi_branch_vicreg
+from mmvicreg.losses import BranchCoefficients, MultiBranchOutput
+from mmvicreg.objectives import VCRegHooks, build_objective
 from mmvicreg.model import JointEmbedding
 
 CHECKPOINTS = "checkpoints"
@@ -72,10 +73,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, config: RunConfig, extra_params: list[torch.nn.Parameter] | None = None
+) -> torch.optim.Optimizer:
+    """LARS, SGD or AdamW over the model (and ``extra_params``: the objective's own, never decayed)."""
     opt = config.train.optimizer
     lr = opt.lr if opt.lr is not None else opt.base_lr * config.train.batch_size / 256
     groups = param_groups(model, opt.weight_decay)
+    if extra_params:
+        groups[1]["params"] = groups[1]["params"] + list(extra_params)
     if opt.name == "lars":
         from timm.optim import Lars
 
@@ -230,13 +236,43 @@ def train(config: RunConfig) -> dict[str, Any]:
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup_epochs * steps_per_epoch)
 
-    optimizer = build_optimizer(model, config)
+    loss = config.loss
+    objective = build_objective(
+        loss.name,
+        model.branch_names,
+        pairs=loss.pairs,
+        invariance_weight=loss.invariance_weight,
+        coefficients=branch_coefficients(config),
+        eps=loss.eps,
+        covariance=loss.covariance,  # type: ignore[arg-type]
+        temperature=loss.temperature,
+        learn_temperature=loss.learn_temperature,
+        margin=loss.margin,
+        max_violation=loss.max_violation,
+        barlow_lambda=loss.barlow_lambda,
+        ablation=loss.ablation,
+    ).to(accelerator.device)
+    objective_params = list(objective.parameters())  # InfoNCE's learnable temperature trains with the model
+    if objective_params:
+        accelerator.register_for_checkpointing(objective)
+
+    optimizer = build_optimizer(model, config, extra_params=objective_params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup, t.min_lr_ratio))
     # The scheduler stays outside prepare(): Accelerate would step it once per process per step (it assumes a
     # per-process batch), while our train.batch_size is global and the schedule counts optimiser steps.
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     unwrapped: JointEmbedding = accelerator.unwrap_model(model)
+
+    vcreg = None
+    if loss.vcreg_layers:  # VCReg on intermediate layers, e.g. branches.image.encoder.model.stages.2
+        vcreg = VCRegHooks(
+            unwrapped,
+            loss.vcreg_layers,
+            variance_weight=loss.vcreg_variance_weight,
+            covariance_weight=loss.vcreg_covariance_weight,
+            spatial=loss.vcreg_spatial,
+        )
 
     sampler = EpochBatchSampler(len(train_source), t.batch_size, t.seed, rank, world)
     loader = DataLoader(
@@ -250,19 +286,6 @@ def train(config: RunConfig) -> dict[str, Any]:
         # that the augmentations use, or a resumed run would diverge from an uninterrupted one.
         generator=torch.Generator().manual_seed(t.seed),
     )
-    pairs = [tuple(p) for p in config.loss.pairs] if config.loss.pairs else None
-    coefficients = branch_coefficients(config)
-
-    def objective(zs: dict[str, torch.Tensor]) -> MultiBranchOutput:
-        return multi_branch_vicreg(
-            zs,
-            pairs,  # type: ignore[arg-type]
-            invariance_weight=config.loss.invariance_weight,
-            coefficients=coefficients,
-            eps=config.loss.eps,
-            covariance=config.loss.covariance,  # type: ignore[arg-type]
-        )
-
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     if resume_from is not None:
@@ -294,13 +317,17 @@ def train(config: RunConfig) -> dict[str, Any]:
             with accelerator.autocast():
                 zs = model(batch)
             out = objective(zs)  # statistics in float32 whatever the autocast dtype
+            if vcreg is not None:
+                out = out._replace(loss=out.loss + vcreg.loss())
 
             bad = accelerator.reduce((~torch.isfinite(out.loss.detach())).float().reshape(1), "sum")
             problem = ", ".join(nonfinite_terms(out)) if bad.item() > 0 else None  # the same on every process
             if problem is None:
                 accelerator.backward(out.loss)
                 # The norm is needed anyway to catch non-finite gradients; clipping at inf only measures it.
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf"))
+                grad_norm = accelerator.clip_grad_norm_(
+                    [*model.parameters(), *objective_params], t.grad_clip or float("inf")
+                )
                 if not torch.isfinite(torch.as_tensor(grad_norm)):
                     problem = f"gradient norm = {float(grad_norm)}"
             if problem is not None:
@@ -381,6 +408,8 @@ def _log_record(accelerator, state, out, zs, scheduler, last_rankme, rankme_ever
         if state.step % rankme_every == 0 or name not in last_rankme:
             last_rankme[name] = rankme(z)
         record[f"rankme/{name}"] = last_rankme[name]
+    for key, value in (getattr(out, "terms", None) or {}).items():  # objective-specific scalars
+        record[key] = float(value)
     if state.skipped_nonfinite:
         record["skipped_nonfinite"] = state.skipped_nonfinite
     return record
