@@ -126,15 +126,22 @@ def test_nonfinite_skip_policy_skips_then_gives_up_on_broken_weights(tmp_path, c
 def test_nonfinite_skip_policy_continues_past_a_bad_batch(tmp_path, monkeypatch):
     import mmvicreg.train as train_module
 
-    real = train_module.multi_branch_vicreg
+    real_build = train_module.build_objective
     calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):  # the third batch gives NaN, the others are fine
-        out = real(*args, **kwargs)
-        calls["n"] += 1
-        return out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
+    def poisoned_build(*args, **kwargs):  # the objective's third batch gives NaN, the others are fine
+        objective = real_build(*args, **kwargs)
+        real_forward = objective.forward
 
-    monkeypatch.setattr(train_module, "multi_branch_vicreg", poisoned)
+        def forward(zs):
+            out = real_forward(zs)
+            calls["n"] += 1
+            return out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
+
+        objective.forward = forward
+        return objective
+
+    monkeypatch.setattr(train_module, "build_objective", poisoned_build)
     _run(tiny_config(tmp_path, max_steps=5, on_nonfinite="skip"))
     records = _metrics(tmp_path)
     assert records[-1]["step"] == 5 and records[-1]["skipped_nonfinite"] == 1
