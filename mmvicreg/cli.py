@@ -44,6 +44,7 @@ def _train(config_path: str, overrides: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mmvicreg.config import ConfigError
+    from mmvicreg.safety import CheckpointError
     from mmvicreg.train import NonFiniteLossError
 
     try:
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mmvicreg.evaluation.scripts import COMMANDS
 
             COMMANDS[args.eval_command][1](args)
-    except (ConfigError, NonFiniteLossError, FileNotFoundError, ValueError, KeyError, TypeError) as e:
+    except (ConfigError, NonFiniteLossError, CheckpointError, OSError, ValueError, KeyError, TypeError) as e:
         if os.environ.get("MMVICREG_DEBUG"):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -202,8 +202,11 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist")
         try:
             tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        except yaml.YAMLError as e:  # PyYAML's own message spans several lines; keep the cause and the place
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML{where}: {what}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path} must hold a YAML mapping at the top level")
     for text in overrides or []:
@@ -244,6 +247,7 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
             raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigError(f"train.max_steps must be at least 1 (or null for epochs), got {t.max_steps}")
+    _check_ranges(config)
     if not config.branches:
         raise ConfigError("the config names no branches; add `branches:` with at least two (e.g. image, caption)")
     names = list(config.branches)
@@ -253,6 +257,16 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
         for key in BRANCH_LOSS_KEYS:
             if key in branch and (isinstance(branch[key], bool) or not isinstance(branch[key], (int, float))):
                 raise ConfigError(f"branches.{name}.{key} must be a number, got {branch[key]!r}")
+            if key in branch and not branch[key] >= 0:
+                raise ConfigError(f"branches.{name}.{key} must be >= 0, got {branch[key]!r}")
+        encoder = branch.get("encoder")
+        if encoder is not None and not (
+            isinstance(encoder, str) or (isinstance(encoder, dict) and isinstance(encoder.get("name"), str))
+        ):
+            raise ConfigError(
+                f"branches.{name}.encoder must be a name (e.g. resnet50, gru) or a mapping with a `name`, "
+                f"got {encoder!r}"
+            )
     if config.loss.name == "vicreg" and len(names) < 2 and not config.loss.pairs:
         raise ConfigError(f"VICReg compares branches in pairs; the config has only {names}")
     for pair in config.loss.pairs or []:
@@ -282,5 +296,33 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
                     )
 
 
+def _check_ranges(config: RunConfig) -> None:
+    """Numbers that parse but would train silently wrong (a negative clip flips the gradient) or fail deep inside."""
+    t, o, loss = config.train, config.train.optimizer, config.loss
+    positive = {"train.optimizer.lr": o.lr, "train.optimizer.base_lr": o.base_lr, "train.grad_clip": t.grad_clip,
+                "eval.batch_size": config.eval.batch_size}
+    non_negative = {
+        "train.optimizer.weight_decay": o.weight_decay, "train.optimizer.momentum": o.momentum,
+        "train.warmup_steps": t.warmup_steps, "train.warmup_epochs": t.warmup_epochs,
+        "train.min_lr_ratio": t.min_lr_ratio, "data.workers": config.data.workers,
+        "loss.invariance_weight": loss.invariance_weight, "loss.variance_weight": loss.variance_weight,
+        "loss.covariance_weight": loss.covariance_weight,
+    }
+    for key, value in positive.items():
+        if value is not None and not value > 0:  # `not >` also catches NaN
+            raise ConfigError(f"{key} must be positive, got {value}")
+    for key, value in non_negative.items():
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    for key in ("keep_checkpoints", "max_consecutive_skips"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+    for b in config.eval.branches or []:
+        if b not in config.branches:
+            raise ConfigError(f"eval.branches names {b!r}, which is not a branch{_nearest(b, list(config.branches))}")
+
+
 def dump_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tmp = path.with_name(path.name + ".tmp")  # then renamed: a run killed mid-write never leaves half a config
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tmp.replace(path)

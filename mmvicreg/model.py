@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -159,18 +160,6 @@ def _build_branches(
     return branches
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash leaves the old file intact."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class JointEmbedding(nn.Module):
     """Named branches trained jointly; the loss never needs to know what a branch is.
 
@@ -283,17 +272,33 @@ class JointEmbedding(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and ``tokenizers/<branch>/`` (JSON only, no pickle)."""
         from safetensors.torch import save_file
 
+        from mmvicreg.safety import fsync_tree
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for name, b in self.branches.items():
-            if b.modality == "text" and b.shares is None:
-                b.tokenizer.save(directory / TOKENIZER_DIR / name)
         shared = tuple(self._shared_prefixes())
         # clone: safetensors refuses tensors that share storage (tied or viewed weights)
         state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if not k.startswith(shared)}
-        _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         text = json.dumps(self.config(), indent=2)
-        _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        # Every file is written into a staging folder first, then renamed into place (tokenizers, weights, and
+        # the config last): a failure while writing (a full disk) leaves the previous export whole and loadable.
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".staging-"))
+        try:
+            for name, b in self.branches.items():
+                if b.modality == "text" and b.shares is None:
+                    b.tokenizer.save(staging / TOKENIZER_DIR / name)
+            save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+            (staging / CONFIG_FILE).write_text(text)
+            fsync_tree(staging)
+            for src in sorted((staging / TOKENIZER_DIR).rglob("*")):
+                if src.is_file():
+                    dst = directory / src.relative_to(staging)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+            os.replace(staging / WEIGHTS_FILE, directory / WEIGHTS_FILE)
+            os.replace(staging / CONFIG_FILE, directory / CONFIG_FILE)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return directory
 
     @classmethod
@@ -314,20 +319,37 @@ class JointEmbedding(nn.Module):
         try:
             config = json.loads(config_path.read_text())
             branch_configs = config["branches"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{config_path} is not an mmvicreg model config ({e})") from None
+            if not isinstance(branch_configs, dict) or not all(isinstance(c, dict) for c in branch_configs.values()):
+                raise TypeError("'branches' must map branch names to mappings")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{config_path} is not an mmvicreg model config ({type(e).__name__}: {e})") from None
         tokenizers = {}
         for name, cfg in branch_configs.items():
             spec = cfg.get("encoder") or {}
             name_of = spec.get("name", "") if isinstance(spec, dict) else str(spec)
             if cfg.get("shares") is None and (name_of in ("gru", "hf") or name_of.startswith("open_clip_text:")):
-                tokenizers[name] = load_tokenizer(directory / TOKENIZER_DIR / name)
+                try:
+                    tokenizers[name] = load_tokenizer(directory / TOKENIZER_DIR / name)
+                except (ValueError, KeyError, TypeError, OSError) as e:  # JSON errors are ValueErrors
+                    if isinstance(e, FileNotFoundError):
+                        raise
+                    raise ValueError(
+                        f"the tokenizer of branch {name!r} in {directory / TOKENIZER_DIR / name} cannot be read "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-export the model"
+                    ) from None
         model = cls(_build_branches(branch_configs, None, tokenizers))
         try:
             state = load_file(str(weights_path), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types for truncated or foreign files
             raise ValueError(f"{weights_path} could not be read as safetensors weights ({e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # same names, other shapes: torch lists every mismatch on its own line
+            lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+            raise ValueError(
+                f"{weights_path} does not match {config_path}: {len(lines)} tensor(s) have other shapes, e.g. "
+                f"{lines[0] if lines else str(e).splitlines()[0]}"
+            ) from None
         missing = [k for k in missing if not k.startswith(tuple(model._shared_prefixes()))]
         if missing or unexpected:
             raise ValueError(

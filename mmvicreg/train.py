@@ -27,6 +27,7 @@ from mmvicreg.diagnostics import embedding_std, rankme
 from mmvicreg.losses import BranchCoefficients, MultiBranchOutput
 from mmvicreg.objectives import VCRegHooks, build_objective
 from mmvicreg.model import JointEmbedding
+from mmvicreg.safety import CheckpointError, first_line, fsync_dir, fsync_tree, verify_checkpoint
 
 CHECKPOINTS = "checkpoints"
 
@@ -157,11 +158,25 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> Path
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every rank's RNG file is in
+        if accelerator.is_main_process:
+            fsync_tree(tmp)  # on disk before the rename makes it the checkpoint to resume from
+    except BaseException as e:  # a full disk, a quota, a vanished mount: say so, keep the last good checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
+            raise
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} to {tmp} ({type(e).__name__}: {first_line(e)}); the "
+            f"last complete checkpoint, {latest_checkpoint(output_dir) or 'none'}, is intact: free space and rerun "
+            f"with resume=true"
+        ) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        fsync_dir(root)
         for old in sorted(root.glob("step_*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -195,10 +210,14 @@ def weights_finite(model: torch.nn.Module) -> bool:
 def train(config: RunConfig) -> dict[str, Any]:
     """Train, checkpoint, export and evaluate as ``config`` says. Returns the final evaluation (may be empty)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import LoggerType, set_seed
 
     t = config.train
     out_dir = Path(config.output_dir)
+    known_trackers = sorted(str(k.value) for k in LoggerType)
+    for tracker in t.trackers:
+        if tracker not in known_trackers:
+            raise ConfigError(f"train.trackers names {tracker!r}; known trackers: {', '.join(known_trackers)}")
     resume_from = latest_checkpoint(out_dir) if config.resume else None
     if not config.resume and latest_checkpoint(out_dir) is not None:
         raise ConfigError(
@@ -288,7 +307,14 @@ def train(config: RunConfig) -> dict[str, Any]:
     )
     state = TrainState()
     accelerator.register_for_checkpointing(state)
+    if accelerator.is_main_process:  # folders of saves cut short by a crash; never resumed from
+        for stale in (out_dir / CHECKPOINTS).glob(".tmp_step_*"):
+            shutil.rmtree(stale, ignore_errors=True)
     if resume_from is not None:
+        # Accelerate unpickles custom states with weights_only=False and ignores an unreadable RNG file: check
+        # every file first, so that a stranger's checkpoint cannot run code and a damaged one is named.
+        custom = [f"custom_checkpoint_{i}.pkl" for i in range(len(accelerator._custom_objects))]
+        verify_checkpoint(resume_from, ["model.safetensors", "optimizer.bin", f"random_states_{rank}.pkl", *custom])
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
 
@@ -296,6 +322,7 @@ def train(config: RunConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, out_dir / "config.yaml")
         _truncate_metrics(out_dir / "metrics.jsonl", state.step)
+        _write_data_report(out_dir, {"train": train_source, "eval": eval_source}, accelerator.print)
     if t.trackers:
         accelerator.init_trackers("mmvicreg", config=_flat(config.to_dict()))
     metrics_file = open(out_dir / "metrics.jsonl", "a") if accelerator.is_main_process else None
@@ -359,6 +386,7 @@ def train(config: RunConfig) -> dict[str, Any]:
                 rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                 window_start, window_samples = time.perf_counter(), 0
                 record["samples_per_s"] = rate
+                record.update(_skip_counts(train_source))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{rate:.0f}")
                 if metrics_file:
                     metrics_file.write(json.dumps(record) + "\n")
@@ -384,6 +412,7 @@ def train(config: RunConfig) -> dict[str, Any]:
         unwrapped.save_pretrained(out_dir / "model")
         if metrics_file:
             metrics_file.close()
+        _write_data_report(out_dir, {"train": train_source, "eval": eval_source}, None)
         _plot(out_dir)
     if eval_source is not None and (not last_eval or last_eval.get("step") != state.step):
         last_eval = evaluate(unwrapped, eval_source, train_source, config, accelerator)
@@ -454,11 +483,39 @@ def _step_of(accelerator) -> int:
     return -1
 
 
+def _skip_counts(source) -> dict[str, int]:
+    """Samples the bad-data policies left out of the training data so far (in this process), when any."""
+    report = source.data_report() if hasattr(source, "data_report") else {}
+    return {k: report[k] for k in ("skipped_images", "skipped_captions") if report.get(k)}
+
+
+def _write_data_report(out_dir: Path, sources: dict[str, Any], say) -> None:
+    """``data_report.json``: per source, what ``on_bad_image`` / ``on_bad_caption`` left out; printed when ``say``."""
+    report = {k: s.data_report() for k, s in sources.items() if s is not None and hasattr(s, "data_report")}
+    if say is not None:
+        for key, r in report.items():
+            reasons = {**r.get("skipped_image_reasons", {}), **r.get("skipped_caption_reasons", {})}
+            detail = f" ({', '.join(f'{why}: {n}' for why, n in sorted(reasons.items()))})" if reasons else ""
+            captions = f", {r['skipped_captions']} captions" if "skipped_captions" in r else ""
+            say(f"data.{key} {r['source']}: {r['samples']} samples; skipped {r['skipped_images']} images{captions}"
+                f"{detail}")
+    tmp = out_dir / "data_report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out_dir / "data_report.json")
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after ``step`` (work lost since the checkpoint we resume from, to be redone)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a run killed while writing it
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            keep.append(line)
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)

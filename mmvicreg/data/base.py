@@ -15,7 +15,9 @@ image decoded once) and at load time (a corrupt image met in training is replace
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -24,7 +26,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mmvicreg.data.io import BadImageTracker, verify_images
+from mmvicreg.data.io import BadImageTracker, caption_problem, check_caption_policy, verify_images
+
+logger = logging.getLogger("mmvicreg.data")
 
 PAIRS_MODES = ("one", "all")
 
@@ -68,6 +72,15 @@ class _ImageBacked(Dataset):
     def num_skipped(self) -> int:
         return len(self._tracker.skipped)
 
+    def data_report(self) -> dict[str, Any]:
+        """What was left out under the bad-data policies (in this process): counts and counts per reason."""
+        return {
+            "source": self.name,
+            "samples": len(self),  # type: ignore[arg-type]
+            "skipped_images": self.num_skipped,
+            "skipped_image_reasons": dict(collections.Counter(r for _, r in self.skipped)),
+        }
+
     def load_image(self, i: int) -> Image.Image:
         """Image ``i`` as RGB PIL; raises FileNotFoundError / BadImageError (whatever the policy)."""
         return self._load_image(i)
@@ -110,10 +123,13 @@ class CaptionSource(_ImageBacked):
         *,
         pairs: str = "one",
         on_bad_image: str = "error",
+        on_bad_caption: str = "error",
         verify: bool = False,
         name: str = "captions",
         fix: str = "check the image root",
     ) -> None:
+        self.on_bad_caption = check_caption_policy(on_bad_caption)
+        self.skipped_captions: list[tuple[str, str]] = []
         if pairs not in PAIRS_MODES:
             raise ValueError(f"pairs must be one of {', '.join(PAIRS_MODES)}; got {pairs!r}")
         if len(image_ids) != len(captions):
@@ -123,9 +139,48 @@ class CaptionSource(_ImageBacked):
         self.image_ids = list(image_ids)
         self.captions = [list(c) for c in captions]
         super().__init__(on_bad_image=on_bad_image, verify=verify, fix=fix)
+        self._check_captions()
         if any(len(c) == 0 for c in self.captions):
             raise ValueError(f"{name}: every image needs at least one caption")
         self._offsets = list(itertools.accumulate((len(c) for c in self.captions), initial=0))
+
+    def _check_captions(self) -> None:
+        """The caption policy: empty captions and captions from bytes that are not UTF-8 raise or are left out."""
+        bad = [(i, j, why) for i, caps in enumerate(self.captions) for j, c in enumerate(caps)
+               if (why := caption_problem(c)) is not None]
+        if not bad:
+            return
+        total = sum(len(c) for c in self.captions)
+        where = [f"image {self.image_ids[i]!r} caption #{j}" for i, j, _ in bad]
+        if self.on_bad_caption == "error":
+            examples = "; ".join(
+                f"{w} ({why}{': ' + ascii(self.captions[i][j][:40]) if why != 'empty' else ''})"
+                for w, (i, j, why) in list(zip(where, bad))[:3]
+            )
+            hint = (" The caption file is not UTF-8 text: re-encode it (e.g. iconv -f latin1 -t utf-8)."
+                    if any(why == "not UTF-8" for *_, why in bad) else "")
+            raise ValueError(
+                f"{len(bad)} of {total} captions of {self.name} are unusable, e.g. {examples}.{hint} Fix the captions "
+                f"or pass on_bad_caption='skip' to leave them out"
+            )
+        drop = {(i, j) for i, j, _ in bad}
+        self.captions = [[c for j, c in enumerate(caps) if (i, j) not in drop] for i, caps in enumerate(self.captions)]
+        self.skipped_captions.extend((w, why) for w, (*_, why) in zip(where, bad))
+        logger.warning("%s: skipped %d of %d captions (%s), e.g. %s", self.name, len(bad), total,
+                       ", ".join(sorted({why for *_, why in bad})), where[0])
+        bare = [i for i, c in enumerate(self.captions) if not c]
+        if bare:  # images whose every caption was left out cannot make a pair
+            self._tracker.skipped.extend((str(self.image_ids[i]), "no usable caption") for i in bare)
+            gone = set(bare)
+            self._keep([i for i in range(len(self.captions)) if i not in gone])
+
+    def data_report(self) -> dict[str, Any]:
+        return {
+            **super().data_report(),
+            "captions": self.num_pairs,
+            "skipped_captions": len(self.skipped_captions),
+            "skipped_caption_reasons": dict(collections.Counter(r for _, r in self.skipped_captions)),
+        }
 
     @property
     def num_images(self) -> int:

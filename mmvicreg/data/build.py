@@ -8,8 +8,9 @@ Formats and their options (the functions they call document each option):
 
 =========  ===========================================================================================
 coco       ``annotations``, ``image_root`` (or ``root`` + ``year``: ``root/annotations/captions_<split><year>.json``
-           and ``root/<split><year>``), ``pairs``, ``on_bad_image``, ``verify``
-karpathy   ``annotations``, ``image_root``, ``include_restval``, ``pairs``, ``on_bad_image``, ``verify``
+           and ``root/<split><year>``), ``pairs``, ``on_bad_image``, ``on_bad_caption``, ``verify``
+karpathy   ``annotations``, ``image_root``, ``include_restval``, ``pairs``, ``on_bad_image``, ``on_bad_caption``,
+           ``verify``
 csv        ``path``, ``image_root``, ``image_column``, ``caption_column``, ``sep``, ``pairs``, ...
 hf         ``path``, ``image_column``, ``caption_column``, ``image_root``, ``group_by``, ``data_files``,
            ``cache_dir``, ``hf_split`` (default: the split), ...; ``caption_column=None`` makes it image-only
@@ -56,6 +57,7 @@ def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any 
         label_column: str | None = None, group_by: str | None = "auto", pairs: str = "one",
         **options: Any) -> CaptionSource | ImageSource:
     if caption_column is None:
+        options.pop("on_bad_caption", None)  # an image-only source has no captions to judge
         return hf_images(path, hf_split or split, label_column=label_column, **options)
     if label_column is not None:
         raise ValueError("format 'hf': label_column is for image-only sources; set caption_column=None to use it")
@@ -114,5 +116,12 @@ def build_source(format: str, split: str, **options: Any) -> CaptionSource | Ima
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"format {format!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")
+    builder = _BUILDERS[format][0]
+    needed = [p.name for p in list(inspect.signature(builder).parameters.values())[1:]
+              if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in options]
+    if needed:
+        raise ValueError(
+            f"format {format!r} needs the option(s) {', '.join(needed)} (in a config: data.train.{needed[0]})"
+        )
     filled = {k: v.format(split=split) if isinstance(v, str) and "{split}" in v else v for k, v in options.items()}
-    return _BUILDERS[format][0](split, **filled)
+    return builder(split, **filled)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from mmvicreg.data.base import CaptionSource
-from mmvicreg.data.io import PathLike, open_image, require_file
+from mmvicreg.data.io import PathLike, caption_text, open_image, read_text, require_file
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
@@ -43,8 +43,7 @@ class FileCaptionSource(CaptionSource):
 def _read_json(path: PathLike, what: str, fix: str) -> Any:
     path = require_file(path, what, fix)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path))  # bytes that are not UTF-8 surface per caption (on_bad_caption)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
 
@@ -55,6 +54,7 @@ def coco_captions(
     *,
     pairs: str = "one",
     on_bad_image: str = "error",
+    on_bad_caption: str = "error",
     verify: bool = False,
 ) -> FileCaptionSource:
     """The official COCO captions JSON (``captions_{train,val}{2014,2017}.json``) with its image folder.
@@ -75,7 +75,7 @@ def coco_captions(
     by_image: dict[Any, list[str]] = {}
     for k, ann in enumerate(data["annotations"]):
         try:
-            by_image.setdefault(ann["image_id"], []).append(str(ann["caption"]).strip())
+            by_image.setdefault(ann["image_id"], []).append(caption_text(ann["caption"]))
         except (KeyError, TypeError):
             raise ValueError(f"{annotations}: annotation #{k} lacks 'image_id' or 'caption': {ann!r}") from None
     root = Path(image_root)
@@ -90,7 +90,7 @@ def coco_captions(
             ids.append(image_id)
             caps.append(by_image[image_id])
     return FileCaptionSource(
-        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, verify=verify,
+        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, on_bad_caption=on_bad_caption, verify=verify,
         name=f"coco {Path(annotations).name}", fix=f"check image_root={os.fspath(image_root)!r}",
     )
 
@@ -103,6 +103,7 @@ def karpathy_captions(
     include_restval: bool = True,
     pairs: str = "one",
     on_bad_image: str = "error",
+    on_bad_caption: str = "error",
     verify: bool = False,
 ) -> FileCaptionSource:
     """Karpathy's split files (``dataset_coco.json``, ``dataset_flickr8k.json``, ``dataset_flickr30k.json``).
@@ -126,7 +127,7 @@ def karpathy_captions(
         try:
             if img["split"] not in wanted:
                 continue
-            sentences = [str(s["raw"]).strip() for s in img["sentences"]]
+            sentences = [caption_text(s["raw"]) for s in img["sentences"]]
             path = root / img.get("filepath", "") / img["filename"]
         except (KeyError, TypeError):
             raise ValueError(
@@ -140,7 +141,7 @@ def karpathy_captions(
         present = sorted({str(img.get("split")) for img in data["images"] if isinstance(img, dict)})
         raise ValueError(f"{annotations} has no image in split {split!r}; splits present: {', '.join(present)}")
     return FileCaptionSource(
-        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, verify=verify,
+        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, on_bad_caption=on_bad_caption, verify=verify,
         name=f"karpathy {Path(annotations).name}:{split}", fix=f"check image_root={os.fspath(image_root)!r}",
     )
 
@@ -154,6 +155,7 @@ def csv_captions(
     sep: str | None = None,
     pairs: str = "one",
     on_bad_image: str = "error",
+    on_bad_caption: str = "error",
     verify: bool = False,
 ) -> FileCaptionSource:
     """A CSV/TSV file with one (image, caption) pair per row and a folder of images.
@@ -170,7 +172,8 @@ def csv_captions(
     if sep is None:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, sep=sep, dtype=object, keep_default_na=False, encoding="utf-8",
+                            encoding_errors="surrogateescape")  # bad bytes surface per caption (on_bad_caption)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot parse {path} as a table with separator {sep!r} ({exc}); pass sep=...") from None
     for role, column in (("image", image_column), ("caption", caption_column)):
@@ -182,9 +185,10 @@ def csv_captions(
     root = Path(image_root) if image_root is not None else path.parent
     by_image: dict[str, list[str]] = {}
     for image, caption in zip(table[image_column], table[caption_column]):
-        by_image.setdefault(image, []).append(caption.strip())
+        by_image.setdefault(image, []).append(caption_text(caption))
     ids = list(by_image)
     return FileCaptionSource(
         [root / i for i in ids], ids, [by_image[i] for i in ids], pairs=pairs, on_bad_image=on_bad_image,
-        verify=verify, name=f"csv {path.name}", fix=f"check image_root={os.fspath(root)!r}",
+        on_bad_caption=on_bad_caption, verify=verify, name=f"csv {path.name}",
+        fix=f"check image_root={os.fspath(root)!r}",
     )

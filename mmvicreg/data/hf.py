@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from mmvicreg.data.base import CaptionSource, ImageSource
-from mmvicreg.data.io import PathLike, open_image, to_rgb
+from mmvicreg.data.io import PathLike, caption_text, open_image, to_rgb
 
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
@@ -102,12 +102,11 @@ def _prepare_image_column(ds, image_column: str, image_root: PathLike | None):
 
 
 def _caption_cells(cell: Any) -> list[str]:
-    if cell is None:
-        return []
-    if isinstance(cell, str):
-        return [cell.strip()] if cell.strip() else []
+    """Every caption of a cell, empty ones included: ``on_bad_caption`` decides about those."""
+    if cell is None or isinstance(cell, str):
+        return [caption_text(cell)]
     if isinstance(cell, (list, tuple)):
-        return [str(c).strip() for c in cell if c is not None and str(c).strip()]
+        return [caption_text(c) for c in cell]
     raise ValueError(f"a caption cell must be a string or a list of strings; got {type(cell).__name__}: {cell!r}")
 
 
@@ -165,6 +164,7 @@ def hf_captions(
     cache_dir: PathLike | None = None,
     pairs: str = "one",
     on_bad_image: str = "error",
+    on_bad_caption: str = "error",
     verify: bool = False,
 ) -> HFCaptionSource:
     """An image–caption source over a Hugging Face dataset (see ``load_hf_dataset`` for ``path``).
@@ -192,7 +192,8 @@ def hf_captions(
     return HFCaptionSource(
         images, [first_row[k] for k in ids], ids, [grouped[k] for k in ids], image_column=image_column,
         image_root=image_root, path_strings=path_strings, name=f"hf {os.fspath(path)}:{split}", pairs=pairs,
-        on_bad_image=on_bad_image, verify=verify, fix="check image_root= and the image column",
+        on_bad_image=on_bad_image, on_bad_caption=on_bad_caption, verify=verify,
+        fix="check image_root= and the image column",
     )
 
 

@@ -7,6 +7,13 @@ PIL's own exception is suppressed (``from None``) so that users see the path, no
 ``on_bad_image``:
   ``"error"`` (default): the first missing or corrupt image raises;
   ``"skip"``: it is left out; ``source.skipped`` lists ``(what, reason)`` and a warning is logged with the count.
+
+``on_bad_caption`` (captioned sources), for empty captions and captions whose bytes are not UTF-8:
+  ``"error"`` (default): building the source raises, naming the file, the image and the caption;
+  ``"skip"``: those captions are left out (an image left with none is skipped too) and counted in
+  ``source.skipped_captions``. Caption files are read as UTF-8 with undecodable bytes kept as lone surrogates
+  (Python's ``surrogateescape``), so a file in another encoding is caught caption by caption, never garbled
+  silently.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,7 +30,9 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger("mmvicreg.data")
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+BAD_CAPTION_POLICIES = ("error", "skip")
 PathLike = str | os.PathLike
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
 
 
 class BadImageError(ValueError):
@@ -33,6 +43,36 @@ def check_policy(on_bad_image: str) -> str:
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ValueError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}; got {on_bad_image!r}")
     return on_bad_image
+
+
+def check_caption_policy(on_bad_caption: str) -> str:
+    if on_bad_caption not in BAD_CAPTION_POLICIES:
+        raise ValueError(
+            f"on_bad_caption must be one of {', '.join(BAD_CAPTION_POLICIES)}; got {on_bad_caption!r}"
+        )
+    return on_bad_caption
+
+
+def read_text(path: PathLike) -> str:
+    """A caption file's text: UTF-8 (a BOM dropped), undecodable bytes kept as lone surrogates (see above)."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8-sig", errors="surrogateescape")
+
+
+def caption_text(value: Any) -> str:
+    """A caption cell as stripped text; a missing one (None, NaN) is the empty caption, never the word 'None'."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
+def caption_problem(caption: Any) -> str | None:
+    """Why a caption cannot be trained on (``"empty"``, ``"not UTF-8"``), or None when it can."""
+    if not isinstance(caption, str) or not caption.strip():
+        return "empty"
+    if _UNDECODED.search(caption):
+        return "not UTF-8"
+    return None
 
 
 def require_file(path: PathLike, what: str, fix: str) -> Path:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +33,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmvicreg.data.base import CaptionSource
+
+logger = logging.getLogger("mmvicreg.data")
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -222,9 +225,12 @@ def _load_or_generate(split: str, n: int | None, size: int, seed: int, cache_dir
     n = DEFAULT_SIZES[split] if n is None else n
     path = Path(cache_dir) / f"shapes-v{FORMAT_VERSION}-{split}-{n}-{size}px-seed{seed}.npz"
     if path.is_file():
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-            return ShapesData(z["images"], meta["captions"], meta["keys"])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return ShapesData(z["images"], meta["captions"], meta["keys"])
+        except Exception as e:  # a damaged cache (a crash, a full disk) is regenerated, not trusted
+            logger.warning("shapes cache %s is unreadable (%s); regenerating it", path, e)
     data = generate_shapes(split, n, size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

@@ -166,7 +166,12 @@ def _random_init_like(model):
 
 def _image_eval(args: argparse.Namespace, score) -> dict[str, Any]:
     model = _load_model(args.model)
-    branches = args.branch or [n for n in model.branch_names if model.branch(n).modality == "image"]
+    images = [n for n in model.branch_names if model.branch(n).modality == "image"]
+    branches = args.branch or images
+    for b in branches:
+        if b not in images:
+            kind = f"a {model.branch(b).modality} branch" if b in model.branch_names else "not a branch"
+            raise ValueError(f"--branch {b!r} is {kind}; k-NN and linear probes score image branches: {images}")
     train_src = image_source(args.format, args.train_root, args.train_split, args.option)
     test_src = image_source(args.format, args.test_root, args.test_split, args.option)
     models = {"trained": model}
