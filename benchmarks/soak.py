@@ -101,11 +101,30 @@ def soak(steps: int, eval_every: int, interval: float, extra: list[str]) -> dict
     }
 
 
+SECTION = "Soak: memory over a long run (soak.py)"
+
+
+def results_body(r: dict, overrides: list[str]) -> str:
+    verdict = "PASS" if r["within_tolerance"] else "FAIL"
+    per_eval = ", ".join(f"step {k}: {v:.0f}" for k, v in r["rss_after_each_eval_mb"].items())
+    extra = " " + " ".join(overrides) if overrides else ""
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"`python benchmarks/soak.py --steps {r['steps']} --eval-every {r['eval_every']}{extra}` (the quickstart, "
+        f"CPU) on {cpu}, {os.cpu_count()} CPUs shared with other work, default torch threads; {r['seconds']:.0f} s.\n\n"
+        f"| RSS after the first evaluation | RSS at the end | end / first | peak RSS | verdict (±10%) |\n"
+        f"|---:|---:|---:|---:|:---|\n"
+        f"| {r['rss_after_first_eval_mb']:.0f} MiB (step {r['first_eval_step']}) | {r['rss_at_end_mb']:.0f} MiB "
+        f"(step {r['end_eval_step']}) | {r['ratio']:.3f} | {r['peak_rss_mb']:.0f} MiB | {verdict} |\n\n"
+        f"RSS right after each evaluation (MiB): {per_eval}.\n"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between RSS samples")
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between RSS samples")
     parser.add_argument("--write", action="store_true", help="write the result into benchmarks/RESULTS.md")
     parser.add_argument("overrides", nargs="*", help="extra dotted.key=value overrides for the run")
     args = parser.parse_args()
@@ -117,19 +136,7 @@ def main() -> int:
           f"{r['first_eval_step']}), at the end {r['rss_at_end_mb']:.0f} MiB (step {r['end_eval_step']}), "
           f"ratio {r['ratio']:.3f} (limit 1 ± {TOLERANCE:.2f})")
     if args.write:
-        per_eval = ", ".join(f"step {k}: {v:.0f}" for k, v in r["rss_after_each_eval_mb"].items())
-        extra = " " + " ".join(args.overrides) if args.overrides else ""
-        cpu = platform.processor() or platform.machine()
-        body = (
-            f"`python benchmarks/soak.py --steps {args.steps} --eval-every {args.eval_every}{extra}` on {cpu}, "
-            f"{os.cpu_count()} CPUs (shared with other work), default torch threads; {r['seconds']:.0f} s.\n\n"
-            f"| RSS after the first evaluation | RSS at the end | end / first | peak RSS | verdict (±10%) |\n"
-            f"|---:|---:|---:|---:|:---|\n"
-            f"| {r['rss_after_first_eval_mb']:.0f} MiB (step {r['first_eval_step']}) | {r['rss_at_end_mb']:.0f} MiB "
-            f"(step {r['end_eval_step']}) | {r['ratio']:.3f} | {r['peak_rss_mb']:.0f} MiB | {verdict} |\n\n"
-            f"RSS right after each evaluation (MiB): {per_eval}.\n"
-        )
-        write_section(str(Path(__file__).parent / "RESULTS.md"), "Soak: memory over a long run (soak.py)", body)
+        write_section(str(Path(__file__).parent / "RESULTS.md"), SECTION, results_body(r, args.overrides))
     return 0 if r["within_tolerance"] else 1
 
 
