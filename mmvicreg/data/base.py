@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mmvicreg.data.io import BadImageTracker, caption_problem, check_caption_policy, verify_images
+from mmvicreg.data.io import BadImageTracker, caption_problem, check_caption_policy, open_image, verify_images
 
 logger = logging.getLogger("mmvicreg.data")
 
@@ -103,6 +103,22 @@ class _ImageBacked(Dataset):
 
     def _load_with_policy(self, i: int) -> tuple[int, Image.Image]:
         return self._tracker.load(i, self.num_images, self._load_image, lambda k: self._image_path(k) or f"image {k}")
+
+
+class FileImages:
+    """Mixin for sources whose images are files: ``self.paths[i]`` is image i (set before ``__init__`` of the base)."""
+
+    paths: list[str]
+
+    def _image_path(self, i: int) -> str:
+        return self.paths[i]
+
+    def _load_image(self, i: int) -> Image.Image:
+        return open_image(self.paths[i])
+
+    def _keep(self, indices: list[int]) -> None:
+        self.paths = [self.paths[i] for i in indices]
+        super()._keep(indices)  # type: ignore[misc]
 
 
 class CaptionSource(_ImageBacked):

@@ -13,15 +13,14 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image
 
-from mmvicreg.data.base import CaptionSource
-from mmvicreg.data.io import PathLike, caption_text, open_image, read_text, require_file
+from mmvicreg.data.base import CaptionSource, FileImages
+from mmvicreg.data.io import PathLike, caption_text, read_text, require_file
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
 
-class FileCaptionSource(CaptionSource):
+class FileCaptionSource(FileImages, CaptionSource):
     """Captioned images stored as files: ``paths[i]`` is described by ``captions[i]``."""
 
     def __init__(self, paths: Sequence[PathLike], image_ids: Sequence[Any], captions: Sequence[Sequence[str]],
@@ -29,15 +28,6 @@ class FileCaptionSource(CaptionSource):
         self.paths = [os.fspath(p) for p in paths]
         super().__init__(image_ids, captions, **options)
 
-    def _image_path(self, i: int) -> str:
-        return self.paths[i]
-
-    def _load_image(self, i: int) -> Image.Image:
-        return open_image(self.paths[i])
-
-    def _keep(self, indices: list[int]) -> None:
-        self.paths = [self.paths[i] for i in indices]
-        super()._keep(indices)
 
 
 def _read_json(path: PathLike, what: str, fix: str) -> Any:

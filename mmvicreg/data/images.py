@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from mmvicreg.data.base import ImageSource
-from mmvicreg.data.io import PathLike, open_image
+from mmvicreg.data.base import FileImages, ImageSource
+from mmvicreg.data.io import PathLike
 
 
-class FolderImages(ImageSource):
+class FolderImages(FileImages, ImageSource):
     """Samples ``{"image": RGB PIL, "label": int}`` from ``root``; ``paths[i]`` is image i's file."""
 
     def __init__(self, root: PathLike, *, on_bad_image: str = "error", verify: bool = False,
@@ -37,13 +36,3 @@ class FolderImages(ImageSource):
         self.paths = [p for p, _ in items]
         super().__init__([label for _, label in items], classes, on_bad_image=on_bad_image, verify=verify,
                          name=f"folder {root}", fix=f"check root={os.fspath(root)!r}")
-
-    def _image_path(self, i: int) -> str:
-        return self.paths[i]
-
-    def _load_image(self, i: int) -> Image.Image:
-        return open_image(self.paths[i])
-
-    def _keep(self, indices: list[int]) -> None:
-        self.paths = [self.paths[i] for i in indices]
-        super()._keep(indices)
