@@ -347,16 +347,23 @@ def train(config: RunConfig) -> dict[str, Any]:
             if vcreg is not None:
                 out = out._replace(loss=out.loss + vcreg.loss())
 
-            bad = accelerator.reduce((~torch.isfinite(out.loss.detach())).float().reshape(1), "sum")
-            problem = ", ".join(nonfinite_terms(out)) if bad.item() > 0 else None  # the same on every process
-            if problem is None:
-                accelerator.backward(out.loss)
-                # The norm is needed anyway to catch non-finite gradients; clipping at inf only measures it.
-                grad_norm = accelerator.clip_grad_norm_(
-                    [*model.parameters(), *objective_params], t.grad_clip or float("inf")
-                )
-                if not torch.isfinite(torch.as_tensor(grad_norm)):
-                    problem = f"gradient norm = {float(grad_norm)}"
+            # Backward always runs (under DDP it is a collective: every rank must join), then one flag tensor
+            # and a single host sync per step decide whether the update is taken. The norm is needed anyway to
+            # catch non-finite gradients under a finite loss; with no train.grad_clip, clipping at inf only
+            # measures it.
+            accelerator.backward(out.loss)
+            grad_norm = accelerator.clip_grad_norm_(
+                [*model.parameters(), *objective_params], t.grad_clip or float("inf")
+            )
+            flags = torch.stack([out.loss.detach().float(), torch.as_tensor(grad_norm).float().to(out.loss.device)])
+            bad_loss, bad_grad = accelerator.reduce((~torch.isfinite(flags)).float(), "sum").tolist()
+            problem = None  # the same on every process: the flags were summed over processes
+            if bad_loss > 0:
+                problem = ", ".join(nonfinite_terms(out))
+            elif bad_grad > 0 and accelerator.scaler is None:
+                # Under fp16 loss scaling, overflowing gradients are routine: the GradScaler inside
+                # optimizer.step() skips that update and lowers the scale, so they are not a problem here.
+                problem = f"gradient norm = {float(grad_norm)}"
             if problem is not None:
                 if t.on_nonfinite == "stop":
                     raise _nonfinite_error(state.step + 1, problem, out_dir)

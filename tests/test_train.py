@@ -101,6 +101,28 @@ def test_nonfinite_term_is_named_with_its_step(tmp_path):
     assert "no checkpoint was written yet" in msg and "train.on_nonfinite=skip" in msg
 
 
+def test_nonfinite_gradient_under_a_finite_loss_is_named(tmp_path, monkeypatch):
+    import mmvicreg.train as train_module
+
+    real_build = train_module.build_objective
+
+    def build_with_infinite_gradient(*args, **kwargs):  # adds sqrt(u - u.detach()): value 0, gradient inf
+        objective = real_build(*args, **kwargs)
+        real_forward = objective.forward
+
+        def forward(zs):
+            out = real_forward(zs)
+            u = sum(z.sum() for z in zs.values())
+            return out._replace(loss=out.loss + torch.sqrt(u - u.detach()))
+
+        objective.forward = forward
+        return objective
+
+    monkeypatch.setattr(train_module, "build_objective", build_with_infinite_gradient)
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite training at step 1: gradient norm = (inf|nan)"):
+        _run(tiny_config(tmp_path, max_steps=3))
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     from mmvicreg.train import latest_checkpoint
 
