@@ -101,24 +101,27 @@ def test_nonfinite_term_is_named_with_its_step(tmp_path):
     assert "no checkpoint was written yet" in msg and "train.on_nonfinite=skip" in msg
 
 
-def test_nonfinite_gradient_under_a_finite_loss_is_named(tmp_path, monkeypatch):
+def _change_objective_output(monkeypatch, change):
+    """Every objective the run builds returns ``change(zs, out)`` instead of its own ``out``."""
     import mmvicreg.train as train_module
 
     real_build = train_module.build_objective
 
-    def build_with_infinite_gradient(*args, **kwargs):  # adds sqrt(u - u.detach()): value 0, gradient inf
+    def build(*args, **kwargs):
         objective = real_build(*args, **kwargs)
         real_forward = objective.forward
-
-        def forward(zs):
-            out = real_forward(zs)
-            u = sum(z.sum() for z in zs.values())
-            return out._replace(loss=out.loss + torch.sqrt(u - u.detach()))
-
-        objective.forward = forward
+        objective.forward = lambda zs: change(zs, real_forward(zs))
         return objective
 
-    monkeypatch.setattr(train_module, "build_objective", build_with_infinite_gradient)
+    monkeypatch.setattr(train_module, "build_objective", build)
+
+
+def test_nonfinite_gradient_under_a_finite_loss_is_named(tmp_path, monkeypatch):
+    def add_infinite_gradient(zs, out):  # sqrt(u - u.detach()): value 0, gradient inf
+        u = sum(z.sum() for z in zs.values())
+        return out._replace(loss=out.loss + torch.sqrt(u - u.detach()))
+
+    _change_objective_output(monkeypatch, add_infinite_gradient)
     with pytest.raises(NonFiniteLossError, match=r"^non-finite training at step 1: gradient norm = (inf|nan)"):
         _run(tiny_config(tmp_path, max_steps=3))
 
@@ -146,24 +149,13 @@ def test_nonfinite_skip_policy_skips_then_gives_up_on_broken_weights(tmp_path, c
 
 
 def test_nonfinite_skip_policy_continues_past_a_bad_batch(tmp_path, monkeypatch):
-    import mmvicreg.train as train_module
-
-    real_build = train_module.build_objective
     calls = {"n": 0}
 
-    def poisoned_build(*args, **kwargs):  # the objective's third batch gives NaN, the others are fine
-        objective = real_build(*args, **kwargs)
-        real_forward = objective.forward
+    def poison_third_batch(zs, out):  # the objective's third batch gives NaN, the others are fine
+        calls["n"] += 1
+        return out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
 
-        def forward(zs):
-            out = real_forward(zs)
-            calls["n"] += 1
-            return out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
-
-        objective.forward = forward
-        return objective
-
-    monkeypatch.setattr(train_module, "build_objective", poisoned_build)
+    _change_objective_output(monkeypatch, poison_third_batch)
     _run(tiny_config(tmp_path, max_steps=5, on_nonfinite="skip"))
     records = _metrics(tmp_path)
     assert records[-1]["step"] == 5 and records[-1]["skipped_nonfinite"] == 1
