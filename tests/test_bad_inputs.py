@@ -28,7 +28,7 @@ from mmvicreg.evaluation.model_eval import pick_retrieval_branches
 from mmvicreg.model import JointEmbedding
 from mmvicreg.safety import CheckpointError, UnsafeCheckpointError
 from mmvicreg.train import NonFiniteLossError, train
-from train_helpers import tiny_config
+from tests.helpers.configs import tiny_config
 
 TESTS = Path(__file__).parent
 

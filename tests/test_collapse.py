@@ -8,7 +8,7 @@ import pytest
 from mmvicreg.config import load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.train import train
-from train_helpers import tiny_config
+from tests.helpers.configs import tiny_config
 
 
 def _final_std(tmp_path, name, loss):

@@ -6,7 +6,7 @@ import yaml
 from mmvicreg.cli import main
 from mmvicreg.config import ConfigError, load_config, parse_override
 from mmvicreg.data.build import format_options
-from train_helpers import tiny_config
+from tests.helpers.configs import tiny_config
 
 
 def _load(tree, overrides=()):

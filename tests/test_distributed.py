@@ -9,7 +9,7 @@ import torch
 from mmvicreg import vicreg_loss
 from mmvicreg.distributed import gather_with_grad, is_distributed
 
-WORKER = Path(__file__).with_name("dist_worker.py")
+from tests.helpers import REPO_ROOT
 
 
 def test_gather_is_identity_on_one_process():
@@ -22,7 +22,10 @@ def test_two_ranks_equal_one_process(tmp_path):
     world = 2
     init = tmp_path / "init"
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(init), str(tmp_path)])
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.dist_worker", str(r), str(world), str(init), str(tmp_path)],
+            cwd=REPO_ROOT,
+        )
         for r in range(world)
     ]
     for p in procs:

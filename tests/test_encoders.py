@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import CAPTIONS, TINY_BERT
+from tests.helpers import REPO_ROOT
+from tests.helpers.models import CAPTIONS, TINY_BERT
 
 from mmvicreg.encoders import build_encoder
 from mmvicreg.heads import Expander, parse_expander_spec
@@ -22,8 +23,7 @@ def test_every_encoder_kind_builds_offline_with_empty_cache(tmp_path):
         "TORCH_HOME": str(tmp_path / "torch"),
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
-    script = Path(__file__).with_name("offline_build.py")
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.offline_build"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     built = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")]
     assert built == [

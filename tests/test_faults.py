@@ -27,7 +27,7 @@ from mmvicreg.data.build import format_options
 from mmvicreg.model import JointEmbedding
 from mmvicreg.safety import CheckpointError, UnsafeCheckpointError, safe_torch_load, verify_checkpoint
 from mmvicreg.train import latest_checkpoint, train
-from train_helpers import tiny_config
+from tests.helpers.configs import tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
        "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import ref_covariance, ref_variance, ref_vicreg
+from tests.helpers.reference import ref_covariance, ref_variance, ref_vicreg
 
 from mmvicreg import VICRegLoss, covariance_term, invariance_term, variance_term, vicreg_loss
 

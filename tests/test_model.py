@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from model_helpers import CAPTIONS, TINY_BERT, image_batch, images, register_tiny_open_clip
+from tests.helpers.models import CAPTIONS, TINY_BERT, image_batch, images, register_tiny_open_clip
 
 from mmvicreg import JointEmbedding
 

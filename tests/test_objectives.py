@@ -27,7 +27,7 @@ from mmvicreg.objectives import (
 )
 
 try:  # the references of the VICReg terms (tests/reference.py); absent when run as a worker from elsewhere
-    from reference import ref_covariance, ref_variance
+    from tests.helpers.reference import ref_covariance, ref_variance
 except ImportError:  # pragma: no cover
     ref_covariance = ref_variance = None
 

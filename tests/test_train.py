@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.train import NonFiniteLossError, train
-from train_helpers import tiny_config
+from tests.helpers.configs import tiny_config
 
 
 def _run(tree, overrides=()):

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_helpers import CAPTIONS, TINY_BERT  # noqa: E402
-
-from mmvicreg.encoders import build_encoder  # noqa: E402
+from mmvicreg.encoders import build_encoder
+from tests.helpers.models import CAPTIONS, TINY_BERT
 
 
 def main() -> None:

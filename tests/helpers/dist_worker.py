@@ -1,4 +1,4 @@
-"""One rank of a gloo test run: ``python dist_worker.py RANK WORLD INIT_FILE OUT_DIR``.
+"""One rank of a gloo test run: ``python -m tests.helpers.dist_worker RANK WORLD INIT_FILE OUT_DIR``.
 
 Computes vicreg_loss on this rank's rows of a fixed global batch and saves the loss and input gradients.
 """

@@ -1,0 +1,57 @@
+"""Every allowed-value list of the library, defined once, and the one way to say a value is not one of them.
+
+Config validation, the builders (objective, data, model, evaluation) and the command line import these
+tuples; none of them writes its own copy. :func:`did_you_mean` is the only place that suggests a nearest name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+# objective
+OBJECTIVES = ("vicreg", "infonce", "triplet", "barlow")
+ABLATIONS = ("full", "invariance_variance", "invariance")  # vicreg only; None means "full"
+COVARIANCE_ALGORITHMS = ("auto", "dense", "gram")
+VARIANCE_MODES = ("std", "var")
+VCREG_SPATIAL = ("locations", "pool", "flatten")
+
+# data
+CAPTION_FORMATS = ("coco", "karpathy", "csv", "hf", "shapes")
+IMAGE_FORMATS = ("folder", "digits", "hf")
+DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes")
+BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
+PAIRS_MODES = ("one", "all")
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
+TRANSFORMS = ("vicreg_view1", "vicreg_view2", "light", "eval")
+
+# model
+EMBEDDING_LAYERS = ("embedding", "representation")
+
+# train
+OPTIMIZERS = ("adamw", "lars", "sgd")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+NONFINITE_POLICIES = ("stop", "skip")
+
+# evaluation
+RETRIEVAL_PROTOCOLS = ("5k", "1k")
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+
+
+def did_you_mean(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5) -> str:
+    """``" (did you mean 'x'?)"`` for the nearest candidates of ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def check_choice(value: T, allowed: Sequence[object], what: str) -> T:
+    """``value`` when it is one of ``allowed``; else a ValueError naming ``what``, the nearest and every choice.
+
+    ``what`` names the setting as the user wrote it (``"loss.name"``, ``"covariance"``).
+    """
+    if value not in allowed:
+        hint = did_you_mean(value, [str(a) for a in allowed]) if isinstance(value, str) else ""
+        raise ValueError(f"{what} is {value!r}{hint}; choose one of {', '.join(str(a) for a in allowed)}")
+    return value

@@ -1,0 +1,9 @@
+"""Shared test material: reference implementations, tiny configs and models, subprocess entry points.
+
+A package (``tests.helpers``), imported as ``from tests.helpers.reference import ...``; the two scripts run as
+``python -m tests.helpers.dist_worker`` / ``python -m tests.helpers.offline_build`` from the repository root.
+"""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
