@@ -26,17 +26,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from _measure import write_section  # benchmarks/ is on sys.path: this script's own folder
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import write_section  # noqa: E402
-
-from mmvicreg.config import load_config  # noqa: E402
-from mmvicreg.data import BranchDataset, collate_branches  # noqa: E402
-from mmvicreg.data.build import format_options  # noqa: E402
-from mmvicreg.losses import vicreg_loss  # noqa: E402
-from mmvicreg.model import JointEmbedding  # noqa: E402
-from mmvicreg.train import build_data, build_optimizer, model_branch_configs, train, warmup_cosine  # noqa: E402
+from mmvicreg import JointEmbedding, vicreg_loss
+from mmvicreg.config import load_config
+from mmvicreg.data import build_source
+from mmvicreg.data.batching import make_loader
+from mmvicreg.data.build import format_options
+from mmvicreg.train import train
+from mmvicreg.train.optim import build_optimizer, build_scheduler, schedule_length
 
 QUICKSTART = Path(__file__).parents[1] / "examples" / "quickstart.yaml"
 WINDOW = 10
@@ -62,17 +60,13 @@ def mmvicreg_rate(steps: int, batch: int) -> float:
 def bare_rate(steps: int, batch: int) -> float:
     cfg = config("unused", steps, batch)
     torch.manual_seed(cfg.train.seed)
-    source = build_data(cfg.data.train, "train")
-    model = JointEmbedding.from_config(model_branch_configs(cfg), captions=[c for cs in source.captions for c in cs])
-    loader = DataLoader(
-        BranchDataset(source, model.preprocessors(train=True)), batch_size=batch, shuffle=True, drop_last=True,
-        collate_fn=collate_branches({n: b.pad_id for n, b in model.branches.items()}),
-    )
+    source = build_source(cfg.data.train, "train")
+    model = JointEmbedding.from_config(cfg.branches, captions=[c for cs in source.captions for c in cs])
+    loader = make_loader(source, model.preprocessors(train=True), batch_size=batch, train=True, seed=cfg.train.seed)
     # The same optimiser, parameter groups and warmup + cosine schedule as the run: the weights then follow the
     # same kind of trajectory on both sides (on a CPU, speed can depend on the values, e.g. through denormals).
-    opt = build_optimizer(model, cfg)
-    total = cfg.train.max_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
+    opt = build_optimizer(model, cfg.train)
+    sched = build_scheduler(opt, cfg.train, *schedule_length(cfg.train, len(source) // batch))
     model.train()
     rates, step, t0 = [], 0, time.perf_counter()
     while step < steps:

@@ -8,7 +8,6 @@ nearest valid key in every error, and ``data.*`` sections whose valid keys depen
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,11 +16,57 @@ from typing import Any, Callable, Optional, Union
 
 import yaml
 
+from mmvicreg.choices import (
+    COVARIANCE_ALGORITHMS,
+    DATA_FORMATS,
+    MIXED_PRECISION,
+    NONFINITE_POLICIES,
+    OBJECTIVES,
+    OPTIMIZERS,
+    RETRIEVAL_PROTOCOLS,
+    did_you_mean,
+)
+
 BRANCH_LOSS_KEYS = ("variance_weight", "covariance_weight", "gamma")
+BRANCH_MODEL_KEYS = ("encoder", "expander", "field", "shares", "transform")
 
 
 class ConfigError(ValueError):
     """A config problem, named by its dotted key."""
+
+
+@dataclass
+class BranchConfig:
+    """One branch (``branches.<name>``): its encoder, expander, raw field and preprocessing, and optionally its
+    own loss coefficients μ_b, ν_b, γ_b (``None``: the global ``loss.*`` value).
+
+    ``encoder`` is a name (``resnet50``, ``gru``, ``open_clip:ViT-B-32``) or a mapping with a ``name`` and the
+    encoder's options; leave it out when ``shares`` names the branch whose encoder this one reuses (siamese, same
+    weights). ``expander`` is a width spec (``"8192-8192-8192"``, ``"none"``); left out, the model's default (or,
+    for a sharing branch, the shared branch's expander).
+    """
+
+    encoder: Any = None
+    expander: Any = None
+    field: Optional[str] = None
+    shares: Optional[str] = None
+    transform: Optional[dict[str, Any]] = None
+    variance_weight: Optional[float] = None
+    covariance_weight: Optional[float] = None
+    gamma: Optional[float] = None
+
+    @classmethod
+    def from_mapping(cls, values: Any, where: str = "branch") -> "BranchConfig":
+        """A branch section given as a plain mapping, with unknown keys and wrong types named (``ConfigError``)."""
+        if isinstance(values, cls):
+            return values
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where} must be a mapping (encoder, expander, field, ...), got {values!r}")
+        return _build(cls, values, where)
+
+    def model_section(self) -> dict[str, Any]:
+        """The keys that describe the network (what ``JointEmbedding.from_config`` reads), the unset ones left out."""
+        return {k: getattr(self, k) for k in BRANCH_MODEL_KEYS if getattr(self, k) is not None}
 
 
 @dataclass
@@ -101,22 +146,23 @@ class EvalConfig:
 class RunConfig:
     output_dir: str = "runs/default"
     resume: bool = False
-    branches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    branches: dict[str, BranchConfig] = field(default_factory=dict)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        tree = dataclasses.asdict(self)
+        tree["branches"] = {n: {k: v for k, v in b.items() if v is not None} for n, b in tree["branches"].items()}
+        return tree
 
 
 # ------------------------------------------------------------------------------------------- parsing
 
 
 def _nearest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+    return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -141,7 +187,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {type(value).__name__} {value!r}")
-        return dict(value)
+        _, item = typing.get_args(tp) or (str, Any)
+        return {k: _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):
@@ -228,16 +275,16 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
     """Cross-field checks that types alone do not catch."""
     t = config.train
     choices = {
-        "train.mixed_precision": (t.mixed_precision, ("no", "bf16", "fp16")),
-        "train.on_nonfinite": (t.on_nonfinite, ("stop", "skip")),
-        "train.optimizer.name": (t.optimizer.name, ("adamw", "lars", "sgd")),
-        "loss.covariance": (config.loss.covariance, ("auto", "dense", "gram")),
-        "loss.name": (config.loss.name, ("vicreg", "infonce", "triplet", "barlow")),
-        "eval.protocol": (config.eval.protocol, ("5k", "1k")),
+        "train.mixed_precision": (t.mixed_precision, MIXED_PRECISION),
+        "train.on_nonfinite": (t.on_nonfinite, NONFINITE_POLICIES),
+        "train.optimizer.name": (t.optimizer.name, OPTIMIZERS),
+        "loss.covariance": (config.loss.covariance, COVARIANCE_ALGORITHMS),
+        "loss.name": (config.loss.name, OBJECTIVES),
+        "eval.protocol": (config.eval.protocol, RETRIEVAL_PROTOCOLS),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(allowed)}")
+            raise ConfigError(f"{key} is {value!r}{did_you_mean(value, allowed)}; choose one of {', '.join(allowed)}")
     if t.batch_size < 2:
         raise ConfigError(
             f"train.batch_size is {t.batch_size}; VICReg's variance and covariance need at least 2 samples per batch"
@@ -252,14 +299,11 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
         raise ConfigError("the config names no branches; add `branches:` with at least two (e.g. image, caption)")
     names = list(config.branches)
     for name, branch in config.branches.items():
-        if not isinstance(branch, dict):
-            raise ConfigError(f"branches.{name} must be a mapping (encoder, expander, field, ...)")
         for key in BRANCH_LOSS_KEYS:
-            if key in branch and (isinstance(branch[key], bool) or not isinstance(branch[key], (int, float))):
-                raise ConfigError(f"branches.{name}.{key} must be a number, got {branch[key]!r}")
-            if key in branch and not branch[key] >= 0:
-                raise ConfigError(f"branches.{name}.{key} must be >= 0, got {branch[key]!r}")
-        encoder = branch.get("encoder")
+            value = getattr(branch, key)
+            if value is not None and not value >= 0:
+                raise ConfigError(f"branches.{name}.{key} must be >= 0, got {value!r}")
+        encoder = branch.encoder
         if encoder is not None and not (
             isinstance(encoder, str) or (isinstance(encoder, dict) and isinstance(encoder.get("name"), str))
         ):
@@ -280,13 +324,13 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
         if data is None:
             continue
         if "format" not in data:
-            raise ConfigError(f"data.{section} needs a `format` (coco, karpathy, csv, hf, folder, digits, shapes)")
+            raise ConfigError(f"data.{section} needs a `format` ({', '.join(DATA_FORMATS)})")
         if format_keys is not None:
             valid = format_keys(str(data["format"]))
             if valid is None:
                 raise ConfigError(
-                    f"data.{section}.format is {data['format']!r}; known formats: coco, karpathy, csv, hf, folder, "
-                    f"digits, shapes"
+                    f"data.{section}.format is {data['format']!r}{did_you_mean(data['format'], DATA_FORMATS)}; "
+                    f"known formats: {', '.join(DATA_FORMATS)}"
                 )
             for key in data:
                 if key != "format" and key not in valid:
@@ -323,6 +367,6 @@ def _check_ranges(config: RunConfig) -> None:
 
 
 def dump_config(config: RunConfig, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # then renamed: a run killed mid-write never leaves half a config
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    from mmvicreg.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

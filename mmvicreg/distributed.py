@@ -1,4 +1,4 @@
-"""Rank helpers and an all-gather that carries gradients back.
+"""Rank helpers, an all-gather that carries gradients back, and a gradient average for parameters outside DDP.
 
 VICReg's variance and covariance are statistics of the *global* batch: under data parallelism every rank
 gathers every rank's embeddings before computing them (the published ``FullGatherLayer``).
@@ -56,3 +56,23 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
     return _GatherWithGrad.apply(x)
+
+
+class _AverageGradOverRanks(torch.autograd.Function):
+    """Identity forward; backward averages the gradient over ranks."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad / dist.get_world_size()
+
+
+def average_grad_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged, but its gradient averaged over ranks (for a parameter no DDP wrapper synchronises, such
+    as InfoNCE's temperature); the identity on one process or when ``x`` needs no gradient."""
+    return _AverageGradOverRanks.apply(x) if is_distributed() and x.requires_grad else x

@@ -26,8 +26,7 @@ from mmvicreg.data.build import format_options
 from mmvicreg.evaluation import extract_embeddings, knn_classify, linear_probe, retrieval_metrics
 from mmvicreg.evaluation.model_eval import pick_retrieval_branches
 from mmvicreg.model import JointEmbedding
-from mmvicreg.safety import CheckpointError, UnsafeCheckpointError
-from mmvicreg.train import NonFiniteLossError, train
+from mmvicreg.train import CheckpointError, NonFiniteLossError, UnsafeCheckpointError, train
 from tests.helpers.configs import tiny_config
 
 TESTS = Path(__file__).parent

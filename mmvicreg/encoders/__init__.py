@@ -7,13 +7,17 @@ Names:
   * ``gru``: the VSE++ GRU over a word vocabulary learned from the training captions;
   * ``hf``: a Hugging Face transformers text encoder from ``config`` (random init) or a local ``path``;
   * ``open_clip_text:<model>``: an open_clip text transformer with open_clip's bundled BPE tokenizer.
+
+Each :class:`Encoder` class answers for itself what a model needs to know before building it: its
+``modality`` and whether it ``owns_tokenizer``. :func:`encoder_class` maps a spec to that class (unbuilt) and
+:func:`needs_tokenizer` answers the tokenizer question; callers never compare encoder names.
 """
 
 from __future__ import annotations
 
-import difflib
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
+from mmvicreg.choices import did_you_mean
 from mmvicreg.encoders.base import Encoder
 from mmvicreg.encoders.image import OpenCLIPImageEncoder, TimmImageEncoder
 from mmvicreg.encoders.text import GRUTextEncoder, HFTextEncoder, OpenCLIPTextEncoder
@@ -29,7 +33,7 @@ from mmvicreg.encoders.text_tokenizers import (
 OWN_NAMES = ("gru", "hf", "open_clip:<model>", "open_clip_text:<model>")
 EXAMPLE_TIMM = ("resnet18", "resnet50", "resnet152", "vit_tiny_patch16_224", "vit_small_patch16_224", "test_resnet")
 
-__all__ = ["Encoder", "build_encoder", "known_encoder_names", "load_tokenizer"]
+__all__ = ["Encoder", "build_encoder", "encoder_class", "known_encoder_names", "load_tokenizer", "needs_tokenizer"]
 
 
 def known_encoder_names() -> list[str]:
@@ -42,12 +46,47 @@ def _unknown(name: str, why: str = "") -> ValueError:
     import open_clip
 
     candidates = known_encoder_names() + [f"open_clip:{m}" for m in open_clip.list_models()]
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ValueError(
-        f"unknown encoder {name!r}{why}.{hint} Known: {', '.join(OWN_NAMES)}, or any timm model name "
-        f"(e.g. {', '.join(EXAMPLE_TIMM)}; list them with timm.list_models())"
+        f"unknown encoder {name!r}{why}{did_you_mean(name, candidates, n=3, cutoff=0.6)}. Known: "
+        f"{', '.join(OWN_NAMES)}, or any timm model name (e.g. {', '.join(EXAMPLE_TIMM)}; list them with "
+        f"timm.list_models())"
     )
+
+
+def _spec_name(spec: str | Mapping[str, Any]) -> str:
+    name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
+    if not isinstance(name, str):
+        raise ValueError(f"an encoder spec needs a string `name`, got {spec!r}")
+    return name
+
+
+def encoder_class(spec: str | Mapping[str, Any]) -> type[Encoder]:
+    """The :class:`Encoder` subclass that ``spec`` (a name or ``{"name": ..., **options}``) builds, unbuilt.
+
+    Its class attributes answer what the model needs before building: ``modality`` and ``owns_tokenizer``.
+    Raises ``ValueError`` (with the nearest known names) for a name no encoder answers to.
+    """
+    name = _spec_name(spec)
+    if name == "gru":
+        return GRUTextEncoder
+    if name == "hf":
+        return HFTextEncoder
+    if name.startswith(("open_clip:", "open_clip_text:")):
+        import open_clip
+
+        if open_clip.get_model_config(name.split(":", 1)[1]) is None:
+            raise _unknown(name, " (not an open_clip model; list them with open_clip.list_models())")
+        return OpenCLIPTextEncoder if name.startswith("open_clip_text:") else OpenCLIPImageEncoder
+    import timm
+
+    if name.startswith(("open_clip", "open_clip_text")) or not timm.is_model(name):
+        raise _unknown(name)
+    return TimmImageEncoder
+
+
+def needs_tokenizer(spec: str | Mapping[str, Any]) -> bool:
+    """Whether the encoder ``spec`` builds owns a tokenizer (saved with a model, passed back to rebuild it)."""
+    return encoder_class(spec).owns_tokenizer
 
 
 def _split_text_options(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -56,7 +95,7 @@ def _split_text_options(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 
 def build_encoder(
-    spec: str | dict[str, Any],
+    spec: str | Mapping[str, Any],
     captions: Iterable[str] | None = None,
     tokenizer: TextTokenizer | OpenCLIPTokenizer | None = None,
 ) -> Encoder:
@@ -65,23 +104,17 @@ def build_encoder(
     Text encoders that learn a vocabulary (``gru``; ``hf`` from a config) need the training ``captions``,
     unless a saved ``tokenizer`` is given (as when loading an export).
     """
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    if "name" not in spec or not isinstance(spec["name"], str):
-        raise ValueError(f"an encoder spec needs a string `name`, got {spec!r}")
-    name = spec.pop("name")
-    if name.startswith(("open_clip:", "open_clip_text:")):
-        import open_clip
-
-        if open_clip.get_model_config(name.split(":", 1)[1]) is None:
-            raise _unknown(name, " (not an open_clip model; list them with open_clip.list_models())")
+    cls = encoder_class(spec)
+    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = options.pop("name")
     try:
-        if name == "gru":
-            options, tok_opts = _split_text_options(spec)
+        if cls is GRUTextEncoder:
+            options, tok_opts = _split_text_options(options)
             tok_opts.pop("vocab_size", None)
             tok = tokenizer or word_tokenizer(captions or [], **tok_opts)  # type: ignore[arg-type]
             return GRUTextEncoder(tok, **options)  # type: ignore[arg-type]
-        if name == "hf":
-            options, tok_opts = _split_text_options(spec)
+        if cls is HFTextEncoder:
+            options, tok_opts = _split_text_options(options)
             if tokenizer is None:
                 if options.get("path"):
                     tok_opts.pop("vocab_size", None)
@@ -89,18 +122,13 @@ def build_encoder(
                 else:
                     tokenizer = wordpiece_tokenizer(captions or [], **tok_opts)
             return HFTextEncoder(tokenizer, **options)  # type: ignore[arg-type]
-        if name.startswith("open_clip_text:"):
-            return OpenCLIPTextEncoder(name.split(":", 1)[1], tokenizer=tokenizer, **spec)  # type: ignore[arg-type]
-        if name.startswith("open_clip:"):
-            return OpenCLIPImageEncoder(name.split(":", 1)[1], **spec)
+        if cls is OpenCLIPTextEncoder:
+            return OpenCLIPTextEncoder(name.split(":", 1)[1], tokenizer=tokenizer, **options)  # type: ignore[arg-type]
+        if cls is OpenCLIPImageEncoder:
+            return OpenCLIPImageEncoder(name.split(":", 1)[1], **options)
     except TypeError as e:
         raise ValueError(f"bad options for encoder {name!r}: {e}") from None
-
-    import timm
-
-    if name.startswith(("open_clip", "open_clip_text")) or not timm.is_model(name):
-        raise _unknown(name)
     try:
-        return TimmImageEncoder(name, **spec)
+        return TimmImageEncoder(name, **options)
     except TypeError as e:
         raise ValueError(f"bad options for timm encoder {name!r}: {e}") from None

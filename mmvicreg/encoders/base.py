@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -15,9 +15,17 @@ class Encoder(nn.Module):
     ``(n, 3, H, W)`` float images for ``modality == "image"`` and ``(n, L)`` int64 token ids right-padded with
     ``tokenizer.pad_id`` for ``modality == "text"``. ``spec()`` returns the JSON-able dict that rebuilds the
     same architecture through :func:`mmvicreg.encoders.build_encoder` (weights are saved separately).
+
+    Each class answers for itself what the model needs to know about it: ``modality`` (``"image"`` or
+    ``"text"``) and ``owns_tokenizer`` (True when the encoder carries a ``tokenizer`` that must be saved with
+    it and handed back to :func:`~mmvicreg.encoders.build_encoder` to rebuild it). Ask
+    :func:`mmvicreg.encoders.encoder_class` or :func:`mmvicreg.encoders.needs_tokenizer` for a spec, rather than
+    comparing encoder names.
     """
 
-    modality: str = "image"
+    modality: ClassVar[str] = "image"
+    owns_tokenizer: ClassVar[bool] = False
+    tokenizer: Any = None  # the text tokenizer of an encoder that owns one (``encode``, ``pad_id``, ``save``)
     output_dim: int
 
     def spec(self) -> dict[str, Any]:

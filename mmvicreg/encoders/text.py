@@ -26,6 +26,7 @@ class GRUTextEncoder(Encoder):
     """
 
     modality = "text"
+    owns_tokenizer = True
 
     def __init__(self, tokenizer: TextTokenizer, word_dim: int = 300, hidden_dim: int = 1024, num_layers: int = 1):
         super().__init__()
@@ -53,6 +54,7 @@ class HFTextEncoder(Encoder):
     """
 
     modality = "text"
+    owns_tokenizer = True
 
     def __init__(
         self,
@@ -101,6 +103,7 @@ class OpenCLIPTextEncoder(Encoder):
     """The text transformer of an open_clip model by name, with open_clip's own BPE tokenizer; random init."""
 
     modality = "text"
+    owns_tokenizer = True
 
     def __init__(self, model: str, tokenizer: OpenCLIPTokenizer | None = None):
         super().__init__()

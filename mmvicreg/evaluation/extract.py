@@ -7,7 +7,6 @@ The model's own state is the caller's business: ``encode_fn`` should put its mod
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -16,7 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmvicreg.evaluation._inputs import shape_str
+from mmvicreg.evaluation.metrics.inputs import shape_str
+from mmvicreg.files import atomic_write
 
 __all__ = ["extract_embeddings"]
 
@@ -45,8 +45,8 @@ def extract_embeddings(
             (``batch_size`` is then unused).
         batch_size: items per call of ``encode_fn``.
         cache: a ``.npy`` path. If the file exists and holds a 2-D array with one row per item, it is returned
-            without encoding anything; otherwise the result is written there atomically (temporary file in the
-            same folder, then ``os.replace``), so an interrupted run never leaves a truncated cache. The path is
+            without encoding anything; otherwise the result is written there atomically
+            (:func:`mmvicreg.files.atomic_write`: a temporary file in the same folder, then a rename), so an interrupted run never leaves a truncated cache. The path is
             the only key: put the model/checkpoint and split in the file name.
         progress: show a tqdm bar.
         as_tensor: return a CPU ``torch.Tensor`` instead of a NumPy array.
@@ -161,14 +161,8 @@ def _load(path: Path, n: Optional[int]) -> Optional[np.ndarray]:
 
 
 def _save_atomically(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.save(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)

@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mmvicreg.evaluation import _inputs
-from mmvicreg.evaluation.search import as_faiss, build_index, search
+from mmvicreg.evaluation.metrics import inputs
+from mmvicreg.evaluation.metrics.search import as_faiss, build_index, search
 
 __all__ = ["knn_classify", "knn_predict"]
 
@@ -26,9 +26,9 @@ _VOTE_ENTRIES = 2**24  # test rows × classes held at once by the vote
 
 
 def knn_predict(
-    train_feats: _inputs.ArrayLike,
-    train_labels: _inputs.ArrayLike,
-    test_feats: _inputs.ArrayLike,
+    train_feats: inputs.ArrayLike,
+    train_labels: inputs.ArrayLike,
+    test_feats: inputs.ArrayLike,
     ks: Sequence[int] = (20, 200),
     temperature: float = 0.07,
 ) -> dict[int, torch.Tensor]:
@@ -38,10 +38,10 @@ def knn_predict(
 
 
 def knn_classify(
-    train_feats: _inputs.ArrayLike,
-    train_labels: _inputs.ArrayLike,
-    test_feats: _inputs.ArrayLike,
-    test_labels: _inputs.ArrayLike,
+    train_feats: inputs.ArrayLike,
+    train_labels: inputs.ArrayLike,
+    test_feats: inputs.ArrayLike,
+    test_labels: inputs.ArrayLike,
     ks: Sequence[int] = (20, 200),
     temperature: float = 0.07,
 ) -> dict[str, float]:
@@ -58,7 +58,7 @@ def knn_classify(
         ``top1_k{k}`` for each k, plus ``num_train`` and ``num_test``.
     """
     train, labels, test, ks = _checked(train_feats, train_labels, test_feats, ks, temperature)
-    truth = _inputs.labels(test_labels, "test_labels", test.shape[0], "test_feats")
+    truth = inputs.labels(test_labels, "test_labels", test.shape[0], "test_feats")
     out: dict[str, float] = {}
     for k, pred in _predict(train, labels, test, ks, temperature).items():
         out[f"top1_k{k}"] = 100.0 * float((pred == truth).double().mean())
@@ -68,14 +68,14 @@ def knn_classify(
 
 
 def _checked(train_feats, train_labels, test_feats, ks, temperature):
-    train = _inputs.embeddings(train_feats, "train_feats")
-    test = _inputs.embeddings(test_feats, "test_feats")
-    _inputs.same_width(train, "train_feats", test, "test_feats", "extract both with the same backbone and layer")
-    labels = _inputs.labels(train_labels, "train_labels", train.shape[0], "train_feats")
-    ks = _inputs.positive_ints(ks, "ks")
+    train = inputs.embeddings(train_feats, "train_feats")
+    test = inputs.embeddings(test_feats, "test_feats")
+    inputs.same_width(train, "train_feats", test, "test_feats", "extract both with the same backbone and layer")
+    labels = inputs.labels(train_labels, "train_labels", train.shape[0], "train_feats")
+    ks = inputs.positive_ints(ks, "ks")
     if max(ks) > train.shape[0]:
         raise ValueError(
-            f"k = {max(ks)} exceeds the {train.shape[0]} training features (train_feats {_inputs.shape_str(train)}); "
+            f"k = {max(ks)} exceeds the {train.shape[0]} training features (train_feats {inputs.shape_str(train)}); "
             f"pass ks no larger than the training set, e.g. ks={tuple(k for k in ks if k <= train.shape[0]) or (1,)}"
         )
     if not temperature > 0:
@@ -84,8 +84,8 @@ def _checked(train_feats, train_labels, test_feats, ks, temperature):
 
 
 def _predict(train, labels, test, ks, temperature) -> dict[int, torch.Tensor]:
-    index = build_index(as_faiss(_inputs.l2_normalize(train)), "flat")
-    queries = as_faiss(_inputs.l2_normalize(test))
+    index = build_index(as_faiss(inputs.l2_normalize(train)), "flat")
+    queries = as_faiss(inputs.l2_normalize(test))
     num_classes = int(labels.max()) + 1
     labels_np = labels.cpu().numpy()
     preds = {k: np.empty(len(queries), dtype=np.int64) for k in ks}

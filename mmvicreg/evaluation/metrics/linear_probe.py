@@ -16,18 +16,18 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from mmvicreg.evaluation import _inputs
+from mmvicreg.evaluation.metrics import inputs
 
 __all__ = ["linear_probe"]
 
-TrainFeatures = Union[_inputs.ArrayLike, Callable[[int], _inputs.ArrayLike]]
+TrainFeatures = Union[inputs.ArrayLike, Callable[[int], inputs.ArrayLike]]
 
 
 def linear_probe(
     train_feats: TrainFeatures,
-    train_labels: _inputs.ArrayLike,
-    test_feats: _inputs.ArrayLike,
-    test_labels: _inputs.ArrayLike,
+    train_labels: inputs.ArrayLike,
+    test_feats: inputs.ArrayLike,
+    test_labels: inputs.ArrayLike,
     epochs: int = 100,
     lr: float = 0.1,
     batch_size: int = 256,
@@ -61,11 +61,11 @@ def linear_probe(
     if not lr > 0 or weight_decay < 0 or not 0 <= momentum < 1:
         raise ValueError(f"need lr > 0, weight_decay >= 0 and 0 <= momentum < 1; got {lr}, {weight_decay}, {momentum}")
     feature_fn = train_feats if callable(train_feats) else None
-    test = _inputs.embeddings(test_feats, "test_feats")
+    test = inputs.embeddings(test_feats, "test_feats")
     device = torch.device(device) if device is not None else test.device
     x_train = _train_features(feature_fn(0) if feature_fn else train_feats, test)
-    y_train = _inputs.labels(train_labels, "train_labels", x_train.shape[0], "train_feats").to(device)
-    y_test = _inputs.labels(test_labels, "test_labels", test.shape[0], "test_feats").to(device)
+    y_train = inputs.labels(train_labels, "train_labels", x_train.shape[0], "train_feats").to(device)
+    y_test = inputs.labels(test_labels, "test_labels", test.shape[0], "test_feats").to(device)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
 
     x_train, test = x_train.to(device, torch.float32), test.to(device, torch.float32)
@@ -87,8 +87,8 @@ def linear_probe(
             fresh = _train_features(feature_fn(epoch), test)
             if fresh.shape != x_train.shape:
                 raise ValueError(
-                    f"train_feats({epoch}) has shape {_inputs.shape_str(fresh)} but train_feats(0) had "
-                    f"{_inputs.shape_str(x_train)}; the feature function must return one row per training label"
+                    f"train_feats({epoch}) has shape {inputs.shape_str(fresh)} but train_feats(0) had "
+                    f"{inputs.shape_str(x_train)}; the feature function must return one row per training label"
                 )
             x_train = fresh.to(device, torch.float32)
         head.train()
@@ -105,8 +105,8 @@ def linear_probe(
 
 
 def _train_features(x: object, test: torch.Tensor) -> torch.Tensor:
-    train = _inputs.embeddings(x, "train_feats")
-    _inputs.same_width(train, "train_feats", test, "test_feats", "extract both with the same backbone and layer")
+    train = inputs.embeddings(x, "train_feats")
+    inputs.same_width(train, "train_feats", test, "test_feats", "extract both with the same backbone and layer")
     return train
 
 

@@ -25,8 +25,15 @@ from safetensors.torch import load_file
 from mmvicreg.config import load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.model import JointEmbedding
-from mmvicreg.safety import CheckpointError, UnsafeCheckpointError, safe_torch_load, verify_checkpoint
-from mmvicreg.train import latest_checkpoint, train
+from mmvicreg.train import (
+    Callback,
+    CheckpointError,
+    UnsafeCheckpointError,
+    latest_checkpoint,
+    safe_torch_load,
+    train,
+    verify_checkpoint,
+)
 from tests.helpers.configs import tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -34,8 +41,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS
 ENV.pop("MMVICREG_DEBUG", None)
 
 
-def _run(tree, overrides=()):
-    return train(load_config(tree, list(overrides), format_keys=format_options))
+def _run(tree, overrides=(), **kwargs):
+    return train(load_config(tree, list(overrides), format_keys=format_options), **kwargs)
 
 
 def _config(run: Path, resume: bool = False, **train_options) -> dict:
@@ -184,28 +191,29 @@ def _half_then_fail(real):
     return write
 
 
+class _FullDiskAtStep4(Callback):
+    """The checkpoint of step 4 meets a full disk half-way through one of its writers."""
+
+    def __init__(self, monkeypatch, writer):
+        self.monkeypatch, self.writer = monkeypatch, writer
+
+    def on_checkpoint_start(self, step):
+        import accelerate.utils.other as acc_other
+
+        if step != 4:
+            return
+        if self.writer == "torch.save":
+            self.monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
+        else:
+            self.monkeypatch.setattr(acc_other, "safe_save_file", _half_then_fail(acc_other.safe_save_file))
+
+
 @pytest.mark.parametrize("writer", ["torch.save", "safetensors"])
 def test_a_save_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch, writer, straight):
-    import accelerate.utils.other as acc_other
-
-    import mmvicreg.train as train_module
-
-    real_save = train_module.save_checkpoint
-
-    def fail_at_step_4(accelerator, output_dir, step, keep):
-        if step != 4:
-            return real_save(accelerator, output_dir, step, keep)
-        with monkeypatch.context() as m:
-            if writer == "torch.save":
-                m.setattr(torch, "save", _half_then_fail(torch.save))
-            else:
-                m.setattr(acc_other, "safe_save_file", _half_then_fail(acc_other.safe_save_file))
-            return real_save(accelerator, output_dir, step, keep)
-
     run = tmp_path / "run"
-    monkeypatch.setattr(train_module, "save_checkpoint", fail_at_step_4)
     with pytest.raises(CheckpointError) as info:
-        _run(_config(run))
+        _run(_config(run), callbacks=[_FullDiskAtStep4(monkeypatch, writer)])
+    monkeypatch.undo()
     msg = str(info.value)
     assert "could not write the checkpoint of step 4" in msg and "No space left on device" in msg
     assert "step_00000002, is intact" in msg and "resume=true" in msg
@@ -213,7 +221,6 @@ def test_a_save_failing_midway_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert not list((run / "checkpoints").glob(".tmp_step_*"))  # the half-written folder is gone
     verify_checkpoint(latest_checkpoint(run))  # and the previous one reads back whole
 
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     _run(_config(run, resume=True))
     _assert_same_weights(straight, _weights(run))
 

@@ -28,8 +28,9 @@ from typing import Any, Literal, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from mmvicreg.evaluation import _inputs
-from mmvicreg.evaluation.search import INDEX_KINDS, as_faiss, build_index, search
+from mmvicreg.choices import INDEX_KINDS
+from mmvicreg.evaluation.metrics import inputs
+from mmvicreg.evaluation.metrics.search import as_faiss, build_index, search
 
 __all__ = ["coco_retrieval_metrics", "retrieval_metrics", "retrieval_ranks"]
 
@@ -37,9 +38,9 @@ Index = Literal["exact", "flat", "hnsw", "ivf"]
 
 
 def retrieval_metrics(
-    image_emb: _inputs.ArrayLike,
-    text_emb: _inputs.ArrayLike,
-    text_to_image: _inputs.ArrayLike,
+    image_emb: inputs.ArrayLike,
+    text_emb: inputs.ArrayLike,
+    text_to_image: inputs.ArrayLike,
     ks: Sequence[int] = (1, 5, 10),
     folds: Optional[int] = None,
     *,
@@ -68,7 +69,7 @@ def retrieval_metrics(
             may be lower than exact (benchmarks/RESULTS.md measures the loss: at 20K × 100K neither was worth
             it), medr/meanr as for ``"flat"``.
         index_options: FAISS parameters for ``"hnsw"`` (m, ef_construction, ef_search) or ``"ivf"``
-            (nlist, nprobe); see :mod:`mmvicreg.evaluation.search`.
+            (nlist, nprobe); see :mod:`mmvicreg.evaluation.metrics.search`.
         block_mb: the largest similarity block held at once by ``"exact"``, in MiB.
 
     Returns:
@@ -77,7 +78,7 @@ def retrieval_metrics(
 
     Ranks are 1-based; ties go to the ground truth (see the module docstring).
     """
-    ks = _inputs.positive_ints(ks, "ks")
+    ks = inputs.positive_ints(ks, "ks")
     img, txt, owner = _checked(image_emb, text_emb, text_to_image)
     if folds is None:
         summary = _summary(*_ranks(img, txt, owner, index, max(ks), index_options, block_mb), ks)
@@ -92,9 +93,9 @@ def retrieval_metrics(
 
 
 def coco_retrieval_metrics(
-    image_emb: _inputs.ArrayLike,
-    text_emb: _inputs.ArrayLike,
-    text_to_image: _inputs.ArrayLike,
+    image_emb: inputs.ArrayLike,
+    text_emb: inputs.ArrayLike,
+    text_to_image: inputs.ArrayLike,
     ks: Sequence[int] = (1, 5, 10),
     folds: int = 5,
     *,
@@ -114,7 +115,7 @@ def coco_retrieval_metrics(
             "5K": retrieval_metrics(image_emb, text_emb, text_to_image, folds=None, **kwargs),
             "1K": retrieval_metrics(image_emb, text_emb, text_to_image, folds=folds, **kwargs),
         }
-    ks = _inputs.positive_ints(ks, "ks")
+    ks = inputs.positive_ints(ks, "ks")
     img, txt, owner = _checked(image_emb, text_emb, text_to_image)
     n, m = img.shape[0], txt.shape[0]
     spans = _fold_spans(n, folds)
@@ -127,9 +128,9 @@ def coco_retrieval_metrics(
 
 
 def retrieval_ranks(
-    image_emb: _inputs.ArrayLike,
-    text_emb: _inputs.ArrayLike,
-    text_to_image: _inputs.ArrayLike,
+    image_emb: inputs.ArrayLike,
+    text_emb: inputs.ArrayLike,
+    text_to_image: inputs.ArrayLike,
     *,
     index: Index = "exact",
     k: int = 10,
@@ -142,7 +143,7 @@ def retrieval_ranks(
     Arguments as in :func:`retrieval_metrics`.
     """
     img, txt, owner = _checked(image_emb, text_emb, text_to_image)
-    (k,) = _inputs.positive_ints([k], "k")
+    (k,) = inputs.positive_ints([k], "k")
     return _ranks(img, txt, owner, index, k, index_options, block_mb)
 
 
@@ -150,15 +151,15 @@ def retrieval_ranks(
 
 
 def _checked(image_emb: object, text_emb: object, text_to_image: object):
-    img = _inputs.embeddings(image_emb, "image_emb")
-    txt = _inputs.embeddings(text_emb, "text_emb")
-    _inputs.same_width(
+    img = inputs.embeddings(image_emb, "image_emb")
+    txt = inputs.embeddings(text_emb, "text_emb")
+    inputs.same_width(
         img, "image_emb", txt, "text_emb",
         "retrieval compares both in one space: pass the embeddings z of both branches (the expander outputs), "
         "not a backbone representation of one and an embedding of the other",
     )
     n, m = img.shape[0], txt.shape[0]
-    owner = _inputs.indices(text_to_image, "text_to_image", m, "text_emb", n, "image_emb rows").to(img.device)
+    owner = inputs.indices(text_to_image, "text_to_image", m, "text_emb", n, "image_emb rows").to(img.device)
     counts = torch.bincount(owner, minlength=n)
     orphans = torch.nonzero(counts == 0).flatten()
     if orphans.numel():
@@ -168,8 +169,8 @@ def _checked(image_emb: object, text_emb: object, text_to_image: object):
             f"({m} captions); image→text ranks are undefined for them: drop those rows from image_emb and "
             f"re-index text_to_image, or check the caption→image mapping"
         )
-    img, txt = _inputs.common_dtype(img, txt)
-    return _inputs.l2_normalize(img), _inputs.l2_normalize(txt), owner
+    img, txt = inputs.common_dtype(img, txt)
+    return inputs.l2_normalize(img), inputs.l2_normalize(txt), owner
 
 
 # ----------------------------------------------------------------------------------------------- ranks

@@ -3,10 +3,12 @@
     mmvicreg train CONFIG.yaml [dotted.key=value ...]
     mmvicreg eval retrieval --model RUN/model --format coco --images DIR --captions FILE [--protocol 1k]
     mmvicreg eval knn --model RUN/model --format digits [--compare-random-init]
-    mmvicreg eval linear-probe --model RUN/model --format folder --train-root DIR --test-root DIR
+    mmvicreg eval linear-probe --model RUN/model --format folder --train-images DIR --test-images DIR
 
-Problems with the config or the data stop the run before training with one line naming the cause; set
-MMVICREG_DEBUG=1 to see the full traceback instead.
+Argument parsing only: the work is in :mod:`mmvicreg.train` and :mod:`mmvicreg.evaluation`. Problems with the
+config or the data stop the run before training with one line naming the cause (this module holds the one
+error handler of every entry point, the ``eval/*.py`` scripts included); set MMVICREG_DEBUG=1 to see the full
+traceback instead.
 """
 
 from __future__ import annotations
@@ -18,46 +20,47 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mmvicreg.cli.evaluate import COMMANDS
+
     parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train branches with VICReg from a YAML config")
     train.add_argument("config", help="YAML config file (see examples/)")
     train.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.max_steps=100")
-    from mmvicreg.evaluation.scripts import COMMANDS
-
     evaluate = sub.add_parser("eval", help="evaluate an exported model").add_subparsers(dest="eval_command", required=True)
     for name, (add_arguments, _, help_) in COMMANDS.items():
         add_arguments(evaluate.add_parser(name, help=help_))
     return parser
 
 
-def _train(config_path: str, overrides: list[str]) -> int:
+def run_train(config_path: str, overrides: list[str]) -> int:
     from mmvicreg.config import load_config
     from mmvicreg.data.build import format_options
     from mmvicreg.train import train
 
-    config = load_config(config_path, overrides, format_keys=format_options)
-    train(config)
+    train(load_config(config_path, overrides, format_keys=format_options))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parse ``argv`` and run the command; 2 and one line on stderr for a problem the user can fix."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
     from mmvicreg.config import ConfigError
-    from mmvicreg.safety import CheckpointError
-    from mmvicreg.train import NonFiniteLossError
+    from mmvicreg.train import CheckpointError, NonFiniteLossError
 
     try:
         if args.command == "train":
-            return _train(args.config, args.overrides)
-        if args.command == "eval":
-            from mmvicreg.evaluation.scripts import COMMANDS
+            return run_train(args.config, args.overrides)
+        from mmvicreg.cli.evaluate import COMMANDS
 
-            COMMANDS[args.eval_command][1](args)
+        COMMANDS[args.eval_command][1](args)
     except (ConfigError, NonFiniteLossError, CheckpointError, OSError, ValueError, KeyError, TypeError) as e:
         if os.environ.get("MMVICREG_DEBUG"):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"mmvicreg: error: {message}", file=sys.stderr)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -1,13 +1,19 @@
-"""Reading checkpoints without running their code, and writing them so that a crash never loses the last one.
+"""Checkpoints: where the run is, writing them so that a crash never loses the last one, and reading them back
+without running their code.
 
-A checkpoint folder (Accelerate's ``save_state``) holds ``model.safetensors`` and pickles written by
-``torch.save``: ``optimizer.bin``, ``random_states_<rank>.pkl`` and ``custom_checkpoint_<i>.pkl`` (the LR
-scheduler and the loop's position). A pickle can name any Python callable and have it called on load, so a
-checkpoint from a stranger can run code. Accelerate reads the custom states with ``weights_only=False`` and
-silently carries on when the RNG file cannot be read; so before ``accelerator.load_state`` the trainer calls
-:func:`verify_checkpoint`, which opens every pickle with ``torch.load(weights_only=True)`` (tensors, numbers,
-strings, containers and NumPy arrays only) and refuses the folder, naming the file, at the first one that asks
-for anything else. A file that passes cannot call anything outside that list when loaded again.
+A checkpoint folder ``checkpoints/step_<N>`` is Accelerate's ``save_state``: ``model.safetensors`` and pickles
+written by ``torch.save`` — ``optimizer.bin``, ``random_states_<rank>.pkl`` (every RNG of every process) and
+``custom_checkpoint_<i>.pkl``, one per object in the run's own list of checkpointed objects, in registration
+order: the LR scheduler, the :class:`TrainState` (step, epoch, batches of the epoch consumed, skipped batches)
+and the objective when it has parameters. Together with the epoch sampler's order, which depends only on
+(seed, epoch), this is what makes a resumed run end with the same weights as an uninterrupted one.
+
+A checkpoint is written to ``.tmp_step_<N>`` and renamed when complete. A pickle can name any Python callable
+and have it called on load, so a checkpoint from a stranger can run code; Accelerate reads the custom states
+with ``weights_only=False`` and silently carries on when the RNG file cannot be read. So before
+``accelerator.load_state`` the trainer calls :func:`verify_checkpoint`, which opens every pickle with
+``torch.load(weights_only=True)`` (tensors, numbers, strings, containers and NumPy arrays only) and refuses the
+folder, naming the file, at the first one that asks for anything else.
 """
 
 from __future__ import annotations
@@ -16,12 +22,17 @@ import codecs
 import os
 import pickle
 import re
+import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
+from mmvicreg.files import fsync_tree, publish_dir
+
+CHECKPOINTS = "checkpoints"
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
 
 
@@ -37,8 +48,10 @@ def _numpy_globals() -> list[Any]:
     """What ``np.random.get_state()`` (in Accelerate's RNG file) needs to be rebuilt: arrays and dtypes only."""
     import numpy as np
 
-    core = getattr(np, "_core", None) or np.core
-    allowed: list[Any] = [core.multiarray._reconstruct, np.ndarray, np.dtype, codecs.encode]
+    # The callable NumPy's own pickling names for an array, asked through the public pickle protocol
+    # (``__reduce__``) rather than read from NumPy's private modules.
+    reconstruct = np.zeros(0).__reduce__()[0]
+    allowed: list[Any] = [reconstruct, np.ndarray, np.dtype, codecs.encode]
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None and hasattr(dtypes, "UInt32DType"):
         allowed.append(dtypes.UInt32DType)
@@ -134,27 +147,80 @@ def check_safetensors(path: Path) -> None:
         raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(e)})") from None
 
 
-def fsync_tree(directory: str | os.PathLike) -> None:
-    """Flush every file under ``directory`` and the folder itself to disk (so that a rename after it is durable)."""
-    directory = Path(directory)
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fsync_dir(directory)
+# ------------------------------------------------------------------------------------------- writing, finding
 
 
-def fsync_dir(directory: str | os.PathLike) -> None:
+@dataclass
+class TrainState:
+    """What the checkpoint needs beyond model, optimiser, scheduler and RNG: where we are."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of the current epoch already consumed
+    skipped_nonfinite: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.__dict__.update(state)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("_")[1])
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    ckpts = sorted(Path(output_dir, CHECKPOINTS).glob("step_*"), key=checkpoint_step)
+    return ckpts[-1] if ckpts else None
+
+
+def remove_debris(output_dir: Path) -> None:
+    """Folders of saves cut short by a crash (``.tmp_step_*``): never resumed from."""
+    for stale in (output_dir / CHECKPOINTS).glob(".tmp_step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_checkpoint(accelerator: Any, output_dir: Path, step: int, keep: int) -> Path:
+    """Accelerate state written to a temporary folder, then renamed: a crash mid-save keeps the last checkpoint.
+
+    Keeps the newest ``keep`` checkpoints. A failed write (a full disk, a quota, a vanished mount) raises
+    :class:`CheckpointError` naming the last complete checkpoint, which is left intact.
+    """
+    root = output_dir / CHECKPOINTS
+    final, tmp = root / f"step_{step:08d}", root / f".tmp_step_{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems do not support fsync on folders
-        pass
-    finally:
-        os.close(fd)
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every rank's RNG file is in
+        if accelerator.is_main_process:
+            fsync_tree(tmp)  # on disk before the rename makes it the checkpoint to resume from
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
+            raise
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} to {tmp} ({type(e).__name__}: {first_line(e)}); the "
+            f"last complete checkpoint, {latest_checkpoint(output_dir) or 'none'}, is intact: free space and rerun "
+            f"with resume=true"
+        ) from None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        publish_dir(tmp, final)
+        for old in sorted(root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Any, path: Path, num_custom: int) -> None:
+    """Verify every file of ``path`` (see the module docstring), then restore the Accelerate state from it.
+
+    ``num_custom`` is the length of the run's list of checkpointed objects (``custom_checkpoint_<i>.pkl``).
+    """
+    custom = [f"custom_checkpoint_{i}.pkl" for i in range(num_custom)]
+    rng = f"random_states_{accelerator.process_index}.pkl"
+    verify_checkpoint(path, ["model.safetensors", "optimizer.bin", rng, *custom])
+    accelerator.load_state(str(path))

@@ -13,12 +13,13 @@ from safetensors.torch import load_file
 
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data.build import format_options
-from mmvicreg.train import NonFiniteLossError, train
+from mmvicreg.objective import build_objective
+from mmvicreg.train import Callback, NonFiniteLossError, train
 from tests.helpers.configs import tiny_config
 
 
-def _run(tree, overrides=()):
-    return train(load_config(tree, list(overrides), format_keys=format_options))
+def _run(tree, overrides=(), **kwargs):
+    return train(load_config(tree, list(overrides), format_keys=format_options), **kwargs)
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -48,24 +49,17 @@ class _Stop(Exception):
     pass
 
 
-def test_resume_gives_identical_weights(tmp_path, monkeypatch):
-    import mmvicreg.train as train_module
-
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run(tiny_config(straight, max_steps=8, checkpoint_every=2))
-
-    real_save = train_module.save_checkpoint
-
-    def save_then_die(accelerator, output_dir, step, keep):  # the process dies right after step 4's checkpoint
-        path = real_save(accelerator, output_dir, step, keep)
+class _DieAfterCheckpoint(Callback):
+    def on_checkpoint_end(self, step, path):  # the process dies right after step 4's checkpoint
         if step == 4:
             raise _Stop
-        return path
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+
+def test_resume_gives_identical_weights(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(tiny_config(straight, max_steps=8, checkpoint_every=2))
     with pytest.raises(_Stop):
-        _run(tiny_config(resumed, max_steps=8, checkpoint_every=2))
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+        _run(tiny_config(resumed, max_steps=8, checkpoint_every=2), callbacks=[_DieAfterCheckpoint()])
     assert not (resumed / "model").exists()
     cfg = tiny_config(resumed, max_steps=8, checkpoint_every=2)
     cfg["resume"] = True
@@ -101,29 +95,29 @@ def test_nonfinite_term_is_named_with_its_step(tmp_path):
     assert "no checkpoint was written yet" in msg and "train.on_nonfinite=skip" in msg
 
 
-def _change_objective_output(monkeypatch, change):
-    """Every objective the run builds returns ``change(zs, out)`` instead of its own ``out``."""
-    import mmvicreg.train as train_module
+class _ChangedObjective(torch.nn.Module):
+    """The config's objective, whose output is passed through ``change(zs, out)``."""
 
-    real_build = train_module.build_objective
+    def __init__(self, config, change):
+        super().__init__()
+        self.inner, self.change = build_objective(config.loss, config.branches), change
 
-    def build(*args, **kwargs):
-        objective = real_build(*args, **kwargs)
-        real_forward = objective.forward
-        objective.forward = lambda zs: change(zs, real_forward(zs))
-        return objective
-
-    monkeypatch.setattr(train_module, "build_objective", build)
+    def forward(self, zs):
+        return self.change(zs, self.inner(zs))
 
 
-def test_nonfinite_gradient_under_a_finite_loss_is_named(tmp_path, monkeypatch):
+def _run_changed(tree, change):
+    config = load_config(tree, format_keys=format_options)
+    return train(config, objective=_ChangedObjective(config, change))
+
+
+def test_nonfinite_gradient_under_a_finite_loss_is_named(tmp_path):
     def add_infinite_gradient(zs, out):  # sqrt(u - u.detach()): value 0, gradient inf
         u = sum(z.sum() for z in zs.values())
         return out._replace(loss=out.loss + torch.sqrt(u - u.detach()))
 
-    _change_objective_output(monkeypatch, add_infinite_gradient)
     with pytest.raises(NonFiniteLossError, match=r"^non-finite training at step 1: gradient norm = (inf|nan)"):
-        _run(tiny_config(tmp_path, max_steps=3))
+        _run_changed(tiny_config(tmp_path, max_steps=3), add_infinite_gradient)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -148,15 +142,14 @@ def test_nonfinite_skip_policy_skips_then_gives_up_on_broken_weights(tmp_path, c
     assert capsys.readouterr().out.count("skipping step") == 3
 
 
-def test_nonfinite_skip_policy_continues_past_a_bad_batch(tmp_path, monkeypatch):
+def test_nonfinite_skip_policy_continues_past_a_bad_batch(tmp_path):
     calls = {"n": 0}
 
     def poison_third_batch(zs, out):  # the objective's third batch gives NaN, the others are fine
         calls["n"] += 1
         return out._replace(loss=out.loss * float("nan")) if calls["n"] == 3 else out
 
-    _change_objective_output(monkeypatch, poison_third_batch)
-    _run(tiny_config(tmp_path, max_steps=5, on_nonfinite="skip"))
+    _run_changed(tiny_config(tmp_path, max_steps=5, on_nonfinite="skip"), poison_third_batch)
     records = _metrics(tmp_path)
     assert records[-1]["step"] == 5 and records[-1]["skipped_nonfinite"] == 1
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+DEFAULT_EXPANDER = "8192-8192-8192"  # VICReg's published expander (ResNet-50: 2048 -> 8192 -> 8192 -> 8192)
+
 
 def parse_expander_spec(spec: str | int | None) -> list[int]:
     """``"8192-8192-8192"`` -> ``[8192, 8192, 8192]``; ``""``, ``"none"`` or None -> ``[]`` (identity)."""
@@ -31,7 +33,7 @@ class Expander(nn.Sequential):
     ``Expander(2048, "8192-8192-8192")`` is VICReg's ResNet-50 expander; an empty spec is the identity.
     """
 
-    def __init__(self, input_dim: int, spec: str | int | None = "8192-8192-8192"):
+    def __init__(self, input_dim: int, spec: str | int | None = DEFAULT_EXPANDER):
         self.spec = "-".join(str(s) for s in parse_expander_spec(spec))
         sizes = [input_dim, *parse_expander_spec(spec)]
         layers: list[nn.Module] = []

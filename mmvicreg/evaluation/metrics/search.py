@@ -27,8 +27,9 @@ import faiss
 import numpy as np
 import torch
 
+from mmvicreg.choices import INDEX_KINDS, check_choice
+
 IndexKind = Literal["flat", "hnsw", "ivf"]
-INDEX_KINDS = ("flat", "hnsw", "ivf")
 _OPTIONS = {"flat": set(), "hnsw": {"m", "ef_construction", "ef_search"}, "ivf": {"nlist", "nprobe"}}
 
 
@@ -41,8 +42,7 @@ def as_faiss(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def build_index(vectors: np.ndarray, kind: IndexKind = "flat", options: Optional[Mapping[str, Any]] = None):
     """An inner-product FAISS index of ``kind`` holding the rows of ``vectors`` (n, d) float32."""
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"index must be one of {INDEX_KINDS}, got {kind!r}")
+    check_choice(kind, INDEX_KINDS, "index")
     options = dict(options or {})
     unknown = set(options) - _OPTIONS[kind]
     if unknown:

@@ -1,0 +1,247 @@
+"""``mmvicreg eval retrieval|knn|linear-probe`` (also ``eval/*.py``): parse the arguments, build the model and
+the data sources, call :mod:`mmvicreg.evaluation`, print a table and write JSON with ``--json OUT``.
+
+The model is a folder written by ``save_pretrained`` (a training run's ``model/``). The data flags are the config
+file's data keys, one to one: ``--images`` is a source's ``images`` (its image folder) and ``--captions`` its
+``captions`` file (COCO/Karpathy JSON, CSV/TSV; for ``hf``, the dataset: the key ``path``); the image commands
+take ``--train-images``/``--test-images`` (``folder``: the class-subfolder root; ``hf``: the dataset).
+Errors are reported by the command line's one handler (``mmvicreg.cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Sequence
+
+from mmvicreg.choices import CAPTION_FORMATS, EMBEDDING_LAYERS, IMAGE_FORMATS, RETRIEVAL_PROTOCOLS
+
+# ------------------------------------------------------------------------------------------- sources
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: YAML value}``."""
+    import yaml
+
+    out = {}
+    for text in pairs:
+        if "=" not in text:
+            raise ValueError(f"--option {text!r} must look like key=value")
+        key, value = text.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def caption_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The data section ``{"format", "captions" | "path", "images", **--option}`` of ``mmvicreg eval retrieval``."""
+    fmt = args.format
+    section: dict[str, Any] = {"format": fmt, **_options(args.option)}
+    if fmt in ("coco", "karpathy", "csv"):
+        what = "the CSV/TSV file" if fmt == "csv" else "the captions JSON"
+        section["captions"] = _required(args, "captions", what)
+        if fmt != "csv":
+            _required(args, "images", "the image folder")
+    elif fmt == "hf":
+        section["path"] = _required(args, "captions", "the dataset (save_to_disk folder, parquet files or name)")
+    if args.images:
+        section["images"] = args.images
+    return section
+
+
+def caption_source(args: argparse.Namespace) -> Any:
+    """The captioned source that ``--format --images --captions --split --option k=v`` describe."""
+    from mmvicreg.data import build_source
+
+    return build_source(caption_section(args), args.split or ("test" if args.format == "shapes" else "train"))
+
+
+def image_source(fmt: str, images: str | None, split: str, options: Sequence[str]) -> Any:
+    """A labelled image source: ``folder`` reads class subfolders of ``images``, ``hf`` the dataset ``images``."""
+    from mmvicreg.data import build_source
+
+    section: dict[str, Any] = {"format": fmt, **_options(options)}
+    if fmt in ("folder", "hf"):
+        if not images:
+            what = "class subfolders of images" if fmt == "folder" else "datasets to load"
+            raise ValueError(f"format {fmt!r} needs --train-images and --test-images ({what})")
+        section["images" if fmt == "folder" else "path"] = images
+    return build_source(section, split)
+
+
+def _required(args: argparse.Namespace, name: str, what: str) -> str:
+    value = getattr(args, name)
+    if not value:
+        raise ValueError(f"--format {args.format} needs --{name} ({what})")
+    return value
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        from mmvicreg.files import atomic_write_json
+
+        atomic_write_json(path, payload)
+
+
+def _load_model(path: str) -> Any:
+    from mmvicreg.model import JointEmbedding
+
+    return JointEmbedding.from_pretrained(path)
+
+
+# ------------------------------------------------------------------------------------------- retrieval
+
+
+def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
+    """Retrieval metrics with chance level: printed, and written to ``--json`` (R@K curve to ``--plot``)."""
+    from mmvicreg.evaluation.model_level import embed_for_retrieval, format_retrieval, recall_curve, score_retrieval
+
+    model = _load_model(args.model)
+    source = caption_source(args)
+    emb = embed_for_retrieval(model, source, args.branches, args.batch_size, args.captions_per_image, args.progress)
+    result = {"model": str(args.model), "format": args.format, **score_retrieval(emb, args.protocol)}
+    print(format_retrieval(result, result["chance"]))
+    if args.plot:
+        _plot_recall_curve(recall_curve(emb), args.plot)
+    _write_json(args.json, result)
+    return result
+
+
+def _plot_recall_curve(curve: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmvicreg.files import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in (("i2t", "image→text"), ("t2i", "text→image")):
+        ax.plot(curve["k"], curve[key], label=label)
+    ax.set_xlabel("K")
+    ax.set_ylabel("R@K (%)")
+    ax.set_xscale("log")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- k-NN / probe
+
+
+def _random_init_like(model: Any) -> Any:
+    """The same architecture with fresh random weights: the baseline a trained model must beat."""
+    import torch
+
+    from mmvicreg.model import JointEmbedding, _build_branches
+
+    tokenizers = {n: b.tokenizer for n, b in model.branches.items() if b.modality == "text" and b.shares is None}
+    torch.manual_seed(0)
+    return JointEmbedding(_build_branches(model.config()["branches"], None, tokenizers))
+
+
+Score = Callable[..., dict[str, Any]]
+
+
+def _image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
+    """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
+    model = _load_model(args.model)
+    images = [n for n in model.branch_names if model.branch(n).modality == "image"]
+    branches = args.branch or images
+    for b in branches:
+        if b not in images:
+            kind = f"a {model.branch(b).modality} branch" if b in model.branch_names else "not a branch"
+            raise ValueError(f"--branch {b!r} is {kind}; k-NN and linear probes score image branches: {images}")
+    train_src = image_source(args.format, args.train_images, args.train_split, args.option)
+    test_src = image_source(args.format, args.test_images, args.test_split, args.option)
+    models = {"trained": model}
+    if args.compare_random_init:
+        models["random_init"] = _random_init_like(model)
+    result: dict[str, Any] = {"model": str(args.model), "layer": args.layer, "results": {}}
+    for which, m in models.items():
+        for branch in branches:
+            scores = evaluate(m, train_src, test_src, branch, batch_size=args.batch_size, layer=args.layer,
+                              progress=args.progress, **settings)
+            result["results"].setdefault(which, {})[branch] = {
+                k: v for k, v in scores.items() if k not in ("branch", "layer")
+            }
+    _print_image_table(result["results"])
+    _write_json(args.json, result)
+    return result
+
+
+def _print_image_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    keys = sorted({k for r in results.values() for b in r.values() for k in b if k.startswith("top1")})
+    print(f"{'weights':14}{'branch':12}" + "".join(f"{k:>14}" for k in keys))
+    for which, per_branch in results.items():
+        for branch, scores in per_branch.items():
+            print(f"{which:14}{branch:12}" + "".join(f"{scores.get(k, float('nan')):14.2f}" for k in keys))
+
+
+def run_knn(args: argparse.Namespace) -> dict[str, Any]:
+    """Weighted k-NN top-1 per image branch: printed, and written to ``--json``."""
+    from mmvicreg.evaluation.model_level import evaluate_knn
+
+    return _image_eval(args, evaluate_knn, ks=tuple(args.k), temperature=args.temperature)
+
+
+def run_linear_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """Linear-probe top-1 per image branch: printed, and written to ``--json``."""
+    from mmvicreg.evaluation.model_level import evaluate_linear_probe
+
+    return _image_eval(args, evaluate_linear_probe, epochs=args.epochs, lr=args.lr,
+                       probe_batch_size=args.probe_batch_size)
+
+
+# ------------------------------------------------------------------------------------------- parsers
+
+
+def _add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/)")
+    p.add_argument("--format", required=True, choices=formats)
+    p.add_argument("--batch-size", type=int, default=256, help="items per encoding batch")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extra source option")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
+    _add_common_arguments(p, CAPTION_FORMATS)
+    p.add_argument("--images", help="the image folder (coco, karpathy, csv; optional for hf)")
+    p.add_argument("--captions", help="the captions file: COCO/Karpathy JSON, CSV/TSV; for hf, the dataset")
+    p.add_argument("--split", help="split name (karpathy: train/val/test; shapes: test; hf: its split)")
+    p.add_argument("--protocol", choices=RETRIEVAL_PROTOCOLS, default="5k",
+                   help="5k: whole set; 1k: 5 folds averaged")
+    p.add_argument("--branches", nargs=2, metavar=("IMAGE", "TEXT"), help="default: first image and text branch")
+    p.add_argument("--captions-per-image", type=int, default=5)
+    p.add_argument("--plot", help="write a PNG of R@K against K here")
+
+
+def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+    _add_common_arguments(p, IMAGE_FORMATS)
+    p.add_argument("--train-images", help="folder: class subfolders of the labelled training images; hf: dataset")
+    p.add_argument("--test-images", help="folder: class subfolders of the labelled test images; hf: dataset")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--branch", action="append", help="branch to evaluate (repeatable); default: every image branch")
+    p.add_argument("--layer", choices=EMBEDDING_LAYERS, default="representation")
+    p.add_argument("--compare-random-init", action="store_true", help="also score the same network untrained")
+
+
+def add_knn_arguments(p: argparse.ArgumentParser) -> None:
+    _add_image_arguments(p)
+    p.add_argument("--k", type=int, nargs="+", default=[20, 200])
+    p.add_argument("--temperature", type=float, default=0.07)
+
+
+def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
+    _add_image_arguments(p)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--probe-batch-size", type=int, default=256)
+
+
+COMMANDS = {
+    "retrieval": (add_retrieval_arguments, run_retrieval, "image–text Recall@K, medr, meanr"),
+    "knn": (add_knn_arguments, run_knn, "weighted k-NN top-1 of frozen image features"),
+    "linear-probe": (add_linear_probe_arguments, run_linear_probe, "linear probe top-1 of frozen image features"),
+}

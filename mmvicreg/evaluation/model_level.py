@@ -1,0 +1,264 @@
+"""Model-level evaluation: a trained model and a data source in, metrics out. Training and the command line both
+call these functions; the metrics themselves are computed on arrays by :mod:`mmvicreg.evaluation.metrics`.
+
+* a **captioned** source (one with ``eval_set``) is scored by image–text retrieval (:func:`evaluate_retrieval`);
+* a **labelled image** source is scored by weighted k-NN (:func:`evaluate_knn`) or a linear probe
+  (:func:`evaluate_linear_probe`) on a branch's frozen features, with a labelled training source as the memory.
+
+The model is duck-typed, so this module never imports the model package. It needs:
+
+* ``model.branch_names`` (list of str) and ``model.branch(name).modality`` (``"image"`` or ``"text"``);
+* ``model.encode(branch, items, batch_size=..., layer=..., progress=...)`` -> (n, d) tensor, where ``items`` is
+  a sequence (``len`` and integer/slice indexing) of raw items, PIL images or strings.
+
+And of a source:
+
+* captioned: ``source.eval_set(captions_per_image)`` -> an object with ``images`` (a lazily decoding sequence),
+  ``flat_captions`` (list of str) and ``caption_image_index`` (the image of each caption);
+* labelled images: an image source of the data package (its images are read through ``LazyImages``, decoded
+  batch by batch as the model encodes them; a split never sits in memory decoded) with ``labels`` (0-based
+  ints, one per image).
+
+Retrieval compares the embeddings z (the only space two towers share); k-NN and the probe use the
+representation h before the expander, as published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmvicreg.choices import RETRIEVAL_PROTOCOLS, check_choice
+from mmvicreg.evaluation.metrics.chance import retrieval_chance
+from mmvicreg.evaluation.metrics.knn import knn_classify
+from mmvicreg.evaluation.metrics.linear_probe import linear_probe
+from mmvicreg.evaluation.metrics.retrieval import retrieval_metrics, retrieval_ranks
+
+if TYPE_CHECKING:
+    from mmvicreg.config import EvalConfig
+
+__all__ = [
+    "RetrievalEmbeddings",
+    "embed_for_retrieval",
+    "evaluate",
+    "evaluate_knn",
+    "evaluate_linear_probe",
+    "evaluate_retrieval",
+    "format_knn",
+    "format_retrieval",
+    "image_features",
+    "is_captioned",
+    "pick_retrieval_branches",
+    "recall_curve",
+    "score_retrieval",
+]
+
+RECALL_KS = (1, 5, 10)
+PROTOCOL_FOLDS = {"5k": None, "1k": 5}  # the COCO protocols: whole set, or 5 folds of consecutive images
+
+
+# ------------------------------------------------------------------------------------------- one entry
+
+
+def evaluate(
+    model: Any, eval_source: Any, *, train_source: Any = None, settings: "EvalConfig"
+) -> tuple[dict[str, Any], str]:
+    """The end-of-run evaluation: ``(result, text to print)``.
+
+    A captioned ``eval_source`` gives :func:`evaluate_retrieval`'s result: the retrieval metrics with
+    ``protocol``, ``image_branch``, ``text_branch`` and ``chance``. A labelled image source gives
+    ``{"knn": {branch: evaluate_knn(...)}}`` for every branch in ``settings.branches`` (default: all of them),
+    with ``train_source`` as the k-NN memory. ``settings`` is the run's ``eval`` section (batch_size, protocol,
+    branches, captions_per_image).
+    """
+    if is_captioned(eval_source):
+        result = evaluate_retrieval(
+            model, eval_source, settings.branches, settings.batch_size, settings.protocol,
+            settings.captions_per_image,
+        )
+        text = f"held-out retrieval ({settings.protocol} protocol):\n" + format_retrieval(result, result["chance"])
+        return result, text
+    if train_source is None:
+        raise ValueError("k-NN evaluation of a labelled eval source needs the labelled training source as memory")
+    knn = {
+        name: evaluate_knn(model, train_source, eval_source, name, batch_size=settings.batch_size)
+        for name in (settings.branches or model.branch_names)
+    }
+    return {"knn": knn}, "\n".join(format_knn(name, scores) for name, scores in knn.items())
+
+
+def is_captioned(source: Any) -> bool:
+    """Whether ``source`` is an image–caption source (it has a retrieval view, ``eval_set``)."""
+    return callable(getattr(source, "eval_set", None))
+
+
+# ------------------------------------------------------------------------------------------- retrieval
+
+
+def pick_retrieval_branches(model: Any, branches: Optional[Sequence[str]] = None) -> tuple[str, str]:
+    """``(image branch, text branch)``: as given, or the first branch of each modality."""
+    if branches:
+        if len(branches) != 2:
+            raise ValueError(f"eval.branches must name [image branch, text branch], got {list(branches)}")
+        return branches[0], branches[1]
+    names = list(model.branch_names)
+    images = [n for n in names if model.branch(n).modality == "image"]
+    texts = [n for n in names if model.branch(n).modality == "text"]
+    if not images or not texts:
+        raise ValueError(
+            f"retrieval needs an image branch and a text branch; this model has {names} "
+            f"({', '.join(model.branch(n).modality for n in names)})"
+        )
+    return images[0], texts[0]
+
+
+@dataclass
+class RetrievalEmbeddings:
+    """A captioned set encoded for retrieval: ``image`` (N, d), ``text`` (M, d), ``text_to_image`` (M,)."""
+
+    image: torch.Tensor
+    text: torch.Tensor
+    text_to_image: np.ndarray
+    image_branch: str
+    text_branch: str
+
+
+def embed_for_retrieval(
+    model: Any,
+    source: Any,
+    branches: Optional[Sequence[str]] = None,
+    batch_size: int = 256,
+    captions_per_image: int = 5,
+    progress: bool = False,
+) -> RetrievalEmbeddings:
+    """Encode ``source.eval_set(captions_per_image)``: every image, and the first ``captions_per_image`` captions
+    of each, with the branches :func:`pick_retrieval_branches` chooses."""
+    image_branch, text_branch = pick_retrieval_branches(model, branches)
+    rs = source.eval_set(captions_per_image)
+    img = model.encode(image_branch, rs.images, batch_size=batch_size, progress=progress)
+    txt = model.encode(text_branch, rs.flat_captions, batch_size=batch_size, progress=progress)
+    return RetrievalEmbeddings(img, txt, np.asarray(rs.caption_image_index), image_branch, text_branch)
+
+
+def score_retrieval(emb: RetrievalEmbeddings, protocol: str = "5k") -> dict[str, Any]:
+    """``{"protocol", "image_branch", "text_branch", **retrieval_metrics, "chance"}`` for ``emb``.
+
+    ``protocol``: ``"5k"`` ranks against the whole set; ``"1k"`` averages over 5 folds of consecutive images.
+    ``chance`` is the R@1/5/10 of random embeddings under the same protocol (:func:`retrieval_chance`).
+    """
+    folds = PROTOCOL_FOLDS[check_choice(protocol, RETRIEVAL_PROTOCOLS, "protocol")]
+    metrics = retrieval_metrics(emb.image, emb.text, emb.text_to_image, ks=RECALL_KS, folds=folds)
+    chance = retrieval_chance(metrics["num_images"], metrics["num_captions"], folds, RECALL_KS)
+    return {
+        "protocol": protocol, "image_branch": emb.image_branch, "text_branch": emb.text_branch, **metrics,
+        "chance": chance,
+    }
+
+
+def evaluate_retrieval(
+    model: Any,
+    source: Any,
+    branches: Optional[Sequence[str]] = None,
+    batch_size: int = 256,
+    protocol: str = "5k",
+    captions_per_image: int = 5,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Recall@1/5/10, medr, meanr both ways on a captioned source, with chance level: :func:`score_retrieval`
+    of :func:`embed_for_retrieval`."""
+    emb = embed_for_retrieval(model, source, branches, batch_size, captions_per_image, progress)
+    return score_retrieval(emb, protocol)
+
+
+def recall_curve(emb: RetrievalEmbeddings, max_k: int = 50) -> dict[str, np.ndarray]:
+    """``R@K`` (percent) for K = 1..max_k in both directions, against the whole set: ``{"k", "i2t", "t2i"}``."""
+    i2t, t2i = retrieval_ranks(emb.image, emb.text, emb.text_to_image)
+    ks = np.arange(1, max_k + 1)
+    return {
+        "k": ks,
+        "i2t": np.array([100 * float(np.mean(i2t <= k)) for k in ks]),
+        "t2i": np.array([100 * float(np.mean(t2i <= k)) for k in ks]),
+    }
+
+
+def format_retrieval(metrics: dict[str, Any], chance: Optional[dict[str, float]] = None) -> str:
+    """A small table of R@1/5/10 both ways (and chance level when given)."""
+    lines = [f"{'':10}{'R@1':>8}{'R@5':>8}{'R@10':>8}"]
+    for direction, label in (("i2t", "image→text"), ("t2i", "text→image")):
+        lines.append(label.ljust(10) + "".join(f"{metrics[f'{direction}_R@{k}']:8.1f}" for k in RECALL_KS))
+        if chance:
+            lines.append("  chance".ljust(10) + "".join(f"{chance[f'{direction}_R@{k}']:8.1f}" for k in RECALL_KS))
+    lines.append(f"rsum {metrics['rsum']:.1f} over {metrics['num_images']} images, {metrics['num_captions']} captions")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- k-NN / probe
+
+
+def image_features(
+    model: Any, branch: str, source: Any, layer: str = "representation", batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``(features (n, d), labels (n,))`` of a labelled image source through ``branch`` (its ``layer``).
+
+    The images are the data package's lazy view (``LazyImages``): decoded as ``model.encode`` slices them batch
+    by batch, never a decoded split in memory; a corrupt image raises, whatever the source's policy (replacing
+    it would misalign features and labels).
+    """
+    from mmvicreg.data import LazyImages  # the data package only when an image source is evaluated
+
+    feats = model.encode(branch, LazyImages(source), batch_size=batch_size, layer=layer, progress=progress)
+    return feats, np.asarray(source.labels)
+
+
+def evaluate_knn(
+    model: Any,
+    train_source: Any,
+    test_source: Any,
+    branch: str,
+    ks: Sequence[int] = (20, 200),
+    batch_size: int = 256,
+    layer: str = "representation",
+    progress: bool = False,
+    temperature: float = 0.07,
+) -> dict[str, Any]:
+    """Weighted k-NN top-1 of ``branch``'s frozen features: ``{"branch", "layer", **knn_classify(...)}``.
+
+    ``ks`` larger than the training set are dropped (all of them: k = the training set's size).
+    """
+    train_x, train_y = image_features(model, branch, train_source, layer, batch_size, progress)
+    test_x, test_y = image_features(model, branch, test_source, layer, batch_size, progress)
+    ks = tuple(k for k in ks if k <= len(train_y)) or (len(train_y),)
+    scores = knn_classify(train_x, train_y, test_x, test_y, ks=ks, temperature=temperature)
+    return {"branch": branch, "layer": layer, **scores}
+
+
+def evaluate_linear_probe(
+    model: Any,
+    train_source: Any,
+    test_source: Any,
+    branch: str,
+    epochs: int = 100,
+    lr: float = 0.1,
+    probe_batch_size: int = 256,
+    batch_size: int = 256,
+    layer: str = "representation",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Linear-probe top-1 of ``branch``'s frozen features: ``{"branch", "layer", **linear_probe(...)}``.
+
+    ``batch_size`` is the encoding batch, ``probe_batch_size`` the SGD batch of the probe.
+    """
+    train_x, train_y = image_features(model, branch, train_source, layer, batch_size, progress)
+    test_x, test_y = image_features(model, branch, test_source, layer, batch_size, progress)
+    scores = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, batch_size=probe_batch_size)
+    return {"branch": branch, "layer": layer, **scores}
+
+
+def format_knn(branch: str, scores: dict[str, Any]) -> str:
+    """One line: ``k-NN top-1 of branch 'x': k=20: 51.0%, k=200: 47.5%``."""
+    shown = ", ".join(f"k={k.split('_k')[1]}: {v:.1f}%" for k, v in scores.items() if k.startswith("top1_k"))
+    return f"k-NN top-1 of branch {branch!r}: {shown}"

@@ -1,0 +1,179 @@
+"""A branch: encoder -> representation h -> expander -> embedding z, with the raw field it reads and its
+preprocessing (an image transform, or the tokenizer its text encoder owns).
+
+:func:`build_branches` turns branch sections (``BranchConfig`` or plain mappings) into branches; a branch with
+``shares: other`` reuses ``other``'s encoder (siamese, same weights) and, unless it names its own, its expander.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from mmvicreg.choices import TRANSFORMS, check_choice, did_you_mean
+from mmvicreg.config import BranchConfig
+from mmvicreg.data.transforms import build_transform
+from mmvicreg.encoders import Encoder, build_encoder
+from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
+
+TRANSFORM_KEYS = ("train", "eval", "size", "mean", "std")
+BranchSection = BranchConfig | Mapping[str, Any]
+
+
+def transform_spec(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An image branch's ``transform`` section with its defaults filled in; unknown keys and names raise."""
+    t: dict[str, Any] = {"train": "vicreg_view1", "eval": "eval", "size": 224, "mean": None, "std": None}
+    for key, value in (spec or {}).items():
+        if key not in TRANSFORM_KEYS:
+            raise ValueError(
+                f"unknown transform key {key!r}{did_you_mean(key, TRANSFORM_KEYS)}; known: {', '.join(TRANSFORM_KEYS)}"
+            )
+        t[key] = value
+    for key in ("train", "eval"):
+        check_choice(t[key], TRANSFORMS, f"transform.{key}")
+    return t
+
+
+class Branch(nn.Module):
+    """encoder -> representation h -> expander -> embedding z, with the field it reads and its preprocessing.
+
+    ``field`` defaults to ``"image"`` for image encoders and ``"caption"`` for text encoders; ``transform``
+    (image branches only) is checked by :func:`transform_spec`. ``shares`` names the branch whose encoder this
+    one reuses; ``own_expander`` is False when it reuses that branch's expander too.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        expander: Expander,
+        field: str | None = None,
+        transform: Mapping[str, Any] | None = None,
+        shares: str | None = None,
+        own_expander: bool = True,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.expander = expander
+        self.field = field or ("image" if encoder.modality == "image" else "caption")
+        self.transform_spec = transform_spec(transform) if encoder.modality == "image" else None
+        self.shares = shares
+        self.own_expander = own_expander
+        self._transforms: dict[bool, Callable] = {}
+
+    @property
+    def modality(self) -> str:
+        return self.encoder.modality
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer the text encoder owns (``encode``, ``pad_id``, ``save``); None for image branches."""
+        return self.encoder.tokenizer
+
+    @property
+    def pad_id(self) -> int | None:
+        """The id that right-pads this branch's token sequences; None when its inputs are stacked (images)."""
+        return self.tokenizer.pad_id if self.tokenizer is not None else None
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.expander.output_dim
+
+    def forward(self, x: torch.Tensor, return_representation: bool = False):
+        h = self.encoder(x)
+        z = self.expander(h)
+        return (z, h) if return_representation else z
+
+    def preprocess(self, item: Any, train: bool = False) -> torch.Tensor:
+        """One raw item (PIL image or str) -> the tensor this branch's encoder reads (before batching)."""
+        if self.modality == "text":
+            return self.tokenizer.encode(item)
+        if isinstance(item, Image.Image):
+            item = item if item.mode == "RGB" else item.convert("RGB")
+        elif not isinstance(item, (torch.Tensor, np.ndarray)):
+            raise TypeError(
+                f"this branch reads images (field {self.field!r}), got {type(item).__name__}; "
+                f"is a caption routed to an image branch?"
+            )
+        if train not in self._transforms:
+            t = self.transform_spec
+            self._transforms[train] = build_transform(t["train" if train else "eval"], t["size"], t["mean"], t["std"])
+        return self._transforms[train](item)
+
+    def preprocessor(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
+        """``item -> tensor`` for a data loader (picklable, so it runs in DataLoader workers)."""
+        return partial(self.preprocess, train=train)
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able section that rebuilds this branch (the model's saved ``config.json``)."""
+        return {
+            "encoder": None if self.shares else self.encoder.spec(),
+            "expander": self.expander.spec if self.own_expander else None,
+            "field": self.field,
+            "shares": self.shares,
+            **({"transform": self.transform_spec} if self.transform_spec else {}),
+        }
+
+
+def _build_one(
+    name: str,
+    section: dict[str, Any],
+    built: Mapping[str, Branch],
+    captions: list[str] | None,
+    tokenizers: Mapping[str, Any],
+) -> Branch:
+    shares = section.get("shares")
+    if shares is not None:
+        source = built[shares]
+        encoder = source.encoder
+        expander = source.expander if section.get("expander") is None else Expander(encoder.output_dim, section["expander"])
+    else:
+        if section.get("encoder") is None:
+            raise ValueError(f"branch {name!r} needs an `encoder` (e.g. resnet50, gru) or `shares: <branch>`")
+        encoder = build_encoder(section["encoder"], captions=captions, tokenizer=tokenizers.get(name))
+        expander = Expander(encoder.output_dim, section.get("expander", DEFAULT_EXPANDER))
+    own = shares is None or expander is not built[shares].expander
+    return Branch(encoder, expander, section.get("field"), section.get("transform"), shares, own_expander=own)
+
+
+def build_branches(
+    configs: Mapping[str, BranchSection],
+    captions: Iterable[str] | None = None,
+    tokenizers: Mapping[str, Any] | None = None,
+) -> dict[str, Branch]:
+    """``{name: BranchConfig or mapping}`` -> ``{name: Branch}`` (a sharing branch after the one it shares).
+
+    Mappings are read with ``BranchConfig.from_mapping`` (an unknown key raises ``ConfigError`` naming
+    ``branches.<name>.<key>`` and the nearest valid key; the loss coefficients are accepted and not used here).
+    ``captions`` feed learned vocabularies; ``tokenizers`` (``{name: tokenizer}``) replace them for branches
+    whose saved tokenizer is at hand. A missing ``expander`` is ``"8192-8192-8192"`` for a branch that owns its
+    encoder and the shared branch's expander for a ``shares:`` branch.
+    """
+    if not configs:
+        raise ValueError("a model needs at least one branch (config key `branches`)")
+    sections = {n: BranchConfig.from_mapping(c, f"branches.{n}").model_section() for n, c in configs.items()}
+    for name, section in sections.items():
+        shares = section.get("shares")
+        if shares is not None and shares not in sections:
+            raise ValueError(
+                f"branch {name!r} shares {shares!r}, which is not a branch{did_you_mean(shares, sections)}; "
+                f"branches: {', '.join(sections)}"
+            )
+    caption_list = list(captions) if captions is not None else None
+    built: dict[str, Branch] = {}
+    pending = list(sections)
+    while pending:  # a branch that shares another's encoder is built after it
+        progressed = False
+        for name in list(pending):
+            if sections[name].get("shares") not in (None, *built):
+                continue
+            built[name] = _build_one(name, sections[name], built, caption_list, tokenizers or {})
+            pending.remove(name)
+            progressed = True
+        if not progressed:
+            raise ValueError(f"branches {sorted(pending)} share each other in a cycle; one must own an encoder")
+    return built

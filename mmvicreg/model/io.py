@@ -1,0 +1,122 @@
+"""Saving and loading a :class:`~mmvicreg.model.JointEmbedding` as plain files, no pickle anywhere.
+
+An export is a folder with ``config.json`` (the branches' architecture, see ``JointEmbedding.config``),
+``model.safetensors`` (the weights; weights a ``shares:`` branch repeats are saved once, under their owner) and
+``tokenizers/<branch>/`` (JSON) for each branch whose encoder owns a tokenizer. Every file is staged and renamed
+into place with the config last (:func:`mmvicreg.files.staged_files`): a failure mid-export leaves the previous
+export whole and loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mmvicreg.encoders import load_tokenizer, needs_tokenizer
+from mmvicreg.files import staged_files
+
+if TYPE_CHECKING:
+    from mmvicreg.model.joint import JointEmbedding
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizers"
+FORMAT_VERSION = 1
+
+
+def save_model(model: "JointEmbedding", directory: str | os.PathLike) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``tokenizers/<branch>/`` into ``directory``; return it."""
+    from safetensors.torch import save_file
+
+    shared = tuple(model.shared_prefixes())
+    # clone: safetensors refuses tensors that share storage (tied or viewed weights)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith(shared)}
+    text = json.dumps(model.config(), indent=2)
+    with staged_files(directory, last=[CONFIG_FILE]) as staging:
+        for name, branch in model.branches.items():
+            if branch.encoder.owns_tokenizer and branch.shares is None:
+                branch.tokenizer.save(staging / TOKENIZER_DIR / name)
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        (staging / CONFIG_FILE).write_text(text)
+    return Path(directory)
+
+
+def _read_branch_configs(directory: Path) -> dict[str, dict[str, Any]]:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory; pass the folder written by save_pretrained")
+    config_path = directory / CONFIG_FILE
+    for path in (config_path, directory / WEIGHTS_FILE):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: {directory} is not a complete mmvicreg export "
+                f"(needs {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_DIR}/ for text branches)"
+            )
+    try:
+        branch_configs = json.loads(config_path.read_text())["branches"]
+        if not isinstance(branch_configs, dict) or not all(isinstance(c, dict) for c in branch_configs.values()):
+            raise TypeError("'branches' must map branch names to mappings")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{config_path} is not an mmvicreg model config ({type(e).__name__}: {e})") from None
+    return branch_configs
+
+
+def _read_tokenizers(directory: Path, branch_configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The saved tokenizer of every branch whose encoder owns one (the encoders package says which)."""
+    tokenizers = {}
+    for name, cfg in branch_configs.items():
+        if cfg.get("shares") is not None or cfg.get("encoder") is None or not needs_tokenizer(cfg["encoder"]):
+            continue
+        folder = directory / TOKENIZER_DIR / name
+        try:
+            tokenizers[name] = load_tokenizer(folder)
+        except FileNotFoundError:
+            raise
+        except (ValueError, KeyError, TypeError, OSError) as e:  # JSON errors are ValueErrors
+            raise ValueError(
+                f"the tokenizer of branch {name!r} in {folder} cannot be read "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-export the model"
+            ) from None
+    return tokenizers
+
+
+def _load_weights(model: "JointEmbedding", weights_path: Path, config_path: Path, map_location: str) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_path), device=map_location)
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise ValueError(f"{weights_path} could not be read as safetensors weights ({e})") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # same names, other shapes: torch lists every mismatch on its own line
+        lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        raise ValueError(
+            f"{weights_path} does not match {config_path}: {len(lines)} tensor(s) have other shapes, e.g. "
+            f"{lines[0] if lines else str(e).splitlines()[0]}"
+        ) from None
+    missing = [k for k in missing if not k.startswith(tuple(model.shared_prefixes()))]
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights_path} does not match {config_path}: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def load_model(
+    cls: type["JointEmbedding"], directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> "JointEmbedding":
+    """Rebuild a model written by :func:`save_model`: architecture from JSON, weights from safetensors.
+
+    Raises ``FileNotFoundError`` for a missing folder or file and ``ValueError`` naming the file for a config,
+    tokenizer or weights file that cannot be read or does not match.
+    """
+    directory = Path(directory)
+    branch_configs = _read_branch_configs(directory)
+    tokenizers = _read_tokenizers(directory, branch_configs)
+    model = cls.from_config(branch_configs, tokenizers=tokenizers)
+    _load_weights(model, directory / WEIGHTS_FILE, directory / CONFIG_FILE, str(map_location))
+    return model

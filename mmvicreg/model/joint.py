@@ -1,0 +1,153 @@
+"""The joint-embedding model: named branches trained jointly; the loss never needs to know what a branch is.
+
+``JointEmbedding.from_config({"image": {"encoder": "resnet50"}, "caption": {"encoder": "gru"}}, captions=...)``
+builds it; ``model({branch: input batch})`` returns ``{branch: z}``; ``model.encode(branch, raw items)`` embeds
+raw images or strings through the data package's one loader path; ``save_pretrained`` / ``from_pretrained``
+write and read safetensors + JSON (:mod:`mmvicreg.model.io`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from mmvicreg.choices import EMBEDDING_LAYERS, check_choice
+from mmvicreg.data.batching import Preprocessor, RawItems, make_loader
+from mmvicreg.model import io
+from mmvicreg.model.branch import Branch, BranchSection, build_branches
+
+
+class JointEmbedding(nn.Module):
+    """Named branches (encoder -> h -> expander -> z each); two may share one encoder's weights (``shares:``).
+
+    ``JointEmbedding.from_config({"image": {"encoder": "resnet50"}, "caption": {"encoder": "gru"}}, captions=...)``
+    """
+
+    def __init__(self, branches: Mapping[str, Branch]):
+        super().__init__()
+        self.branches = nn.ModuleDict(dict(branches))
+
+    # ------------------------------------------------------------------------------------------ building
+
+    @classmethod
+    def from_config(
+        cls,
+        branches: Mapping[str, BranchSection],
+        captions: Iterable[str] | None = None,
+        *,
+        tokenizers: Mapping[str, Any] | None = None,
+    ) -> "JointEmbedding":
+        """Build from ``{name: BranchConfig or {encoder, expander, field, transform, shares}}``.
+
+        A plain mapping is read with ``BranchConfig.from_mapping(value, f"branches.{name}")``: an unknown key
+        raises ``ConfigError`` (a ``ValueError``) naming it and the nearest valid key; the loss coefficients
+        (``variance_weight``, ``covariance_weight``, ``gamma``) are accepted and ignored here. ``captions`` feed
+        learned vocabularies (``gru``, ``hf`` from a config); ``tokenizers`` (``{branch: tokenizer}``, as saved
+        with a model) stand in for them. A missing ``expander`` is ``"8192-8192-8192"``, or for a ``shares:``
+        branch the shared branch's expander.
+        """
+        return cls(build_branches(branches, captions, tokenizers))
+
+    @property
+    def branch_names(self) -> list[str]:
+        return list(self.branches.keys())
+
+    def branch(self, name: str) -> Branch:
+        """The branch called ``name``; ``KeyError`` listing this model's branches when there is none."""
+        if name not in self.branches:
+            raise KeyError(f"no branch {name!r}; this model's branches: {', '.join(self.branch_names)}")
+        return self.branches[name]  # type: ignore[return-value]
+
+    def preprocessors(self, train: bool) -> dict[str, Preprocessor]:
+        """``{branch: Preprocessor(raw field, item -> tensor, pad id or None)}``: what a data loader needs."""
+        return {name: Preprocessor(b.field, b.preprocessor(train), b.pad_id) for name, b in self.branches.items()}
+
+    # ------------------------------------------------------------------------------------------ running
+
+    def forward(
+        self, batch: Mapping[str, torch.Tensor], return_representations: bool = False
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``{branch: input batch}`` -> ``{branch: z}`` (and ``{branch: h}`` when asked)."""
+        unknown = [k for k in batch if k not in self.branches]
+        if unknown:
+            raise KeyError(f"batch has keys {unknown} that are not branches; branches: {', '.join(self.branch_names)}")
+        zs, hs = {}, {}
+        for name, x in batch.items():
+            branch = self.branches[name]
+            branch.encoder.check_input(x, name)
+            zs[name], hs[name] = branch(x, return_representation=True)
+        return (zs, hs) if return_representations else zs
+
+    @torch.no_grad()
+    def encode(
+        self,
+        branch: str,
+        items: Sequence[Any],
+        batch_size: int = 64,
+        layer: str = "embedding",
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Raw items (PIL images or strings) -> (n, d) float32 CPU tensor, batched, in eval mode, without gradients.
+
+        ``layer``: ``"embedding"`` (z, after the expander: what retrieval compares) or ``"representation"``
+        (h, before it: what k-NN and linear probes use). The mode the model was in is restored afterwards; no
+        items give a (0, d) tensor.
+        """
+        check_choice(layer, EMBEDDING_LAYERS, "layer")
+        b = self.branch(branch)
+        if isinstance(items, (str, Image.Image)):
+            raise TypeError(f"encode takes a list of items; wrap the single {type(items).__name__} in a list")
+        device = next(self.parameters()).device
+        loader = make_loader(
+            RawItems(items, b.field),
+            {branch: Preprocessor(b.field, b.preprocessor(train=False), b.pad_id)},
+            batch_size=batch_size,
+            train=False,
+        )
+        batches: Iterable[dict[str, Any]] = loader
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(loader, desc=f"encode {branch}", unit="batch")
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for batch in batches:
+                z, h = b(batch[branch].to(device), return_representation=True)
+                out.append((z if layer == "embedding" else h).float().cpu())
+        finally:
+            self.train(was_training)
+        if not out:
+            return torch.empty(0, b.embedding_dim if layer == "embedding" else b.encoder.output_dim)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------------------------------ saving
+
+    def shared_prefixes(self) -> list[str]:
+        """State-dict prefixes that repeat another branch's weights (siamese sharing): saved once, under the owner."""
+        out = []
+        for name, b in self.branches.items():
+            if b.shares is not None:
+                out.append(f"branches.{name}.encoder.")
+                if not b.own_expander:
+                    out.append(f"branches.{name}.expander.")
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """``{"format_version", "branches": {name: section}}``: the JSON that rebuilds this architecture."""
+        return {"format_version": io.FORMAT_VERSION, "branches": {n: b.config() for n, b in self.branches.items()}}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizers/<branch>/`` (see :mod:`mmvicreg.model.io`)."""
+        return io.save_model(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "JointEmbedding":
+        """Rebuild a model written by :meth:`save_pretrained`: architecture from JSON, weights from safetensors."""
+        return io.load_model(cls, directory, map_location)

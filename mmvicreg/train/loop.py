@@ -1,0 +1,117 @@
+"""The training loop: any set of branches, any objective, on Accelerate. Read top to bottom.
+
+    mmvicreg train examples/quickstart.yaml train.max_steps=100
+    accelerate launch -m mmvicreg train CONFIG.yaml            # several GPUs or nodes
+
+``train.batch_size`` is the *global* batch, split evenly over processes (as published); variance and covariance
+use the global batch through the objective's gather, so two processes follow one process's trajectory.
+The parts are built in ``setup.py``, one step is ``step.py``, checkpoints ``checkpoint.py``, files ``rundir.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from mmvicreg.config import RunConfig
+from mmvicreg.train.callbacks import Callback
+from mmvicreg.train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from mmvicreg.train.rundir import RunDir, flat, log_record
+from mmvicreg.train.setup import Run, setup
+from mmvicreg.train.step import NonFiniteGuard, nonfinite_error, optimisation_step, weights_finite
+
+
+def train(
+    config: RunConfig, *, objective: torch.nn.Module | None = None, callbacks: Sequence[Callback] = ()
+) -> dict[str, Any]:
+    """Train, checkpoint, export and evaluate as ``config`` says. Returns the final evaluation (may be empty).
+
+    ``objective`` replaces the one ``config.loss`` names; ``callbacks`` are told of checkpoints (see Callback).
+    """
+    # ---- the parts: accelerator, data, model, objective, optimiser, loader; resumed when asked
+    run = setup(config, objective)
+    accelerator, state, t = run.accelerator, run.state, config.train
+    rundir = RunDir(run.output_dir, accelerator.is_main_process)
+    sources = {"train": run.train_source, "eval": run.eval_source}
+    rundir.start(config, state.step, sources, accelerator.print)
+    if t.trackers:
+        accelerator.init_trackers("mmvicreg", config=flat(config.to_dict()))
+    guard = NonFiniteGuard(t.on_nonfinite, t.max_consecutive_skips, run.output_dir, accelerator.print)
+
+    from tqdm.auto import tqdm
+
+    show = t.progress and accelerator.is_main_process
+    bar = tqdm(total=run.total_steps, initial=state.step, disable=not show, unit="step")
+    last_rankme: dict[str, float] = {}
+    window_start, window_samples = time.perf_counter(), 0
+    last_eval: dict[str, Any] = {}
+
+    # ---- the loop: epochs of global batches; the sampler skips the batches a resumed epoch already consumed
+    run.model.train()
+    while state.step < run.total_steps:
+        run.sampler.set_epoch(state.epoch, start=state.batch)
+        for batch in run.loader:
+            stepped = optimisation_step(run, batch, guard)
+            state.batch += 1
+            if stepped is None:  # a non-finite batch, skipped under train.on_nonfinite=skip
+                continue
+            state.step += 1
+            window_samples += t.batch_size
+            bar.update(1)
+
+            if state.step % t.log_every == 0 or state.step == run.total_steps:
+                record = log_record(run, stepped.out, stepped.zs, last_rankme)
+                record["samples_per_s"] = window_samples / max(1e-9, time.perf_counter() - window_start)
+                window_start, window_samples = time.perf_counter(), 0
+                bar.set_postfix(loss=f"{record['loss']:.3f}", samples_s=f"{record['samples_per_s']:.0f}")
+                rundir.log(record)
+                accelerator.log(record, step=state.step)
+            if state.step % t.checkpoint_every == 0:
+                if not weights_finite(run.model):  # never let a checkpoint replace good weights with broken ones
+                    raise nonfinite_error(state.step, "the weights after the optimiser step", run.output_dir)
+                checkpoint(run, callbacks)
+            if t.eval_every and run.eval_source is not None and state.step % t.eval_every == 0:
+                last_eval = evaluate(run, rundir)
+                run.model.train()
+            if state.step >= run.total_steps:
+                break
+        else:
+            state.epoch, state.batch = state.epoch + 1, 0
+    bar.close()
+
+    # ---- the end: a checkpoint of the last step, the exported model, plots, the final evaluation
+    latest = latest_checkpoint(run.output_dir)
+    if latest is None or checkpoint_step(latest) != state.step:
+        checkpoint(run, callbacks)
+    rundir.finish(run.unwrapped, sources)
+    if run.eval_source is not None and last_eval.get("step") != state.step:
+        last_eval = evaluate(run, rundir)
+    accelerator.end_training()
+    return last_eval
+
+
+def checkpoint(run: Run, callbacks: Sequence[Callback]) -> None:
+    step = run.state.step
+    for cb in callbacks:
+        cb.on_checkpoint_start(step)
+    path = save_checkpoint(run.accelerator, run.output_dir, step, run.config.train.keep_checkpoints)
+    for cb in callbacks:
+        cb.on_checkpoint_end(step, path)
+
+
+def evaluate(run: Run, rundir: RunDir) -> dict[str, Any]:
+    """Retrieval on a captioned eval source, k-NN on a labelled one (main process); written to ``eval.json``."""
+    from mmvicreg.evaluation import evaluate as evaluate_model
+
+    result: dict[str, Any] = {}
+    if run.accelerator.is_main_process:
+        result, text = evaluate_model(
+            run.unwrapped, run.eval_source, train_source=run.train_source, settings=run.config.eval
+        )
+        run.accelerator.print(text)
+        result["step"] = run.state.step
+        rundir.write_eval(result)
+    run.accelerator.wait_for_everyone()
+    return result

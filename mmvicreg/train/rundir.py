@@ -1,0 +1,164 @@
+"""The run directory: what a run leaves for people to read.
+
+``output_dir/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per logged step:
+the loss terms, per-branch embedding std and RankMe, learning rate, samples/s), ``data_report.json`` (what the
+bad-data policies left out), ``plots/`` (terms, std, RankMe against step), ``checkpoints/``, the exported
+``model/`` and ``eval.json``. Only the main process writes; every write is atomic (``mmvicreg.files``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from mmvicreg.config import RunConfig, dump_config
+from mmvicreg.files import atomic_write_json, atomic_write_text
+from mmvicreg.objective.diagnostics import embedding_std, rankme
+
+METRICS, EVAL, DATA_REPORT, PLOTS = "metrics.jsonl", "eval.json", "data_report.json", "plots"
+
+
+class RunDir:
+    """The files of one run; a no-op on processes other than the main one."""
+
+    def __init__(self, path: str | Path, is_main: bool) -> None:
+        self.path, self.is_main = Path(path), is_main
+        self._metrics = None
+
+    def start(self, config: RunConfig, step: int, sources: Mapping[str, Any], say: Callable[[str], None]) -> None:
+        """Write the config, drop metrics logged after ``step`` (work to be redone on resume), report the data."""
+        if not self.is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        dump_config(config, self.path / "config.yaml")
+        truncate_metrics(self.path / METRICS, step)
+        self.write_data_report(sources, say)
+        self._metrics = open(self.path / METRICS, "a")
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        if self._metrics is not None:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+
+    def write_eval(self, result: Mapping[str, Any]) -> None:
+        if self.is_main:
+            atomic_write_json(self.path / EVAL, dict(result))
+
+    def write_data_report(self, sources: Mapping[str, Any], say: Callable[[str], None] | None) -> None:
+        """``data_report.json``: per source, what ``on_bad_image`` / ``on_bad_caption`` left out; printed by ``say``."""
+        if not self.is_main:
+            return
+        report = {k: s.data_report() for k, s in sources.items() if s is not None and hasattr(s, "data_report")}
+        if say is not None:
+            for key, r in report.items():
+                reasons = {**r.get("skipped_image_reasons", {}), **r.get("skipped_caption_reasons", {})}
+                detail = f" ({', '.join(f'{why}: {n}' for why, n in sorted(reasons.items()))})" if reasons else ""
+                captions = f", {r['skipped_captions']} captions" if "skipped_captions" in r else ""
+                say(f"data.{key} {r['source']}: {r['samples']} samples; skipped {r['skipped_images']} images"
+                    f"{captions}{detail}")
+        atomic_write_json(self.path / DATA_REPORT, report)
+
+    def finish(self, model: Any, sources: Mapping[str, Any]) -> None:
+        """Export the model, close the metrics, rewrite the data report, draw the plots."""
+        if not self.is_main:
+            return
+        model.save_pretrained(self.path / "model")
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        self.write_data_report(sources, None)
+        plot_metrics(self.path)
+
+
+def log_record(run: Any, out: Any, zs: Mapping[str, torch.Tensor], last_rankme: dict[str, float]) -> dict[str, Any]:
+    """The record of one logged step: loss terms averaged over processes, per-branch std and RankMe, the LR.
+
+    RankMe (an SVD) is recomputed every ``train.rankme_every`` steps; ``last_rankme`` carries it in between.
+    """
+    state, t = run.state, run.config.train
+    terms = torch.stack([out.loss, out.invariance, out.variance, out.covariance]).detach().float()
+    terms = run.accelerator.reduce(terms, "mean")
+    record: dict[str, Any] = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "loss": float(terms[0]),
+        "invariance": float(terms[1]),
+        "variance": float(terms[2]),
+        "covariance": float(terms[3]),
+        "lr": float(run.scheduler.get_last_lr()[0]),
+    }
+    for name, z in zs.items():
+        record[f"std/{name}"], record[f"std_min/{name}"] = embedding_std(z)
+        if state.step % t.rankme_every == 0 or name not in last_rankme:
+            last_rankme[name] = rankme(z)
+        record[f"rankme/{name}"] = last_rankme[name]
+    for key, value in (getattr(out, "terms", None) or {}).items():  # objective-specific scalars
+        record[key] = float(value)
+    if state.skipped_nonfinite:
+        record["skipped_nonfinite"] = state.skipped_nonfinite
+    report = run.train_source.data_report() if hasattr(run.train_source, "data_report") else {}
+    record.update({k: report[k] for k in ("skipped_images", "skipped_captions") if report.get(k)})
+    return record
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (work lost since the checkpoint we resume from, to be redone)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a run killed while writing it
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"train.batch_size": 256, ...}`` of plain values (what trackers accept)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def plot_metrics(run_dir: Path) -> None:
+    """PNG plots of the loss terms, per-branch std and RankMe against step, from ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = run_dir / METRICS
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not records:
+        return
+    plots = run_dir / PLOTS
+    plots.mkdir(exist_ok=True)
+    steps = [r["step"] for r in records]
+    groups = {
+        "terms": ["loss", "invariance", "variance", "covariance"],
+        "std": sorted({k for r in records for k in r if k.startswith(("std/", "std_min/"))}),
+        "rankme": sorted({k for r in records for k in r if k.startswith("rankme/")}),
+    }
+    for name, keys in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        if name == "terms":
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plots / f"{name}.png", dpi=100)
+        plt.close(fig)

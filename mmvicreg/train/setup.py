@@ -1,0 +1,164 @@
+"""From a config to the parts of a run: the Accelerator, the data, the model, the objective, the optimiser,
+the loader, and the state a checkpoint restores.
+
+Each builder takes its config section whole. The objects Accelerate checkpoints beside model and optimiser are
+kept in our own list (``Run.checkpointed``): its order is the order of ``custom_checkpoint_<i>.pkl``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mmvicreg.config import ConfigError, RunConfig
+from mmvicreg.data import CaptionSource, build_source
+from mmvicreg.data.batching import EpochBatchSampler, make_loader
+from mmvicreg.model import JointEmbedding
+from mmvicreg.objective import build_objective, build_vcreg
+from mmvicreg.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_debris
+from mmvicreg.train.optim import build_optimizer, build_scheduler, schedule_length
+
+
+@dataclass
+class Run:
+    """Everything a training run works with. ``model`` is the prepared (possibly DDP-wrapped) module,
+    ``unwrapped`` the :class:`JointEmbedding` inside it."""
+
+    config: RunConfig
+    accelerator: Any
+    output_dir: Path
+    train_source: Any
+    eval_source: Any
+    model: torch.nn.Module
+    unwrapped: JointEmbedding
+    objective: torch.nn.Module
+    vcreg: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    trainable: list[torch.nn.Parameter]
+    sampler: EpochBatchSampler
+    loader: DataLoader
+    total_steps: int
+    state: TrainState = field(default_factory=TrainState)
+    checkpointed: list[Any] = field(default_factory=list)
+
+    def register_for_checkpointing(self, obj: Any) -> None:
+        self.checkpointed.append(obj)
+        self.accelerator.register_for_checkpointing(obj)
+
+
+def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
+    """Build every part of the run ``config`` describes; resume from the last checkpoint when ``resume``.
+
+    ``objective`` replaces the one ``config.loss`` names (any module mapping ``{branch: z}`` to an output with
+    ``loss, invariance, variance, covariance, per_branch``).
+    """
+    t, out_dir = config.train, Path(config.output_dir)
+    resume_from = find_resume(config, out_dir)
+    accelerator = make_accelerator(config)
+    train_source, eval_source = build_sources(config)
+    model = build_model(config, train_source, accelerator)
+    steps_per_epoch = len(train_source) // t.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"data.train has {len(train_source)} samples, fewer than one batch of train.batch_size={t.batch_size}"
+        )
+    total_steps, warmup_steps = schedule_length(t, steps_per_epoch)
+    if objective is None:
+        objective = build_objective(config.loss, config.branches)
+    objective = objective.to(accelerator.device)
+    objective_params = list(objective.parameters())  # InfoNCE's learnable temperature trains with the model
+    optimizer = build_optimizer(model, t, extra_params=objective_params)
+    # The scheduler stays outside prepare(): Accelerate would step it once per process per step (it assumes a
+    # per-process batch), while our train.batch_size is global and the schedule counts optimiser steps.
+    scheduler = build_scheduler(optimizer, t, total_steps, warmup_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped: JointEmbedding = accelerator.unwrap_model(model)
+    sampler = EpochBatchSampler(
+        len(train_source), t.batch_size, t.seed, accelerator.process_index, accelerator.num_processes
+    )
+    loader = make_loader(
+        train_source,
+        unwrapped.preprocessors(train=True),
+        batch_sampler=sampler,
+        workers=config.data.workers,
+        pin_memory=config.data.pin_memory,
+        seed=t.seed,
+    )
+    run = Run(
+        config, accelerator, out_dir, train_source, eval_source, model, unwrapped, objective,
+        build_vcreg(config.loss, unwrapped), optimizer, scheduler, [*model.parameters(), *objective_params],
+        sampler, loader, total_steps,
+    )
+    if objective_params:
+        run.register_for_checkpointing(objective)
+    run.register_for_checkpointing(scheduler)
+    run.register_for_checkpointing(run.state)
+    if accelerator.is_main_process:
+        remove_debris(out_dir)
+    if resume_from is not None:
+        load_checkpoint(accelerator, resume_from, len(run.checkpointed))
+        accelerator.print(f"resumed from {resume_from} at step {run.state.step}")
+    return run
+
+
+def find_resume(config: RunConfig, out_dir: Path) -> Path | None:
+    """The checkpoint to resume from (``resume=true``), or None; refuses to overwrite an earlier run."""
+    latest = latest_checkpoint(out_dir)
+    if not config.resume and latest is not None:
+        raise ConfigError(
+            f"{out_dir} already holds checkpoints of an earlier run; set resume=true to continue it, "
+            f"or choose another output_dir"
+        )
+    return latest if config.resume else None
+
+
+def make_accelerator(config: RunConfig) -> Any:
+    """The Accelerator (precision, trackers, CPU processes), seeded; checks the batch splits over processes."""
+    from accelerate import Accelerator
+    from accelerate.utils import LoggerType, set_seed
+
+    t = config.train
+    known_trackers = sorted(str(k.value) for k in LoggerType)
+    for tracker in t.trackers:
+        if tracker not in known_trackers:
+            raise ConfigError(f"train.trackers names {tracker!r}; known trackers: {', '.join(known_trackers)}")
+    # Several processes without a GPU (torchrun / accelerate launch on CPUs) need Accelerate's cpu flag to
+    # start gloo; a single process keeps Accelerate's own device choice.
+    launched_on_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=t.cpu or launched_on_cpus,
+        mixed_precision=t.mixed_precision,
+        log_with=t.trackers or None,
+        project_dir=str(config.output_dir),
+    )
+    world = accelerator.num_processes
+    if t.batch_size % world:
+        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes ({world})")
+    if t.batch_size // world < 2:
+        raise ConfigError(f"train.batch_size {t.batch_size} over {world} processes leaves < 2 samples per process")
+    set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
+    return accelerator
+
+
+def build_sources(config: RunConfig) -> tuple[Any, Any]:
+    """``(data.train source, data.eval source or None)``."""
+    train = build_source(config.data.train, "train")
+    evaluation = build_source(config.data.eval, "test") if config.data.eval is not None else None
+    return train, evaluation
+
+
+def build_model(config: RunConfig, train_source: Any, accelerator: Any) -> JointEmbedding:
+    """The branches of ``config``; learned vocabularies (GRU, word-piece) come from the training captions."""
+    captions = None
+    if isinstance(train_source, CaptionSource):
+        captions = [c for caps in train_source.captions for c in caps]
+    model = JointEmbedding.from_config(config.branches, captions=captions)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

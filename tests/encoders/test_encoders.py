@@ -1,0 +1,112 @@
+"""Encoders and expanders: offline builds, timm parity, clear errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tests.helpers import REPO_ROOT
+from tests.helpers.models import CAPTIONS, TINY_BERT
+
+from mmvicreg.encoders import build_encoder
+from mmvicreg.heads import Expander, parse_expander_spec
+
+
+def test_every_encoder_kind_builds_offline_with_empty_cache(tmp_path):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.offline_build"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")]
+    assert built == [
+        "resnet18",
+        "vit_tiny_patch16_224",
+        "open_clip:RN50",
+        "open_clip:ViT-B-32",
+        "gru",
+        "hf",
+        "hf",
+        "open_clip_text:ViT-B-32",
+    ]
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vit_small_patch16_224"])
+def test_parameter_counts_equal_timm(name):
+    import timm
+
+    ours = build_encoder(name)
+    theirs = timm.create_model(name, num_classes=0)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ours) == count(theirs)
+    assert ours.output_dim == theirs.num_features == (2048 if name == "resnet50" else 384)
+
+
+def test_gru_reads_each_caption_to_its_true_length():
+    enc = build_encoder({"name": "gru", "word_dim": 8, "hidden_dim": 12}, captions=CAPTIONS)
+    ids = enc.tokenizer.encode("a red circle left of a blue square")
+    short = enc.tokenizer.encode("a dog")
+    padded = torch.nn.utils.rnn.pad_sequence([ids, short], batch_first=True, padding_value=enc.tokenizer.pad_id)
+    alone = enc(short[None])
+    torch.testing.assert_close(enc(padded)[1], alone[0])  # padding does not change the state
+
+
+def test_word_vocabulary_min_count_and_unknown():
+    enc = build_encoder({"name": "gru", "min_count": 2, "word_dim": 4, "hidden_dim": 4}, captions=["a cat", "a dog", "a cat"])
+    tok = enc.tokenizer.tokenizer
+    assert tok.convert_ids_to_tokens(enc.tokenizer.encode("a cat zebra").tolist()) == ["a", "cat", "<unk>"]
+    assert enc.tokenizer.encode("dog").tolist() == [tok.unk_token_id]  # seen once < min_count
+    assert enc.tokenizer.pad_id == 0
+
+
+def test_hf_mean_pooling_ignores_padding():
+    enc = build_encoder({"name": "hf", "config": TINY_BERT, "vocab_size": 100}, captions=CAPTIONS).eval()
+    a, b = enc.tokenizer.encode(CAPTIONS[0]), enc.tokenizer.encode("a dog")
+    batch = torch.nn.utils.rnn.pad_sequence([a, b], batch_first=True, padding_value=enc.tokenizer.pad_id)
+    torch.testing.assert_close(enc(batch)[1], enc(b[None])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_expander_published_layout():
+    e = Expander(2048, "8192-8192-8192")
+    kinds = [type(m).__name__ for m in e]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert e[-1].bias is None and e[0].in_features == 2048 and e.output_dim == 8192
+    assert len(Expander(32, "none")) == 0 and Expander(32, "").output_dim == 32
+    assert parse_expander_spec("64") == [64]
+
+
+@pytest.mark.parametrize("spec", ["8192-abc", "8192--8192", "-1", "0-8"])
+def test_bad_expander_spec(spec):
+    with pytest.raises(ValueError, match="bad expander spec"):
+        Expander(16, spec)
+
+
+def test_unknown_encoder_name_lists_known_names():
+    with pytest.raises(ValueError) as info:
+        build_encoder("resnet5O")
+    msg = str(info.value)
+    assert "unknown encoder 'resnet5O'" in msg and "Did you mean" in msg and "resnet50" in msg and "gru" in msg
+    with pytest.raises(ValueError, match="unknown encoder 'open_clip:RN5'"):
+        build_encoder("open_clip:RN5")
+
+
+def test_learned_vocabulary_needs_captions():
+    with pytest.raises(ValueError, match="learns its vocabulary from the training captions"):
+        build_encoder("gru")
+
+
+def test_bad_encoder_options_are_named():
+    with pytest.raises(ValueError, match="bad options for encoder 'gru'"):
+        build_encoder({"name": "gru", "hiden_dim": 3}, captions=CAPTIONS)
+
+
+def test_hf_path_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        build_encoder({"name": "hf", "path": str(tmp_path / "nope")})

@@ -1,0 +1,128 @@
+"""Branches and JointEmbedding: the paper's settings, siamese sharing, building from config, encode, errors."""
+
+import pytest
+import torch
+from tests.helpers.models import CAPTIONS, TINY_BERT, image_batch, images, register_tiny_open_clip
+
+from mmvicreg import JointEmbedding
+
+SMALL = "64-32"
+
+
+def _texts(model, branch, captions=CAPTIONS[:4]):
+    b = model.branch(branch)
+    ids = [b.preprocess(c) for c in captions]
+    return torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=b.pad_id)
+
+
+def test_resnet152_gru_image_text():
+    m = JointEmbedding.from_config(
+        {
+            "image": {"encoder": "resnet152", "expander": SMALL, "transform": {"size": 32, "train": "light"}},
+            "caption": {"encoder": {"name": "gru", "word_dim": 300, "hidden_dim": 1024}, "expander": SMALL},
+        },
+        captions=CAPTIONS,
+    )
+    assert m.branch("image").encoder.output_dim == 2048 and m.branch("caption").encoder.output_dim == 1024
+    z = m({"image": image_batch(3), "caption": _texts(m, "caption", CAPTIONS[:3])})
+    assert z["image"].shape == z["caption"].shape == (3, 32)
+    (z["image"] - z["caption"]).pow(2).mean().backward()
+    assert m.branch("caption").encoder.gru.weight_hh_l0.grad is not None
+
+
+def test_resnet50_siamese_shared_weights():
+    m = JointEmbedding.from_config(
+        {
+            "view1": {"encoder": "resnet50", "expander": SMALL, "transform": {"size": 32, "train": "vicreg_view1"}},
+            "view2": {"shares": "view1", "transform": {"size": 32, "train": "vicreg_view2"}},
+        }
+    )
+    assert m.branch("view1").encoder is m.branch("view2").encoder
+    assert m.branch("view1").expander is m.branch("view2").expander
+    n_params = sum(p.numel() for p in m.parameters())
+    assert n_params == sum(p.numel() for p in m.branch("view1").parameters())
+    x = image_batch(2)
+    m.eval()
+    z = m({"view1": x, "view2": x})
+    torch.testing.assert_close(z["view1"], z["view2"])
+
+
+def test_resnet50_pair_with_different_weights_and_resnet50_with_vit_small():
+    m = JointEmbedding.from_config(
+        {
+            "a": {"encoder": "resnet50", "expander": SMALL, "field": "image"},
+            "b": {"encoder": "resnet50", "expander": SMALL, "field": "image"},
+            "c": {"encoder": {"name": "vit_small_patch16_224", "image_size": 32}, "expander": SMALL, "field": "image"},
+        }
+    )
+    assert m.branch("a").encoder is not m.branch("b").encoder
+    x = image_batch(2)
+    m.eval()
+    z = m({"a": x, "b": x, "c": x})
+    assert not torch.allclose(z["a"], z["b"])
+    assert z["c"].shape == (2, 32) and m.branch("c").encoder.output_dim == 384
+
+
+def test_vit_with_transformer_text():
+    m = JointEmbedding.from_config(
+        {
+            "image": {"encoder": {"name": "vit_tiny_patch16_224", "image_size": 32}, "expander": SMALL},
+            "caption": {"encoder": {"name": "hf", "config": TINY_BERT, "vocab_size": 120}, "expander": SMALL},
+        },
+        captions=CAPTIONS,
+    )
+    z = m({"image": image_batch(2), "caption": _texts(m, "caption", CAPTIONS[:2])})
+    assert z["caption"].shape == (2, 32)
+
+
+def test_encode_layers_and_mode():
+    m = JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": SMALL, "transform": {"size": 32}}})
+    m.train()
+    h = m.encode("image", images(4), layer="representation")
+    z = m.encode("image", images(4), batch_size=1)
+    assert h.shape == (4, 96) and z.shape == (4, 32) and z.dtype == torch.float32 and not z.requires_grad
+    assert m.training  # encode restores the mode it found
+    torch.testing.assert_close(z, m.encode("image", images(4), batch_size=4), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def image_text():
+    return JointEmbedding.from_config(
+        {
+            "image": {"encoder": "test_resnet", "expander": SMALL, "transform": {"size": 32}},
+            "caption": {"encoder": {"name": "gru", "word_dim": 8, "hidden_dim": 16}, "expander": SMALL},
+        },
+        captions=CAPTIONS,
+    )
+
+
+def test_images_fed_to_text_branch(image_text):
+    with pytest.raises(TypeError, match="a text branch tokenizes strings, got Image"):
+        image_text.encode("caption", images(2))
+    with pytest.raises(ValueError, match="branch 'caption' has a text encoder and needs int64 token ids"):
+        image_text({"caption": image_batch(2)})
+    with pytest.raises(TypeError, match="reads images .* got str"):
+        image_text.encode("image", ["a caption"])
+    with pytest.raises(ValueError, match="branch 'image' has an image encoder and needs float images"):
+        image_text({"image": _texts(image_text, "caption")})
+
+
+def test_unknown_branch(image_text):
+    with pytest.raises(KeyError, match="no branch 'text'; this model's branches: image, caption"):
+        image_text.encode("text", ["x"])
+    with pytest.raises(KeyError, match="not branches"):
+        image_text({"txt": torch.zeros(2, 3, dtype=torch.long)})
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="shares 'v3', which is not a branch"):
+        JointEmbedding.from_config({"v1": {"encoder": "test_resnet"}, "v2": {"shares": "v3"}})
+    with pytest.raises(ValueError, match="unknown keys \\['expandr'\\]"):
+        JointEmbedding.from_config({"v1": {"encoder": "test_resnet", "expandr": "none"}})
+    with pytest.raises(ValueError, match="transform.train is 'vicreg'"):
+        JointEmbedding.from_config({"v1": {"encoder": "test_resnet", "transform": {"train": "vicreg"}}})
+    with pytest.raises(ValueError, match="in a cycle"):
+        JointEmbedding.from_config({"a": {"shares": "b"}, "b": {"shares": "a"}})
