@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _measure import write_section  # noqa: E402
 
 from mmvicreg.data import csv_captions, make_loader  # noqa: E402
-from mmvicreg.data import shapes as shapes_module  # noqa: E402
+from mmvicreg.data.sources import shapes as shapes_module  # noqa: E402
 from mmvicreg.data.transforms import light_train, vicreg_view  # noqa: E402
 
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k-1k"
@@ -41,7 +41,8 @@ RECIPES = {
 
 
 def images_per_second(source, preprocessors, workers: int, batch_size: int) -> float:
-    loader = make_loader(source, preprocessors, batch_size, train=True, workers=workers, pin_memory=False, seed=0)
+    loader = make_loader(source, preprocessors, batch_size=batch_size, train=True, workers=workers, pin_memory=False,
+                         seed=0)
     it = iter(loader)
     next(it)  # start-up (worker processes, first decode) is not throughput
     t0, seen = time.perf_counter(), 0

@@ -9,7 +9,6 @@ same network at random initialisation (1,437 train / 360 test digits, 32 px).
 from __future__ import annotations
 
 import argparse
-from argparse import Namespace
 from pathlib import Path
 
 from common import publish, run
@@ -24,12 +23,12 @@ ARCH = {"cnn": "CNN (test_resnet)", "vit": "ViT (test_vit)"}
 
 
 def knn(run_dir: Path) -> dict:
-    from mmvicreg.evaluation.scripts import run_knn
+    from mmvicreg.cli.evaluate import add_knn_arguments, run_knn
 
-    args = Namespace(model=str(run_dir / "model"), format="digits", train_root=None, test_root=None,
-                     train_split="train", test_split="test", branch=None, layer="representation",
-                     compare_random_init=True, batch_size=256, option=[], json=None, progress=False, k=[20],
-                     temperature=0.07)
+    parser = argparse.ArgumentParser()
+    add_knn_arguments(parser)
+    args = parser.parse_args(["--model", str(run_dir / "model"), "--format", "digits", "--compare-random-init",
+                              "--k", "20", "--no-progress"])
     return run_knn(args)["results"]
 
 

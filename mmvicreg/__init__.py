@@ -1,7 +1,7 @@
 """mmvicreg: train any set of encoders with VICReg and evaluate what they learned."""
 
 from mmvicreg.model import Branch, JointEmbedding
-from mmvicreg.losses import (
+from mmvicreg.objective import (
     VICRegLoss,
     VICRegOutput,
     covariance_term,

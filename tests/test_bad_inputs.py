@@ -23,8 +23,13 @@ from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data import BadImageError, BranchDataset, build_source, coco_captions, csv_captions, karpathy_captions
 from mmvicreg.data import FolderImages, make_loader
 from mmvicreg.data.build import format_options
-from mmvicreg.evaluation import extract_embeddings, knn_classify, linear_probe, retrieval_metrics
-from mmvicreg.evaluation.model_eval import pick_retrieval_branches
+from mmvicreg.evaluation import (
+    extract_embeddings,
+    knn_classify,
+    linear_probe,
+    pick_retrieval_branches,
+    retrieval_metrics,
+)
 from mmvicreg.model import JointEmbedding
 from mmvicreg.train import CheckpointError, NonFiniteLossError, UnsafeCheckpointError, train
 from tests.helpers.configs import tiny_config
@@ -245,18 +250,20 @@ DATA_ROWS = [
      "no images"),
     ("data/csv-wrong-column", lambda t, a: csv_captions(_csv(t, "image,text\na.png,x\n"), t / "images"),
      ValueError, "has no caption column 'caption'; its columns are ['image', 'text']"),
-    ("data/format-needs-option", lambda t, a: build_source("csv", "train"), ValueError,
-     "format 'csv' needs the option(s) path"),
-    ("data/format-unknown-option", lambda t, a: build_source("shapes", "train", root="x"), ValueError,
+    ("data/format-needs-option", lambda t, a: build_source({"format": "csv"}), ValueError,
+     "format 'csv' needs the option(s) captions"),
+    ("data/format-unknown-option", lambda t, a: build_source({"format": "shapes", "root": "x"}), ValueError,
      "format 'shapes' does not take option(s) ['root']"),
     ("data/karpathy-unknown-split", lambda t, a: karpathy_captions(_write(t / "k.json", '{"images": []}'), t,
                                                                     "dev"), ValueError,
      "unknown Karpathy split 'dev'"),
     ("data/branch-reads-absent-field", lambda t, a: BranchDataset(
-        build_source("shapes", "test", num_images=4, size=16), {"x": ("label", lambda v: v, None)})[0], KeyError,
+        build_source({"format": "shapes", "num_images": 4, "size": 16}, "test"),
+        {"x": ("label", lambda v: v, None)})[0], KeyError,
      "branch 'x' reads field 'label', but samples of this source have"),
-    ("data/loader-batch-too-big", lambda t, a: make_loader(build_source("shapes", "test", num_images=4, size=16),
-                                                           {"x": ("caption", len, None)}, 8, train=True),
+    ("data/loader-batch-too-big", lambda t, a: make_loader(
+        build_source({"format": "shapes", "num_images": 4, "size": 16}, "test"), {"x": ("caption", len, None)},
+        batch_size=8, train=True),
      ValueError, "fewer than one training batch of 8"),
 ]
 
@@ -345,7 +352,7 @@ CLI_ROWS = [
     ("cli/eval-coco-without-captions", lambda t, a: _cli("eval", "retrieval", "--model", a["model"], "--format",
                                                          "coco"), CLIFailed, "--format coco needs --captions"),
     ("cli/eval-folder-without-roots", lambda t, a: _cli("eval", "knn", "--model", a["model"], "--format",
-                                                        "folder"), CLIFailed, "needs --train-root and --test-root"),
+                                                        "folder"), CLIFailed, "needs --train-images and --test-images"),
     ("cli/eval-knn-on-text-branch", lambda t, a: _cli("eval", "knn", "--model", a["model"], "--format", "digits",
                                                       "--branch", "caption"), CLIFailed,
      "--branch 'caption' is a text branch; k-NN and linear probes score image branches: ['image']"),
@@ -416,7 +423,7 @@ def test_dirty_data_is_skipped_and_counted_in_the_run(tmp_path, capsys):
     rows.append(b"07.png,a second caption of seven")
     _write(root / "captions.csv", b"image,caption\n" + b"\n".join(rows) + b"\n")
     cfg = _cfg(tmp_path, max_steps=3, batch_size=8, checkpoint_every=3)
-    cfg["data"]["train"] = {"format": "csv", "path": str(root / "captions.csv"), "image_root": str(root / "images"),
+    cfg["data"]["train"] = {"format": "csv", "captions": str(root / "captions.csv"), "images": str(root / "images"),
                             "on_bad_caption": "error"}
     with pytest.raises(ValueError, match="2 of 21 captions of csv captions.csv are unusable"):
         _train(cfg)

@@ -41,7 +41,7 @@ def test_bad_config_one_clear_message(tmp_path, override, fragment):
 
 def test_switching_format_drops_keys_of_the_old_format(tmp_path):
     tree = tiny_config(tmp_path)
-    tree["data"]["train"] = {"format": "csv", "path": "captions.csv", "image_root": "images", "num_images": 3}
+    tree["data"]["train"] = {"format": "csv", "captions": "captions.csv", "images": "images", "num_images": 3}
     cfg = _load(tree, ["data.train.format=shapes", "data.train.size=16"])
     assert cfg.data.train == {"format": "shapes", "size": 16, "num_images": 3}
     with pytest.raises(ConfigError, match="for format 'csv'"):  # without the switch, a shapes key is an error
@@ -65,7 +65,7 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path, capsys):
 def test_cli_missing_data_path_stops_before_training(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     tree = tiny_config(tmp_path / "run")
-    tree["data"]["train"] = {"format": "csv", "path": str(tmp_path / "nope.csv"), "image_root": str(tmp_path)}
+    tree["data"]["train"] = {"format": "csv", "captions": str(tmp_path / "nope.csv"), "images": str(tmp_path)}
     path.write_text(yaml.safe_dump(tree))
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err

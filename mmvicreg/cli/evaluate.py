@@ -132,11 +132,11 @@ def _random_init_like(model: Any) -> Any:
     """The same architecture with fresh random weights: the baseline a trained model must beat."""
     import torch
 
-    from mmvicreg.model import JointEmbedding, _build_branches
+    from mmvicreg.model import JointEmbedding
 
     tokenizers = {n: b.tokenizer for n, b in model.branches.items() if b.modality == "text" and b.shares is None}
     torch.manual_seed(0)
-    return JointEmbedding(_build_branches(model.config()["branches"], None, tokenizers))
+    return JointEmbedding.from_config(model.config()["branches"], tokenizers=tokenizers)
 
 
 Score = Callable[..., dict[str, Any]]

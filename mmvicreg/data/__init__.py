@@ -1,38 +1,89 @@
-"""Data: image–caption and image-only sources, embedded datasets, transforms, loaders.
+"""Data: image–caption and image-only sources, embedded datasets, transforms, batching.
 
-Sources are map-style datasets of raw samples (``{"image", "caption", "image_id"}`` or ``{"image", "label"}``);
-``make_loader`` turns one into ``{branch: tensor}`` batches with each branch's own preprocessing.
+=============  ===================================================================================
+sources/       map-style datasets of raw samples (``{"image", "caption", "image_id"}`` or
+               ``{"image", "label"}``), each made of records, an image store and a bad-data policy
+transforms.py  image transforms: the VICReg view pair, a light recipe, evaluation
+batching.py    the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)
+build.py       ``build_source(section)``: a config's ``data.*`` section -> a source
+=============  ===================================================================================
+
+``make_loader`` turns a source into ``{branch: tensor}`` batches with each branch's own preprocessing.
+The data package imports nothing above it (no model, training, evaluation or command-line code).
 """
 
-from mmvicreg.data.base import CaptionSource, ImageSource, LazyImages, RetrievalSet
-from mmvicreg.data.build import FORMATS, build_source
-from mmvicreg.data.captions import FileCaptionSource, coco_captions, csv_captions, karpathy_captions
-from mmvicreg.data.digits import DigitsSource
-from mmvicreg.data.hf import HFCaptionSource, HFImageSource, hf_captions, hf_images, load_hf_dataset
-from mmvicreg.data.images import FolderImages
-from mmvicreg.data.io import BadImageError, open_image
-from mmvicreg.data.loader import BranchCollator, BranchDataset, collate_branches, make_loader, select_branches
-from mmvicreg.data.shapes import ShapesSource, generate_shapes
+from mmvicreg.data.batching import (
+    BranchCollator,
+    BranchDataset,
+    EpochBatchSampler,
+    Preprocessor,
+    RawItems,
+    collate,
+    collate_branches,
+    make_loader,
+    select_branches,
+)
+from mmvicreg.data.build import FORMATS, build_source, format_options
+from mmvicreg.data.sources import (
+    ArrayStore,
+    BadDataPolicy,
+    BadImageError,
+    CaptionRecords,
+    CaptionSource,
+    DigitsSource,
+    FileCaptionSource,
+    FileStore,
+    FolderImages,
+    HFCaptionSource,
+    HFColumnStore,
+    HFImageSource,
+    ImageSource,
+    ImageStore,
+    LabelRecords,
+    LazyImages,
+    RetrievalSet,
+    ShapesSource,
+    coco_captions,
+    csv_captions,
+    generate_shapes,
+    hf_captions,
+    hf_images,
+    karpathy_captions,
+    load_hf_dataset,
+    open_image,
+)
 
 __all__ = [
     "FORMATS",
+    "ArrayStore",
+    "BadDataPolicy",
     "BadImageError",
     "BranchCollator",
     "BranchDataset",
+    "CaptionRecords",
     "CaptionSource",
     "DigitsSource",
+    "EpochBatchSampler",
     "FileCaptionSource",
+    "FileStore",
     "FolderImages",
     "HFCaptionSource",
+    "HFColumnStore",
     "HFImageSource",
     "ImageSource",
+    "ImageStore",
+    "LabelRecords",
     "LazyImages",
+    "Preprocessor",
+    "RawItems",
     "RetrievalSet",
     "ShapesSource",
     "build_source",
     "coco_captions",
+    "collate",
     "collate_branches",
     "csv_captions",
+    "format_options",
     "generate_shapes",
     "hf_captions",
     "hf_images",

@@ -1,21 +1,24 @@
-"""``build_source(format, split, **options)``: a source from a config entry.
+"""``build_source(section)``: a source from a config's ``data.*`` section, handed over whole.
 
-Any string option may contain ``{split}``, filled with the split, so one config serves every split:
-``build_source("coco", "val", annotations="coco/annotations/captions_{split}2017.json",
-image_root="coco/{split}2017")``.
+A section names its ``format``, optionally its ``split`` (which wins over the ``split`` argument) and the
+format's options. Any string option may contain ``{split}``, filled with the split, so one section serves every
+split: ``build_source({"format": "coco", "captions": "coco/annotations/captions_{split}2017.json",
+"images": "coco/{split}2017"}, "val")``.
 
-Formats and their options (the functions they call document each option):
+Every caption source names its caption file ``captions`` and its image folder ``images``. Formats and their
+options (the functions they call document each option):
 
 =========  ===========================================================================================
-coco       ``annotations``, ``image_root`` (or ``root`` + ``year``: ``root/annotations/captions_<split><year>.json``
+coco       ``captions``, ``images`` (or ``root`` + ``year``: ``root/annotations/captions_<split><year>.json``
            and ``root/<split><year>``), ``pairs``, ``on_bad_image``, ``on_bad_caption``, ``verify``
-karpathy   ``annotations``, ``image_root``, ``include_restval``, ``pairs``, ``on_bad_image``, ``on_bad_caption``,
-           ``verify``
-csv        ``path``, ``image_root``, ``image_column``, ``caption_column``, ``sep``, ``pairs``, ...
-hf         ``path``, ``image_column``, ``caption_column``, ``image_root``, ``group_by``, ``data_files``,
-           ``cache_dir``, ``hf_split`` (default: the split), ...; ``caption_column=None`` makes it image-only
-           with ``label_column``
-folder     ``root`` (class subfolders), ``on_bad_image``, ``verify``
+karpathy   ``captions``, ``images``, ``include_restval``, ``pairs``, ``on_bad_image``, ``on_bad_caption``,
+           ``verify``                                              (splits: train, restval, val, test)
+csv        ``captions``, ``images`` (default: the file's folder), ``image_column``, ``caption_column``, ``sep``,
+           ``pairs``, ``on_bad_image``, ``on_bad_caption``, ``verify``
+hf         ``path``, ``images`` (folder of relative image paths), ``image_column``, ``caption_column``,
+           ``group_by``, ``data_files``, ``cache_dir``, ``hf_split`` (default: the split), ...;
+           ``caption_column=None`` makes it image-only with ``label_column``
+folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``                      (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
 =========  ===========================================================================================
@@ -25,32 +28,39 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from mmvicreg.data.base import CaptionSource, ImageSource
-from mmvicreg.data.captions import coco_captions, csv_captions, karpathy_captions
-from mmvicreg.data.digits import DigitsSource
-from mmvicreg.data.hf import hf_captions, hf_images
-from mmvicreg.data.images import FolderImages
-from mmvicreg.data.shapes import ShapesSource
+from mmvicreg.choices import DATA_FORMATS, did_you_mean
+from mmvicreg.data.sources import (
+    CaptionSource,
+    DigitsSource,
+    FolderImages,
+    ImageSource,
+    ShapesSource,
+    coco_captions,
+    csv_captions,
+    hf_captions,
+    hf_images,
+    karpathy_captions,
+)
 
 
-def _coco(split: str, root: str | None = None, year: int = 2017, annotations: str | None = None,
-          image_root: str | None = None, **options: Any) -> CaptionSource:
+def _coco(split: str, root: str | None = None, year: int = 2017, captions: str | None = None,
+          images: str | None = None, **options: Any) -> CaptionSource:
     if root is not None:
-        annotations = annotations or str(Path(root) / "annotations" / f"captions_{split}{year}.json")
-        image_root = image_root or str(Path(root) / f"{split}{year}")
-    if annotations is None or image_root is None:
-        raise ValueError("format 'coco' needs annotations= and image_root=, or root= (the COCO folder) and year=")
-    return coco_captions(annotations, image_root, **options)
+        captions = captions or str(Path(root) / "annotations" / f"captions_{split}{year}.json")
+        images = images or str(Path(root) / f"{split}{year}")
+    if captions is None or images is None:
+        raise ValueError("format 'coco' needs captions= and images=, or root= (the COCO folder) and year=")
+    return coco_captions(captions, images, **options)
 
 
-def _karpathy(split: str, annotations: str, image_root: str, **options: Any) -> CaptionSource:
-    return karpathy_captions(annotations, image_root, split, **options)
+def _karpathy(split: str, captions: str, images: str, **options: Any) -> CaptionSource:
+    return karpathy_captions(captions, images, split, **options)
 
 
-def _csv(split: str, path: str, **options: Any) -> CaptionSource:
-    return csv_captions(path, **options)
+def _csv(split: str, captions: str, **options: Any) -> CaptionSource:
+    return csv_captions(captions, **options)
 
 
 def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any = "caption",
@@ -65,8 +75,8 @@ def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any 
                        **options)
 
 
-def _folder(split: str, root: str, **options: Any) -> ImageSource:
-    return FolderImages(root, **options)
+def _folder(split: str, images: str, **options: Any) -> ImageSource:
+    return FolderImages(images, **options)
 
 
 def _digits(split: str, **options: Any) -> ImageSource:
@@ -77,17 +87,19 @@ def _shapes(split: str, **options: Any) -> CaptionSource:
     return ShapesSource(split, **options)
 
 
-_BUILDERS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    # format: (builder, the function whose keyword options it also accepts)
-    "coco": (_coco, coco_captions),
-    "karpathy": (_karpathy, karpathy_captions),
-    "csv": (_csv, csv_captions),
-    "hf": (_hf, hf_captions),
-    "folder": (_folder, FolderImages),
-    "digits": (_digits, DigitsSource),
-    "shapes": (_shapes, ShapesSource),
+_BUILDERS: dict[str, tuple[Callable[..., Any], tuple[Callable[..., Any], ...]]] = {
+    # format: (builder, the functions whose keyword options it also accepts)
+    "coco": (_coco, (coco_captions,)),
+    "karpathy": (_karpathy, (karpathy_captions,)),
+    "csv": (_csv, (csv_captions,)),
+    "hf": (_hf, (hf_captions, hf_images)),
+    "folder": (_folder, (FolderImages,)),
+    "digits": (_digits, (DigitsSource,)),
+    "shapes": (_shapes, (ShapesSource,)),
 }
-FORMATS = tuple(_BUILDERS)
+FORMATS = DATA_FORMATS
+if tuple(_BUILDERS) != DATA_FORMATS:  # the registry and the allowed-value list are one list
+    raise RuntimeError(f"data builders {tuple(_BUILDERS)} do not match mmvicreg.choices.DATA_FORMATS {DATA_FORMATS}")
 
 
 def _accepted(fns: tuple[Callable[..., Any], ...]) -> set[str]:
@@ -103,16 +115,24 @@ def format_options(format: str) -> set[str] | None:
     """The option names ``format`` accepts (``split`` included), or None for an unknown format."""
     if format not in _BUILDERS:
         return None
-    builder, target = _BUILDERS[format]
-    return _accepted((builder, target) if format != "hf" else (builder, hf_captions, hf_images)) | {"split"}
+    builder, targets = _BUILDERS[format]
+    return _accepted((builder, *targets)) | {"split"}
 
 
-def build_source(format: str, split: str, **options: Any) -> CaptionSource | ImageSource:
-    """The source ``format`` for ``split``; see the module docstring for each format's options."""
-    accepted = format_options(format)
-    if accepted is None:
-        raise ValueError(f"unknown data format {format!r}; known formats: {', '.join(FORMATS)}")
-    accepted.discard("split")
+def build_source(section: Mapping[str, Any], split: str = "train") -> CaptionSource | ImageSource:
+    """The source a ``data.*`` section describes: ``{"format": ..., "split"?: ..., **options}``.
+
+    The section's own ``split`` wins over ``split``; see the module docstring for each format's options.
+    Raises ValueError for an unknown format, an option the format does not take, or a missing required one.
+    """
+    options = dict(section)
+    format = options.pop("format", None)
+    split = options.pop("split", None) or split
+    if format not in _BUILDERS:
+        hint = did_you_mean(format, DATA_FORMATS) if isinstance(format, str) else ""
+        what = "a data section needs a format" if format is None else f"unknown data format {format!r}{hint}"
+        raise ValueError(f"{what}; known formats: {', '.join(DATA_FORMATS)}")
+    accepted = format_options(format) - {"split"}  # type: ignore[operator]
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ValueError(f"format {format!r} does not take option(s) {unknown}; it takes {sorted(accepted)}")

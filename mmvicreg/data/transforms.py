@@ -12,10 +12,12 @@ from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
+from mmvicreg.choices import TRANSFORMS, did_you_mean
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TRANSFORM_NAMES = ("vicreg_view1", "vicreg_view2", "light", "eval")
+TRANSFORM_NAMES = TRANSFORMS  # the names build_transform knows (defined in mmvicreg.choices)
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
@@ -106,6 +108,8 @@ def build_transform(
     std: Sequence[float] | None = None,
 ) -> v2.Compose:
     """A transform by name: ``vicreg_view1``, ``vicreg_view2``, ``light`` or ``eval``."""
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORMS)}; known: {', '.join(TRANSFORMS)}")
     mean = tuple(mean) if mean is not None else IMAGENET_MEAN
     std = tuple(std) if std is not None else IMAGENET_STD
     if name == "vicreg_view1":
@@ -114,6 +118,4 @@ def build_transform(
         return vicreg_view(size, 2, mean, std)
     if name == "light":
         return light_train(size, mean, std)
-    if name == "eval":
-        return eval_transform(size, mean, std)
-    raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORM_NAMES)}")
+    return eval_transform(size, mean, std)

@@ -46,8 +46,9 @@ def extract_embeddings(
         batch_size: items per call of ``encode_fn``.
         cache: a ``.npy`` path. If the file exists and holds a 2-D array with one row per item, it is returned
             without encoding anything; otherwise the result is written there atomically
-            (:func:`mmvicreg.files.atomic_write`: a temporary file in the same folder, then a rename), so an interrupted run never leaves a truncated cache. The path is
-            the only key: put the model/checkpoint and split in the file name.
+            (:func:`mmvicreg.files.atomic_write`: a temporary file in the same folder, then a rename), so an
+            interrupted run never leaves a truncated cache. The path is the only key: put the model/checkpoint
+            and split in the file name.
         progress: show a tqdm bar.
         as_tensor: return a CPU ``torch.Tensor`` instead of a NumPy array.
         desc: the progress bar's label.

@@ -108,6 +108,7 @@ class JointEmbedding(nn.Module):
             {branch: Preprocessor(b.field, b.preprocessor(train=False), b.pad_id)},
             batch_size=batch_size,
             train=False,
+            pin_memory=device.type == "cuda",
         )
         batches: Iterable[dict[str, Any]] = loader
         if progress:

@@ -30,6 +30,7 @@ from mmvicreg.choices import COVARIANCE_ALGORITHMS, check_choice
 from mmvicreg.distributed import is_distributed
 
 __all__ = [
+    "check_algorithm",
     "check_embeddings",
     "check_pair",
     "check_same_shape",

@@ -38,7 +38,7 @@ def test_quickstart_config_trains_on_flickr8k(shared_data, tmp_path):
     root = shared_data / "flickr8k-1k"
     data = [f"data.{s}.format=csv" for s in ("train", "eval")] + [
         f"data.{s}.{k}={v}" for s in ("train", "eval")
-        for k, v in (("path", root / "captions.csv"), ("image_root", root / "images"))
+        for k, v in (("captions", root / "captions.csv"), ("images", root / "images"))
     ]
     result = _train_and_read(tmp_path, data)
     assert result["num_images"] == 1000 and result["num_captions"] == 5000

@@ -1,17 +1,15 @@
-"""Encoders and expanders: offline builds, timm parity, clear errors."""
+"""Encoders: offline builds, timm parity, each class's own answers (modality, tokenizer), clear errors."""
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from tests.helpers import REPO_ROOT
 from tests.helpers.models import CAPTIONS, TINY_BERT
 
-from mmvicreg.encoders import build_encoder
-from mmvicreg.heads import Expander, parse_expander_spec
+from mmvicreg.encoders import build_encoder, encoder_class, needs_tokenizer
 
 
 def test_every_encoder_kind_builds_offline_with_empty_cache(tmp_path):
@@ -73,26 +71,12 @@ def test_hf_mean_pooling_ignores_padding():
     torch.testing.assert_close(enc(batch)[1], enc(b[None])[0], rtol=1e-5, atol=1e-5)
 
 
-def test_expander_published_layout():
-    e = Expander(2048, "8192-8192-8192")
-    kinds = [type(m).__name__ for m in e]
-    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
-    assert e[-1].bias is None and e[0].in_features == 2048 and e.output_dim == 8192
-    assert len(Expander(32, "none")) == 0 and Expander(32, "").output_dim == 32
-    assert parse_expander_spec("64") == [64]
-
-
-@pytest.mark.parametrize("spec", ["8192-abc", "8192--8192", "-1", "0-8"])
-def test_bad_expander_spec(spec):
-    with pytest.raises(ValueError, match="bad expander spec"):
-        Expander(16, spec)
-
-
 def test_unknown_encoder_name_lists_known_names():
     with pytest.raises(ValueError) as info:
         build_encoder("resnet5O")
     msg = str(info.value)
-    assert "unknown encoder 'resnet5O'" in msg and "Did you mean" in msg and "resnet50" in msg and "gru" in msg
+    # the one "did you mean" of the library (mmvicreg.choices.did_you_mean) writes it in lower case
+    assert "unknown encoder 'resnet5O'" in msg and "did you mean" in msg and "resnet50" in msg and "gru" in msg
     with pytest.raises(ValueError, match="unknown encoder 'open_clip:RN5'"):
         build_encoder("open_clip:RN5")
 
@@ -110,3 +94,34 @@ def test_bad_encoder_options_are_named():
 def test_hf_path_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         build_encoder({"name": "hf", "path": str(tmp_path / "nope")})
+
+
+@pytest.mark.parametrize(
+    "spec, cls_name, modality, owns",
+    [
+        ("resnet18", "TimmImageEncoder", "image", False),
+        ({"name": "vit_tiny_patch16_224", "image_size": 32}, "TimmImageEncoder", "image", False),
+        ("open_clip:RN50", "OpenCLIPImageEncoder", "image", False),
+        ({"name": "gru", "word_dim": 8}, "GRUTextEncoder", "text", True),
+        ({"name": "hf", "config": TINY_BERT}, "HFTextEncoder", "text", True),
+        ("open_clip_text:ViT-B-32", "OpenCLIPTextEncoder", "text", True),
+    ],
+)
+def test_each_encoder_class_answers_its_modality_and_tokenizer(spec, cls_name, modality, owns):
+    cls = encoder_class(spec)  # nothing is built: the class answers
+    assert cls.__name__ == cls_name and cls.modality == modality and cls.owns_tokenizer is owns
+    assert needs_tokenizer(spec) is owns
+
+
+def test_a_built_encoder_is_of_the_class_its_spec_names():
+    enc = build_encoder({"name": "gru", "word_dim": 4, "hidden_dim": 4}, captions=CAPTIONS)
+    assert isinstance(enc, encoder_class("gru")) and enc.tokenizer is not None
+    image = build_encoder("test_resnet")
+    assert isinstance(image, encoder_class("test_resnet")) and image.tokenizer is None
+
+
+def test_encoder_class_of_an_unknown_name_suggests_the_nearest():
+    with pytest.raises(ValueError, match="unknown encoder 'grux' \\(did you mean .*'gru'"):
+        needs_tokenizer("grux")
+    with pytest.raises(ValueError, match="an encoder spec needs a string `name`"):
+        encoder_class({"word_dim": 4})

@@ -1,4 +1,5 @@
-"""The eval scripts on models exported by short trainings: real COCO/Flickr subsets, and k-NN on digits."""
+"""``mmvicreg eval ...`` and the eval scripts over it, on models exported by short trainings: real COCO/Flickr
+subsets, and k-NN on digits."""
 
 import json
 import subprocess
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mmvicreg.cli import main
+from tests.helpers import REPO_ROOT as ROOT
 
-ROOT = Path(__file__).parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 RETRIEVAL_KEYS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum", "i2t_medr",
                   "i2t_meanr", "t2i_medr", "t2i_meanr", "num_images", "num_captions"]
@@ -29,8 +30,9 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_retrieval_script_on_coco_mini(shared_data, tmp_path):
     root = shared_data / "coco-mini"
-    model = _short_training(tmp_path / "run", ["data.train.format=coco", f"data.train.root={root}",
-                                               "data.train.split=train"])
+    train = ["data.train.format=coco", f"data.train.images={root / 'train2017'}",
+             f"data.train.captions={root / 'annotations' / 'captions_train2017.json'}"]
+    model = _short_training(tmp_path / "run", train)
     out, plot = tmp_path / "coco.json", tmp_path / "coco.png"
     proc = _script("retrieval.py", "--model", str(model), "--format", "coco", "--images", str(root / "val2017"),
                    "--captions", str(root / "annotations" / "captions_val2017.json"), "--json", str(out),
@@ -45,7 +47,8 @@ def test_retrieval_script_on_coco_mini(shared_data, tmp_path):
 
 def test_retrieval_script_on_flickr8k_1k_protocol(shared_data, tmp_path):
     root = shared_data / "flickr8k-1k"
-    csv = ["data.train.format=csv", f"data.train.path={root / 'captions.csv'}", f"data.train.image_root={root / 'images'}"]
+    csv = ["data.train.format=csv", f"data.train.captions={root / 'captions.csv'}",
+           f"data.train.images={root / 'images'}"]
     model = _short_training(tmp_path / "run", csv)
     out = tmp_path / "flickr.json"
     proc = _script("retrieval.py", "--model", str(model), "--format", "csv", "--images", str(root / "images"),
@@ -75,3 +78,58 @@ def test_knn_on_digits_trained_beats_random_init(tmp_path):
         trained, random = results["trained"][branch]["top1_k20"], results["random_init"][branch]["top1_k20"]
         print(f"k-NN k=20 {branch}: trained {trained:.1f}% vs random init {random:.1f}%")
         assert trained > random + 2.0, (branch, trained, random)
+
+
+def _folder_split(root: Path, per_class: int) -> Path:
+    """Class subfolders ``dark/`` and ``light/`` of small PNGs: a labelled image folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 40), ("light", 210)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(level + rng.normal(0, 20, (20, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder_data(tmp_path):
+    """A saved image-only model and labelled train/test folders."""
+    import torch
+
+    from mmvicreg import JointEmbedding
+
+    torch.manual_seed(0)
+    image = {"encoder": {"name": "test_vit", "image_size": 16, "patch_size": 8}, "expander": "16",
+             "transform": {"train": "eval", "eval": "eval", "size": 16}}
+    JointEmbedding.from_config({"image": image}).save_pretrained(tmp_path / "model")
+    return tmp_path / "model", _folder_split(tmp_path / "train", 6), _folder_split(tmp_path / "test", 3)
+
+
+def test_knn_and_linear_probe_read_labelled_folders(folder_data, tmp_path):
+    model, train, test = folder_data
+    common = ["--model", str(model), "--format", "folder", "--train-images", str(train), "--test-images", str(test),
+              "--no-progress"]
+    out = tmp_path / "knn.json"
+    assert main(["eval", "knn", *common, "--k", "3", "50", "--json", str(out)]) == 0
+    knn = json.loads(out.read_text())
+    assert knn["layer"] == "representation" and list(knn["results"]) == ["trained"]
+    scores = knn["results"]["trained"]["image"]
+    assert set(scores) == {"top1_k3", "num_train", "num_test"}  # k = 50 > the 12 training images is dropped
+    assert (scores["num_train"], scores["num_test"]) == (12, 6) and 0 <= scores["top1_k3"] <= 100
+    out = tmp_path / "probe.json"
+    assert main(["eval", "linear-probe", *common, "--epochs", "3", "--compare-random-init", "--json", str(out)]) == 0
+    probe = json.loads(out.read_text())["results"]
+    assert set(probe) == {"trained", "random_init"}
+    assert set(probe["trained"]["image"]) == {"top1_best", "top1_last", "best_epoch", "num_classes"}
+
+
+def test_image_scripts_report_missing_folders_in_one_line(folder_data):
+    model, _, _ = folder_data
+    for script in ("knn.py", "linear_probe.py"):
+        proc = _script(script, "--model", str(model), "--format", "folder")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip() == (
+            "mmvicreg: error: format 'folder' needs --train-images and --test-images (class subfolders of images)")

@@ -76,17 +76,6 @@ def test_siamese_round_trip_keeps_sharing(tmp_path):
     assert loaded.branch("v2").transform_spec["train"] == "vicreg_view2"
 
 
-@pytest.fixture(scope="module")
-def image_text():
-    return JointEmbedding.from_config(
-        {
-            "image": {"encoder": "test_resnet", "expander": SMALL, "transform": {"size": 32}},
-            "caption": {"encoder": {"name": "gru", "word_dim": 8, "hidden_dim": 16}, "expander": SMALL},
-        },
-        captions=CAPTIONS,
-    )
-
-
 @pytest.mark.parametrize("missing", ["model.safetensors", "config.json", "tokenizers/caption/mmvicreg_tokenizer.json"])
 def test_pretrained_directory_with_missing_file(image_text, tmp_path, missing):
     image_text.save_pretrained(tmp_path)

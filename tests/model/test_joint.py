@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tests.helpers.models import CAPTIONS, TINY_BERT, image_batch, images, register_tiny_open_clip
+from tests.helpers.models import CAPTIONS, TINY_BERT, image_batch, images
 
 from mmvicreg import JointEmbedding
 
@@ -88,17 +88,6 @@ def test_encode_layers_and_mode():
 # ------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.fixture(scope="module")
-def image_text():
-    return JointEmbedding.from_config(
-        {
-            "image": {"encoder": "test_resnet", "expander": SMALL, "transform": {"size": 32}},
-            "caption": {"encoder": {"name": "gru", "word_dim": 8, "hidden_dim": 16}, "expander": SMALL},
-        },
-        captions=CAPTIONS,
-    )
-
-
 def test_images_fed_to_text_branch(image_text):
     with pytest.raises(TypeError, match="a text branch tokenizes strings, got Image"):
         image_text.encode("caption", images(2))
@@ -120,9 +109,46 @@ def test_unknown_branch(image_text):
 def test_config_errors():
     with pytest.raises(ValueError, match="shares 'v3', which is not a branch"):
         JointEmbedding.from_config({"v1": {"encoder": "test_resnet"}, "v2": {"shares": "v3"}})
-    with pytest.raises(ValueError, match="unknown keys \\['expandr'\\]"):
+    # An unknown key is named by its dotted path, with the nearest valid key (BranchConfig.from_mapping).
+    with pytest.raises(ValueError, match="unknown config key 'branches.v1.expandr' \\(did you mean 'expander'\\?\\)"):
         JointEmbedding.from_config({"v1": {"encoder": "test_resnet", "expandr": "none"}})
     with pytest.raises(ValueError, match="transform.train is 'vicreg'"):
         JointEmbedding.from_config({"v1": {"encoder": "test_resnet", "transform": {"train": "vicreg"}}})
     with pytest.raises(ValueError, match="in a cycle"):
         JointEmbedding.from_config({"a": {"shares": "b"}, "b": {"shares": "a"}})
+
+
+def test_from_config_takes_a_branch_config_or_a_mapping_with_loss_keys_alike():
+    from mmvicreg.config import BranchConfig, ConfigError
+
+    section = {"encoder": "test_resnet", "expander": SMALL, "transform": {"size": 32}}
+    loss = {"variance_weight": 10.0, "covariance_weight": 0.5, "gamma": 2.0}  # per-branch loss keys: not the model's
+    torch.manual_seed(0)
+    typed = JointEmbedding.from_config({"image": BranchConfig(**section, **loss), "view": BranchConfig(shares="image")})
+    torch.manual_seed(0)
+    plain = JointEmbedding.from_config({"image": {**section, **loss}, "view": {"shares": "image"}})
+    assert typed.config() == plain.config()
+    assert typed.branch("view").encoder is typed.branch("image").encoder and not typed.branch("view").own_expander
+    for (k, a), (_, b) in zip(typed.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ConfigError, match="unknown config key 'branches.image.variance_wieght'.*'variance_weight'"):
+        JointEmbedding.from_config({"image": {**section, "variance_wieght": 1.0}})
+    with pytest.raises(ConfigError, match="branches.image must be a mapping"):
+        JointEmbedding.from_config({"image": "test_resnet"})
+
+
+def test_preprocessors_name_field_function_and_pad_id(image_text):
+    pre = image_text.preprocessors(train=False)
+    assert list(pre) == ["image", "caption"]
+    field, fn, pad_id = pre["image"]
+    assert field == "image" and pad_id is None and fn(images(1)[0]).shape == (3, 32, 32)
+    field, fn, pad_id = pre["caption"]
+    assert field == "caption" and pad_id == image_text.branch("caption").tokenizer.pad_id
+    assert torch.equal(fn(CAPTIONS[0]), image_text.branch("caption").preprocess(CAPTIONS[0]))
+
+
+def test_encode_nothing_gives_an_empty_matrix_of_the_layer_width(image_text):
+    assert image_text.encode("image", []).shape == (0, 32)
+    assert image_text.encode("caption", [], layer="representation").shape == (0, 16)
+    with pytest.raises(ValueError, match="layer is 'embeddings' \\(did you mean 'embedding'\\?\\)"):
+        image_text.encode("image", images(1), layer="embeddings")

@@ -15,6 +15,7 @@ ArrayLike = Union[torch.Tensor, np.ndarray]
 
 
 def shape_str(x: Any) -> str:
+    """``"(3, 4)"``: a shape as error messages print it."""
     return "(" + ", ".join(str(s) for s in x.shape) + ")"
 
 
@@ -53,6 +54,7 @@ def embeddings(x: object, name: str) -> torch.Tensor:
 
 
 def same_width(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str, hint: str) -> None:
+    """Raise ValueError (ending with ``hint``) unless ``a`` and ``b`` have the same number of columns."""
     if a.shape[1] != b.shape[1]:
         raise ValueError(
             f"{a_name} has shape {shape_str(a)} and {b_name} has shape {shape_str(b)}: their widths "
@@ -109,6 +111,7 @@ def labels(x: object, name: str, length: int, length_name: str) -> torch.Tensor:
 
 
 def positive_ints(values: Iterable[object], name: str) -> tuple[int, ...]:
+    """``values`` as a non-empty tuple of integers ≥ 1 (TypeError / ValueError naming ``name`` otherwise)."""
     try:
         out = tuple(int(v) for v in values)  # type: ignore[call-overload]
     except (TypeError, ValueError):

@@ -9,9 +9,20 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from mmvicreg.data.base import ImageSource
+from mmvicreg.data.sources.base import ImageSource
+from mmvicreg.data.sources.stores import ArrayStore
 
-DIGITS_SPLITS = ("train", "test")
+DIGITS_SPLITS = ("train", "test")  # the dataset's own splits (not a config choice)
+
+
+class UpscaledRGB:
+    """``array -> RGB PIL image`` of ``size``×``size`` pixels, bilinear (picklable, for DataLoader workers)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, pixels: np.ndarray) -> Image.Image:
+        return Image.fromarray(pixels).resize((self.size, self.size), Image.BILINEAR).convert("RGB")
 
 
 class DigitsSource(ImageSource):
@@ -31,12 +42,11 @@ class DigitsSource(ImageSource):
         chosen = np.sort(train if split == "train" else test)
         self.size = size
         # The scans hold ink levels 0..16: map them to 0..255 (bright digits on black).
-        self.pixels = (bunch.images[chosen] * (255.0 / 16.0)).round().astype(np.uint8)
-        super().__init__(bunch.target[chosen].tolist(), [str(c) for c in bunch.target_names], name=f"digits:{split}")
+        pixels = (bunch.images[chosen] * (255.0 / 16.0)).round().astype(np.uint8)
+        super().__init__(bunch.target[chosen].tolist(), [str(c) for c in bunch.target_names],
+                         ArrayStore(pixels, UpscaledRGB(size)), name=f"digits:{split}")
 
-    def _load_image(self, i: int) -> Image.Image:
-        return Image.fromarray(self.pixels[i]).resize((self.size, self.size), Image.BILINEAR).convert("RGB")
-
-    def _keep(self, indices: list[int]) -> None:
-        self.pixels = self.pixels[indices]
-        super()._keep(indices)
+    @property
+    def pixels(self) -> np.ndarray:
+        """The 8×8 scans (uint8, 0..255), one per image."""
+        return self.store.arrays  # type: ignore[attr-defined]

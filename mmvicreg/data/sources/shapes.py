@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mmvicreg.data.base import CaptionSource
+from mmvicreg.data.sources.base import CaptionSource
+from mmvicreg.data.sources.stores import ArrayStore
+from mmvicreg.files import atomic_write
 
 logger = logging.getLogger("mmvicreg.data")
 
@@ -232,10 +234,13 @@ def _load_or_generate(split: str, n: int | None, size: int, seed: int, cache_dir
         except Exception as e:  # a damaged cache (a crash, a full disk) is regenerated, not trusted
             logger.warning("shapes cache %s is unreadable (%s); regenerating it", path, e)
     data = generate_shapes(split, n, size, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, images=data.images, meta=json.dumps({"captions": data.captions, "keys": data.keys}))
-    tmp.replace(path)
+    meta = json.dumps({"captions": data.captions, "keys": data.keys})
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a temporary name
+            np.savez(f, images=data.images, meta=meta)
+
+    atomic_write(path, write)
     return data
 
 
@@ -243,6 +248,7 @@ class ShapesSource(CaptionSource):
     """The ``shapes`` split as a caption source; ``image_id`` is the index within the split.
 
     ``num_images`` defaults to 10,000 (train) / 1,000 (val, test); ``size`` is the image side in pixels.
+    ``images`` (the (n, size, size, 3) uint8 array) and ``keys`` (each scene's content) are in sample order.
     """
 
     def __init__(
@@ -256,14 +262,10 @@ class ShapesSource(CaptionSource):
         cache_dir: str | Path | None = None,
     ) -> None:
         data = _load_or_generate(split, num_images, size, seed, cache_dir)
-        self.images = data.images
-        self.keys = data.keys
-        super().__init__(list(range(len(data.captions))), data.captions, pairs=pairs, name=f"shapes:{split}")
+        super().__init__(list(range(len(data.captions))), data.captions, ArrayStore(data.images, Image.fromarray),
+                         pairs=pairs, name=f"shapes:{split}")
+        self.keys = [data.keys[i] for i in self.kept]
 
-    def _load_image(self, i: int) -> Image.Image:
-        return Image.fromarray(self.images[i])
-
-    def _keep(self, indices: list[int]) -> None:
-        self.images = self.images[indices]
-        self.keys = [self.keys[i] for i in indices]
-        super()._keep(indices)
+    @property
+    def images(self) -> np.ndarray:
+        return self.store.arrays  # type: ignore[attr-defined]

@@ -142,7 +142,7 @@ def test_hf_rows_of_pairs_with_path_strings_group_per_image(shared_data, workdir
     dd = datasets.DatasetDict({"test": pairs})
     dd.save_to_disk(str(workdir / "pairs_hf"))
     src = hf_captions(workdir / "pairs_hf", "test", image_column="file", caption_column="text",
-                      image_root=shared_data / "flickr8k-1k" / "images")
+                      images=shared_data / "flickr8k-1k" / "images")
     assert (src.num_images, src.num_pairs) == (1000, 5000)
     assert src.image_ids[0] == rows[0]["image"] and src[0]["image"].mode == "RGB"
     with pytest.raises(ValueError, match="no split 'train'.*'test'"):

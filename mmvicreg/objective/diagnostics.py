@@ -1,8 +1,15 @@
-"""Collapse diagnostics of a batch of embeddings: per-dimension standard deviation and RankMe."""
+"""Collapse diagnostics of a batch of embeddings (n, d), detached and returned as Python floats.
+
+* ``embedding_std``: mean and minimum over dimensions of ``std(z^j)`` across the batch (unbiased);
+* ``rankme`` (Garrido et al., ICML 2023): ``exp(−Σ_k p_k log p_k)``, ``p_k = σ_k / Σ_j σ_j + ε``, σ the
+  singular values of the embedding matrix.
+"""
 
 from __future__ import annotations
 
 import torch
+
+__all__ = ["embedding_std", "rankme"]
 
 
 @torch.no_grad()

@@ -1,35 +1,41 @@
-"""The objectives (InfoNCE, VSE++ triplet, Barlow Twins, VICReg ablations) and the VCReg hooks.
+"""The objectives (InfoNCE, VSE++ triplet, Barlow Twins, VICReg ablations) and their builder.
 
 Each loss is checked against a plain reference written here from the published equations, not from the package.
-This file is also the worker of its own two-process test: ``python test_objectives.py RANK WORLD INIT OUT``.
+This module is also the worker of its own two-process test: ``python -m tests.objective.test_objectives RANK WORLD
+INIT OUT`` from the repository root.
 """
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmvicreg.losses import BranchCoefficients, MultiBranchOutput, multi_branch_vicreg
-from mmvicreg.objectives import (
-    OBJECTIVES,
+from mmvicreg.choices import OBJECTIVES
+from mmvicreg.config import BranchConfig, LossConfig
+from mmvicreg.objective import (
+    BranchCoefficients,
+    MultiBranchOutput,
     ObjectiveOutput,
-    VCRegHooks,
     barlow_twins_loss,
     build_objective,
     infonce_loss,
+    multi_branch_vicreg,
     triplet_loss,
-    vcreg_penalty,
 )
+from tests.helpers import REPO_ROOT
+from tests.helpers.reference import ref_covariance, ref_variance
 
-try:  # the references of the VICReg terms (tests/reference.py); absent when run as a worker from elsewhere
-    from tests.helpers.reference import ref_covariance, ref_variance
-except ImportError:  # pragma: no cover
-    ref_covariance = ref_variance = None
+
+def build(name, branch_names, coefficients=None, **loss):
+    """``build_objective`` from a ``LossConfig(name, **loss)`` and one ``BranchConfig`` per branch, carrying its
+    ``BranchCoefficients`` where given (else the global ``loss.*`` values)."""
+    coefficients = coefficients or {}
+    branches = {b: BranchConfig(**coefficients[b]._asdict() if b in coefficients else {}) for b in branch_names}
+    return build_objective(LossConfig(name=name, **loss), branches)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -83,7 +89,7 @@ def ref_barlow(za, zb, lambd, eps=1e-5):
 
 def test_infonce_equals_reference_and_learns_its_temperature():
     za, zb = _pair()
-    objective = build_objective("infonce", ["image", "text"], temperature=0.1)
+    objective = build("infonce", ["image", "text"], temperature=0.1)
     out = objective({"image": za, "text": zb})
     ref = ref_infonce(za, zb, 0.1)
     torch.testing.assert_close(out.loss, ref.to(out.loss.dtype), rtol=1e-6, atol=1e-6)
@@ -98,12 +104,12 @@ def test_infonce_equals_reference_and_learns_its_temperature():
 
 
 def test_infonce_fixed_temperature_is_a_buffer_and_scale_is_clamped():
-    fixed = build_objective("infonce", ["a", "b"], temperature=0.05, learn_temperature=False)
+    fixed = build("infonce", ["a", "b"], temperature=0.05, learn_temperature=False)
     assert list(fixed.parameters()) == [] and "logit_scale" in dict(fixed.named_buffers())
-    tiny = build_objective("infonce", ["a", "b"], temperature=1e-4)
+    tiny = build("infonce", ["a", "b"], temperature=1e-4)
     assert tiny.temperature == pytest.approx(0.01)  # exp(t) clamped at 100, as CLIP
     with pytest.raises(ValueError, match="temperature"):
-        build_objective("infonce", ["a", "b"], temperature=0.0)
+        build("infonce", ["a", "b"], temperature=0.0)
 
 
 @pytest.mark.parametrize("name", ["infonce", "triplet"])
@@ -111,7 +117,7 @@ def test_matching_inputs_score_lower_than_shuffled(name):
     g = torch.Generator().manual_seed(1)
     z = torch.randn(16, 8, generator=g)
     shuffled = z[torch.randperm(16, generator=g)]
-    objective = build_objective(name, ["a", "b"])
+    objective = build(name, ["a", "b"])
     assert objective({"a": z, "b": z}).loss < objective({"a": z, "b": shuffled}).loss
 
 
@@ -135,7 +141,7 @@ def test_triplet_equals_hand_computed_value(max_violation, expected):
     zb = torch.tensor(TRIPLET_B, dtype=torch.float64) * 3.0  # scale is irrelevant: cosine similarity
     loss = triplet_loss(za, zb, margin=0.2, max_violation=max_violation)
     torch.testing.assert_close(loss, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
-    objective = build_objective("triplet", ["a", "b"], max_violation=max_violation)
+    objective = build("triplet", ["a", "b"], max_violation=max_violation)
     torch.testing.assert_close(objective({"a": za, "b": zb}).loss, loss)
 
 
@@ -166,7 +172,7 @@ def test_barlow_equals_explicit_loops(shape, algorithm):
 
 def test_barlow_objective_uses_lambda_and_ignores_scale():
     za, zb = _pair(8, 4)
-    out = build_objective("barlow", ["a", "b"], barlow_lambda=0.5)({"a": za, "b": zb})
+    out = build("barlow", ["a", "b"], barlow_lambda=0.5)({"a": za, "b": zb})
     torch.testing.assert_close(out.loss, ref_barlow(za, zb, 0.5), rtol=1e-10, atol=1e-12)
     scaled = barlow_twins_loss(3 * za + 1, zb, lambd=0.5)  # standardisation removes scale and shift (up to ε)
     torch.testing.assert_close(scaled, out.loss, rtol=1e-4, atol=0)
@@ -178,7 +184,7 @@ def test_barlow_objective_uses_lambda_and_ignores_scale():
 def test_vicreg_objective_equals_multi_branch_vicreg():
     za, zb = _pair(10, 7)
     coefficients = {"a": BranchCoefficients(25.0, 1.0, 1.0), "b": BranchCoefficients(10.0, 2.0, 0.5)}
-    out = build_objective("vicreg", ["a", "b"], coefficients=coefficients)({"a": za, "b": zb})
+    out = build("vicreg", ["a", "b"], coefficients=coefficients)({"a": za, "b": zb})
     ref = multi_branch_vicreg({"a": za, "b": zb}, coefficients=coefficients)
     assert isinstance(out, MultiBranchOutput) and isinstance(out, ObjectiveOutput)
     assert torch.equal(out.loss, ref.loss) and torch.equal(out.covariance, ref.covariance)
@@ -186,7 +192,7 @@ def test_vicreg_objective_equals_multi_branch_vicreg():
 
 def test_ablation_invariance_only_is_lambda_times_invariance():
     za, zb = _pair(10, 7)
-    out = build_objective("vicreg", ["a", "b"], ablation="invariance", invariance_weight=25.0)({"a": za, "b": zb})
+    out = build("vicreg", ["a", "b"], ablation="invariance", invariance_weight=25.0)({"a": za, "b": zb})
     assert torch.equal(out.loss, 25.0 * out.invariance)
     torch.testing.assert_close(out.invariance, F.mse_loss(za, zb))
     assert out.variance > 0 and out.covariance > 0  # still reported, so a collapse stays visible
@@ -195,7 +201,7 @@ def test_ablation_invariance_only_is_lambda_times_invariance():
 def test_ablation_invariance_variance_has_no_covariance_contribution():
     za, zb = _pair(10, 7)
     coefficients = {"a": BranchCoefficients(25.0, 3.0, 1.0), "b": BranchCoefficients(10.0, 2.0, 0.5)}
-    out = build_objective("vicreg", ["a", "b"], ablation="invariance_variance", coefficients=coefficients)(
+    out = build("vicreg", ["a", "b"], ablation="invariance_variance", coefficients=coefficients)(
         {"a": za, "b": zb}
     )
     expected = 25.0 * F.mse_loss(za, zb) + 25.0 / 2 * ref_variance(za, 1.0) + 10.0 / 2 * ref_variance(zb, 0.5)
@@ -210,12 +216,12 @@ def test_ablation_invariance_variance_has_no_covariance_contribution():
 
 def test_full_ablation_is_vicreg_and_bad_ablations_fail():
     za, zb = _pair(10, 7)
-    full = build_objective("vicreg", ["a", "b"], ablation="full")({"a": za, "b": zb})
+    full = build("vicreg", ["a", "b"], ablation="full")({"a": za, "b": zb})
     assert torch.equal(full.loss, multi_branch_vicreg({"a": za, "b": zb}).loss)
     with pytest.raises(ValueError, match="invariance_variance"):
-        build_objective("vicreg", ["a", "b"], ablation="no_covariance")
+        build("vicreg", ["a", "b"], ablation="no_covariance")
     with pytest.raises(ValueError, match="vicreg objective only"):
-        build_objective("infonce", ["a", "b"], ablation="invariance")
+        build("infonce", ["a", "b"], ablation="invariance")
 
 
 # ----------------------------------------------------------------------------------------------- shared behaviour
@@ -223,7 +229,7 @@ def test_full_ablation_is_vicreg_and_bad_ablations_fail():
 
 def test_unknown_objective_lists_the_known_ones():
     with pytest.raises(ValueError) as info:
-        build_objective("info_nce", ["a", "b"])
+        build("info_nce", ["a", "b"])
     message = str(info.value)
     assert "'infonce'" in message and all(name in message for name in OBJECTIVES)
 
@@ -232,7 +238,7 @@ def test_unknown_objective_lists_the_known_ones():
 def test_diagnostics_are_detached_vicreg_terms(name):
     za, zb = _pair(10, 7)
     coefficients = {"a": BranchCoefficients(25.0, 1.0, 2.0), "b": BranchCoefficients(5.0, 1.0, 1.0)}
-    out = build_objective(name, ["a", "b"], coefficients=coefficients)({"a": za, "b": zb})
+    out = build(name, ["a", "b"], coefficients=coefficients)({"a": za, "b": zb})
     ref = multi_branch_vicreg({"a": za.detach(), "b": zb.detach()}, coefficients=coefficients)
     assert out.loss.requires_grad
     for got, want in [(out.invariance, ref.invariance), (out.variance, ref.variance), (out.covariance, ref.covariance)]:
@@ -246,15 +252,15 @@ def test_diagnostics_are_detached_vicreg_terms(name):
 def test_pairwise_objectives_sum_over_the_configured_pairs(name):
     g = torch.Generator().manual_seed(3)
     zs = {k: torch.randn(8, 5, generator=g, dtype=torch.float64) for k in ("x", "y", "w")}
-    objective = build_objective(name, ["x", "y", "w"])
+    objective = build(name, ["x", "y", "w"])
     assert objective.pairs == [("x", "y"), ("x", "w"), ("y", "w")]
     out = objective(zs)
     torch.testing.assert_close(out.loss, sum(out.terms[f"{name}/{a}-{b}"] for a, b in objective.pairs))
-    two = build_objective(name, ["x", "y", "w"], pairs=[["x", "w"]])
+    two = build(name, ["x", "y", "w"], pairs=[["x", "w"]])
     assert two.pairs == [("x", "w")]
     torch.testing.assert_close(two(zs).loss, out.terms[f"{name}/x-w"])
     with pytest.raises(ValueError, match="did you mean 'w'"):
-        build_objective(name, ["x", "y", "w"], pairs=[["x", "ww"]])
+        build(name, ["x", "y", "w"], pairs=[["x", "ww"]])
     with pytest.raises(ValueError, match="no embeddings for branches"):
         objective({"x": zs["x"], "y": zs["y"]})
 
@@ -262,7 +268,7 @@ def test_pairwise_objectives_sum_over_the_configured_pairs(name):
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_half_precision_inputs_give_a_float32_loss(name):
     za, zb = _pair(8, 6, dtype=torch.bfloat16)
-    out = build_objective(name, ["a", "b"])({"a": za, "b": zb})
+    out = build(name, ["a", "b"])({"a": za, "b": zb})
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
 
 
@@ -273,7 +279,7 @@ def test_a_few_steps_lower_each_objective_on_a_toy_problem(name, extra):
     x = torch.randn(64, 10)
     views = {"a": x + 0.1 * torch.randn_like(x), "b": x @ torch.randn(10, 10) * 0.3}  # a linear "other modality"
     towers = nn.ModuleDict({k: nn.Linear(10, 16) for k in views})
-    objective = build_objective(name, list(views), **extra)
+    objective = build(name, list(views), **extra)
     optimizer = torch.optim.Adam([*towers.parameters(), *objective.parameters()], lr=1e-2)
     losses = []
     for _ in range(25):
@@ -283,105 +289,6 @@ def test_a_few_steps_lower_each_objective_on_a_toy_problem(name, extra):
         optimizer.step()
         losses.append(out.loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
-
-
-# ----------------------------------------------------------------------------------------------- VCReg
-
-
-class SmallCNN(nn.Module):
-    def __init__(self, correlated: bool):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.features = nn.Sequential(nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(6, 5)
-        if correlated:  # every output channel of features.1 a multiple of the first: maximally correlated
-            with torch.no_grad():
-                w = self.features[1].weight
-                w.copy_(w[:1] * torch.linspace(0.5, 2.0, 6).view(6, 1, 1, 1))
-                self.features[1].bias.zero_()
-
-    def forward(self, x):
-        return self.head(self.features(self.stem(x)).mean(dim=(2, 3)))
-
-
-def _images(n=4, seed=0):
-    return torch.randn(n, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
-
-
-def test_vcreg_hooks_penalise_correlated_features_and_are_differentiable():
-    torch.manual_seed(0)
-    model = SmallCNN(correlated=True)
-    hooks = VCRegHooks(model, ["features.1"], variance_weight=1.0, covariance_weight=0.04)
-    x = _images()
-    logits = model(x)
-    penalty = hooks.loss()
-    assert penalty > 0
-    # The reference: every spatial location is a sample, (n, c, h, w) -> (n*h*w, c).
-    feats = model.features[1](model.stem(x).relu())
-    rows = feats.permute(0, 2, 3, 1).reshape(-1, 6)
-    torch.testing.assert_close(penalty, ref_variance(rows) + 0.04 * ref_covariance(rows), rtol=1e-5, atol=1e-6)
-    assert ref_covariance(rows) > 10 * ref_covariance(torch.randn_like(rows) * rows.std(0))
-
-    (F.cross_entropy(logits, torch.arange(4)) + penalty).backward()
-    for p in (model.stem.weight, model.features[1].weight):
-        assert p.grad is not None and p.grad.abs().sum() > 0
-    assert "vcreg/features.1" in hooks.last_terms
-
-
-def test_vcreg_training_steps_lower_the_penalty():
-    torch.manual_seed(0)
-    model = SmallCNN(correlated=True)
-    hooks = VCRegHooks(model, ["features.1"], covariance_weight=1.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    values = []
-    for _ in range(15):
-        model(_images(8))
-        penalty = hooks.loss()
-        optimizer.zero_grad()
-        penalty.backward()
-        optimizer.step()
-        values.append(penalty.item())
-    assert values[-1] < 0.8 * values[0], values
-
-
-def test_vcreg_spatial_modes():
-    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
-    pooled = vcreg_penalty(x, spatial="pool")
-    torch.testing.assert_close(pooled, ref_variance(x.mean((2, 3))) + 0.04 * ref_covariance(x.mean((2, 3))))
-    flat = vcreg_penalty(x, spatial="flatten", covariance_weight=0.0)
-    torch.testing.assert_close(flat, ref_variance(x.flatten(1)))
-    tokens = torch.randn(2, 7, 4, dtype=torch.float64)  # (n, L, d): each token is a sample
-    torch.testing.assert_close(vcreg_penalty(tokens, covariance_weight=0.0), ref_variance(tokens.reshape(14, 4)))
-    conv1d = torch.randn(2, 4, 7, dtype=torch.float64)  # (n, c, L) needs channel_dim=1
-    torch.testing.assert_close(
-        vcreg_penalty(conv1d, channel_dim=1, covariance_weight=0.0), ref_variance(conv1d.transpose(1, 2).reshape(14, 4))
-    )
-
-
-def test_vcreg_unknown_layer_names_close_matches():
-    model = SmallCNN(correlated=False)
-    with pytest.raises(ValueError, match=r"'featurs.1'.*did you mean 'features.1'"):
-        VCRegHooks(model, ["featurs.1"])
-    with pytest.raises(ValueError, match="at least one layer"):
-        VCRegHooks(model, [])
-
-
-def test_vcreg_remove_and_no_grad_stop_collection():
-    model = SmallCNN(correlated=False)
-    with VCRegHooks(model, ["stem", "features"]) as hooks:
-        with torch.no_grad():
-            model(_images())  # evaluation: nothing is kept
-        with pytest.raises(RuntimeError, match="collected no activations"):
-            hooks.loss()
-        model(_images())
-        model(_images(seed=1))  # two calls, two terms per layer
-        assert len(hooks._collected) == 4
-        hooks.loss()
-        assert hooks._collected == []
-    model(_images())  # the context manager removed the hooks
-    with pytest.raises(RuntimeError, match="collected no activations"):
-        hooks.loss()
-    assert not model.stem._forward_hooks
 
 
 # ----------------------------------------------------------------------------------------------- two processes
@@ -399,7 +306,7 @@ def _run_objectives(za, zb):
     results = {}
     for name in ("infonce", "triplet", "barlow"):
         a, b = za.detach().clone().requires_grad_(), zb.detach().clone().requires_grad_()
-        objective = build_objective(name, ["a", "b"]).double()
+        objective = build(name, ["a", "b"]).double()
         out = objective({"a": a, "b": b})
         out.loss.backward()
         results[name] = {"loss": out.loss.detach(), "ga": a.grad, "gb": b.grad, "inv": out.invariance}
@@ -410,10 +317,14 @@ def _run_objectives(za, zb):
 
 def test_two_ranks_use_the_global_batch(tmp_path):
     world = 2
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
-        subprocess.Popen([sys.executable, __file__, str(r), str(world), str(tmp_path / "init"), str(tmp_path)], env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.objective.test_objectives", str(r), str(world), str(tmp_path / "init"),
+             str(tmp_path)],
+            cwd=REPO_ROOT,
+            env=env,
+        )
         for r in range(world)
     ]
     for p in procs:

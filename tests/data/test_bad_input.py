@@ -53,7 +53,7 @@ def _truncate(path):
     lambda p: csv_captions(p / "missing.csv", p / "images"),
     lambda p: coco_captions(p / "missing.json", p / "images"),
     lambda p: karpathy_captions(p / "missing.json", p / "images", "test"),
-    lambda p: build_source("csv", "train", path=str(p / "missing.csv")),
+    lambda p: build_source({"format": "csv", "captions": str(p / "missing.csv")}),
 ])
 def test_missing_caption_file_names_the_path(tiny, make):
     with pytest.raises(FileNotFoundError, match=r"missing\.(csv|json) does not exist; pass"):
@@ -94,7 +94,7 @@ def test_hf_missing_columns_name_the_columns(tiny):
     with pytest.raises(ValueError, match=r"no image column 'image'.*\['img', 'text'\]"):
         hf_captions(tiny / "hf")
     with pytest.raises(ValueError, match=r"no caption column 'caption'"):
-        hf_captions(tiny / "hf", image_column="img", image_root=tiny / "images")
+        hf_captions(tiny / "hf", image_column="img", images=tiny / "images")
 
 
 def test_karpathy_split_errors(tiny):
@@ -111,7 +111,7 @@ def test_image_listed_but_missing(tiny, fmt, caplog):
     (tiny / "images" / "c.jpg").unlink()
     make = (lambda **kw: csv_captions(tiny / "captions.csv", tiny / "images", **kw)) if fmt == "csv" else \
         (lambda **kw: coco_captions(tiny / "coco.json", tiny / "images", **kw))
-    with pytest.raises(FileNotFoundError, match=r"1 of 4 images .*c\.jpg.*image_root=.*on_bad_image='skip'"):
+    with pytest.raises(FileNotFoundError, match=r"1 of 4 images .*c\.jpg.*images=.*on_bad_image='skip'"):
         make()
     with caplog.at_level(logging.WARNING, logger="mmvicreg.data"):
         src = make(on_bad_image="skip")
@@ -153,7 +153,7 @@ def test_corrupt_jpeg_skipped_while_training(tiny, caplog):
     assert "b.jpg" not in ids and src.num_skipped == 1  # counted once, remembered afterwards
     assert src.skipped[0][0].endswith("b.jpg") and src.skipped[0][1] == "corrupt"
     assert "skipped image 1" in caplog.text and "b.jpg" in caplog.text
-    batches = list(make_loader(src, {"img": ("image", lambda im: torch.zeros(1), None)}, 2, True))
+    batches = list(make_loader(src, {"img": ("image", lambda im: torch.zeros(1), None)}, batch_size=2, train=True))
     assert len(batches) == 4
 
 

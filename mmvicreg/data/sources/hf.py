@@ -2,8 +2,8 @@
 ``datasets`` can read (an ``imagefolder`` with ``metadata.jsonl``/``.csv``, a folder of parquet files), or a
 Hub dataset name (which needs network unless it is in the local cache).
 
-The image column may be a ``datasets.Image`` feature (bytes or paths) or a string path relative to
-``image_root``; images are decoded here (not by ``datasets``) so that a corrupt one gets the same clear error and
+The image column may be a ``datasets.Image`` feature (bytes or paths) or a string path relative to the folder
+``images``; images are decoded here (not by ``datasets``) so that a corrupt one gets the same clear error and
 ``on_bad_image`` policy as the file sources.
 """
 
@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image
-
-from mmvicreg.data.base import CaptionSource, ImageSource
-from mmvicreg.data.io import PathLike, caption_text, open_image, to_rgb
+from mmvicreg.data.sources.base import CaptionSource, ImageSource
+from mmvicreg.data.sources.io import PathLike, caption_text
+from mmvicreg.data.sources.policy import BadDataPolicy
+from mmvicreg.data.sources.stores import HFColumnStore
 
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
@@ -85,8 +85,8 @@ def _column(ds, name: str, role: str, option: str) -> list[Any]:
     return list(ds.select_columns([name])[name])
 
 
-def _prepare_image_column(ds, image_column: str, image_root: PathLike | None):
-    """The image column alone, undecoded, and a function from a row to the file behind it (if any)."""
+def _prepare_image_column(ds, image_column: str):
+    """``(the image column alone and undecoded, whether it holds path strings)``."""
     import datasets
 
     if image_column not in ds.column_names:
@@ -110,46 +110,8 @@ def _caption_cells(cell: Any) -> list[str]:
     raise ValueError(f"a caption cell must be a string or a list of strings; got {type(cell).__name__}: {cell!r}")
 
 
-class _HFImages:
-    """Image ``i`` is row ``rows[i]`` of the (undecoded) image column ``_images``."""
-
-    _images: Any
-    rows: list[int]
-    image_column: str
-    image_root: PathLike | None
-    _paths: list[str] | None  # the column's path strings, when it holds paths
-    name: str
-
-    def _setup_images(self, ds, rows: Sequence[int], image_column: str, image_root: PathLike | None,
-                      path_strings: bool) -> None:
-        self._images, self.rows = ds, list(rows)
-        self.image_column, self.image_root = image_column, image_root
-        self._paths = None
-        if path_strings:
-            root = Path(image_root) if image_root is not None else None
-            self._paths = [os.fspath(root / v) if root is not None else v for v in ds[image_column]]
-
-    def _image_path(self, i: int) -> str | None:
-        return self._paths[self.rows[i]] if self._paths is not None else None
-
-    def _load_image(self, i: int) -> Image.Image:
-        row = self.rows[i]
-        if self._paths is not None:
-            return open_image(self._paths[row])
-        return to_rgb(self._images[row][self.image_column], self.image_root, f"{self.name} row {row}")
-
-
-class HFCaptionSource(_HFImages, CaptionSource):
-    """Captioned images from a ``datasets.Dataset``; see ``hf_captions``."""
-
-    def __init__(self, ds, rows: Sequence[int], image_ids: Sequence[Any], captions: Sequence[Sequence[str]], *,
-                 image_column: str, image_root: PathLike | None, path_strings: bool, name: str, **options: Any):
-        self._setup_images(ds, rows, image_column, image_root, path_strings)
-        super().__init__(image_ids, captions, name=name, **options)
-
-    def _keep(self, indices: list[int]) -> None:
-        self.rows = [self.rows[i] for i in indices]
-        super()._keep(indices)
+class HFCaptionSource(CaptionSource):
+    """Captioned images from a ``datasets.Dataset`` (its store is an ``HFColumnStore``); see ``hf_captions``."""
 
 
 def hf_captions(
@@ -158,7 +120,7 @@ def hf_captions(
     *,
     image_column: str = "image",
     caption_column: str | Sequence[str] = "caption",
-    image_root: PathLike | None = None,
+    images: PathLike | None = None,
     group_by: str | None = "auto",
     data_files: Any = None,
     cache_dir: PathLike | None = None,
@@ -173,10 +135,10 @@ def hf_captions(
     (e.g. ``["caption_0", ..., "caption_4"]``), whose cells are concatenated per row. Rows are grouped into
     images by the column ``group_by``; ``"auto"`` groups by the image column when it holds path strings
     (one row per pair, as in Flickr8k CSVs) and otherwise treats each row as one image. ``image_id`` is the
-    group value, or the row number.
+    group value, or the row number. Path strings in the image column are relative to the folder ``images``.
     """
     ds = load_hf_dataset(path, split, data_files=data_files, cache_dir=cache_dir)
-    images, path_strings = _prepare_image_column(ds, image_column, image_root)
+    column, path_strings = _prepare_image_column(ds, image_column)
     columns = [caption_column] if isinstance(caption_column, str) else list(caption_column)
     cells = [_column(ds, c, "caption", "caption_column") for c in columns]
     per_row = [[c for col in row for c in _caption_cells(col)] for row in zip(*cells)]
@@ -189,25 +151,17 @@ def hf_captions(
         first_row.setdefault(key, row)
         grouped.setdefault(key, []).extend(caps)
     ids = [k for k in first_row if grouped[k]]  # rows without any caption cannot make a pair
+    name = f"hf {os.fspath(path)}:{split}"
+    store = HFColumnStore(column, image_column, [first_row[k] for k in ids], images=images,
+                          path_strings=path_strings, name=name)
     return HFCaptionSource(
-        images, [first_row[k] for k in ids], ids, [grouped[k] for k in ids], image_column=image_column,
-        image_root=image_root, path_strings=path_strings, name=f"hf {os.fspath(path)}:{split}", pairs=pairs,
-        on_bad_image=on_bad_image, on_bad_caption=on_bad_caption, verify=verify,
-        fix="check image_root= and the image column",
+        ids, [grouped[k] for k in ids], store, pairs=pairs, policy=BadDataPolicy(on_bad_image, on_bad_caption, verify),
+        name=name, fix="check images= and the image column",
     )
 
 
-class HFImageSource(_HFImages, ImageSource):
-    """Images with optional labels from a ``datasets.Dataset``; see ``hf_images``."""
-
-    def __init__(self, ds, labels: Sequence[int], classes: Sequence[str], *, image_column: str,
-                 image_root: PathLike | None, path_strings: bool, name: str, **options: Any):
-        self._setup_images(ds, range(len(labels)), image_column, image_root, path_strings)
-        super().__init__(labels, classes, name=name, **options)
-
-    def _keep(self, indices: list[int]) -> None:
-        self.rows = [self.rows[i] for i in indices]
-        super()._keep(indices)
+class HFImageSource(ImageSource):
+    """Images with optional labels from a ``datasets.Dataset`` (an ``HFColumnStore``); see ``hf_images``."""
 
 
 def hf_images(
@@ -216,7 +170,7 @@ def hf_images(
     *,
     image_column: str = "image",
     label_column: str | None = None,
-    image_root: PathLike | None = None,
+    images: PathLike | None = None,
     data_files: Any = None,
     cache_dir: PathLike | None = None,
     on_bad_image: str = "error",
@@ -230,7 +184,7 @@ def hf_images(
     import datasets
 
     ds = load_hf_dataset(path, split, data_files=data_files, cache_dir=cache_dir)
-    images, path_strings = _prepare_image_column(ds, image_column, image_root)
+    column, path_strings = _prepare_image_column(ds, image_column)
     if label_column is None:
         labels, classes = [-1] * len(ds), []
     else:
@@ -242,8 +196,8 @@ def hf_images(
             names = sorted(set(values))
             index = {v: k for k, v in enumerate(names)}
             labels, classes = [index[v] for v in values], [str(v) for v in names]
-    return HFImageSource(
-        images, labels, classes, image_column=image_column, image_root=image_root, path_strings=path_strings,
-        name=f"hf {os.fspath(path)}:{split}", on_bad_image=on_bad_image, verify=verify,
-        fix="check image_root= and the image column",
-    )
+    name = f"hf {os.fspath(path)}:{split}"
+    store = HFColumnStore(column, image_column, range(len(labels)), images=images, path_strings=path_strings,
+                          name=name)
+    return HFImageSource(labels, classes, store, policy=BadDataPolicy(on_bad_image, verify=verify), name=name,
+                         fix="check images= and the image column")

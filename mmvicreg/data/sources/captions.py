@@ -1,6 +1,7 @@
 """Image–caption sources read from files: COCO captions JSON, Karpathy split JSON, CSV/TSV.
 
-Each function returns a ``FileCaptionSource`` (a ``CaptionSource``): samples
+Each function takes the caption file as ``captions`` and the image folder as ``images`` (the names of a config's
+``data.*`` keys) and returns a ``FileCaptionSource`` (a ``CaptionSource`` over a ``FileStore``): samples
 ``{"image": RGB PIL, "caption": str, "image_id": ...}`` and ``eval_set()`` for retrieval. Images whose file
 is missing raise (or are skipped under ``on_bad_image="skip"``) when the source is built; captions are grouped
 per image in file order.
@@ -13,21 +14,27 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmvicreg.choices import KARPATHY_SPLITS, did_you_mean
+from mmvicreg.data.sources.base import CaptionSource
+from mmvicreg.data.sources.io import PathLike, caption_text, read_text, require_file
+from mmvicreg.data.sources.policy import BadDataPolicy
+from mmvicreg.data.sources.stores import FileStore
 
-from mmvicreg.data.base import CaptionSource, FileImages
-from mmvicreg.data.io import PathLike, caption_text, read_text, require_file
 
-KARPATHY_SPLITS = ("train", "restval", "val", "test")
+class FileCaptionSource(CaptionSource):
+    """Captioned images stored as files: ``paths[i]`` is described by ``captions[i]``.
 
-
-class FileCaptionSource(FileImages, CaptionSource):
-    """Captioned images stored as files: ``paths[i]`` is described by ``captions[i]``."""
+    ``options`` are ``CaptionSource``'s: ``pairs``, ``policy``, ``name``, ``fix``.
+    """
 
     def __init__(self, paths: Sequence[PathLike], image_ids: Sequence[Any], captions: Sequence[Sequence[str]],
                  **options: Any) -> None:
-        self.paths = [os.fspath(p) for p in paths]
-        super().__init__(image_ids, captions, **options)
+        super().__init__(image_ids, captions, FileStore(paths), **options)
 
+    @property
+    def paths(self) -> list[str]:
+        """``paths[i]`` is the file of image i."""
+        return self.store.paths  # type: ignore[attr-defined]
 
 
 def _read_json(path: PathLike, what: str, fix: str) -> Any:
@@ -39,8 +46,8 @@ def _read_json(path: PathLike, what: str, fix: str) -> Any:
 
 
 def coco_captions(
-    annotations: PathLike,
-    image_root: PathLike,
+    captions: PathLike,
+    images: PathLike,
     *,
     pairs: str = "one",
     on_bad_image: str = "error",
@@ -52,13 +59,13 @@ def coco_captions(
     Images come from the JSON's ``images`` list (in that order), never from the folder listing, so JPEGs without
     captions are not counted; images listed without any caption are left out. ``image_id`` is COCO's id.
     """
-    fix = "pass annotations= the path of captions_<split><year>.json from the COCO annotations archive"
-    data = _read_json(annotations, "COCO captions file", fix)
+    fix = "pass captions= the path of captions_<split><year>.json from the COCO annotations archive"
+    data = _read_json(captions, "COCO captions file", fix)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
             or not isinstance(data.get("images"), list):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(
-            f"{annotations} is not a COCO captions file: it needs 'images' and 'annotations' lists, found {keys}; "
+            f"{captions} is not a COCO captions file: it needs 'images' and 'annotations' lists, found {keys}; "
             f"{fix} (instances_*.json and Karpathy's dataset_coco.json are other formats: use format 'karpathy' "
             f"for the latter)"
         )
@@ -67,27 +74,27 @@ def coco_captions(
         try:
             by_image.setdefault(ann["image_id"], []).append(caption_text(ann["caption"]))
         except (KeyError, TypeError):
-            raise ValueError(f"{annotations}: annotation #{k} lacks 'image_id' or 'caption': {ann!r}") from None
-    root = Path(image_root)
+            raise ValueError(f"{captions}: annotation #{k} lacks 'image_id' or 'caption': {ann!r}") from None
+    root = Path(images)
     paths, ids, caps = [], [], []
     for k, img in enumerate(data["images"]):
         try:
             image_id, file_name = img["id"], img["file_name"]
         except (KeyError, TypeError):
-            raise ValueError(f"{annotations}: images[{k}] lacks 'id' or 'file_name': {img!r}") from None
+            raise ValueError(f"{captions}: images[{k}] lacks 'id' or 'file_name': {img!r}") from None
         if image_id in by_image:
             paths.append(root / file_name)
             ids.append(image_id)
             caps.append(by_image[image_id])
     return FileCaptionSource(
-        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, on_bad_caption=on_bad_caption, verify=verify,
-        name=f"coco {Path(annotations).name}", fix=f"check image_root={os.fspath(image_root)!r}",
+        paths, ids, caps, pairs=pairs, policy=BadDataPolicy(on_bad_image, on_bad_caption, verify),
+        name=f"coco {Path(captions).name}", fix=f"check images={os.fspath(images)!r}",
     )
 
 
 def karpathy_captions(
-    annotations: PathLike,
-    image_root: PathLike,
+    captions: PathLike,
+    images: PathLike,
     split: str,
     *,
     include_restval: bool = True,
@@ -100,18 +107,19 @@ def karpathy_captions(
 
     ``split`` is ``train``, ``val``, ``test`` or ``restval``; ``train`` also takes ``restval`` images (the usual
     113k-image COCO training set) unless ``include_restval=False``. The image path is
-    ``image_root/filepath/filename`` (COCO entries carry ``filepath``, e.g. ``val2014``; Flickr ones do not).
+    ``images/filepath/filename`` (COCO entries carry ``filepath``, e.g. ``val2014``; Flickr ones do not).
     Captions are each sentence's ``raw`` text; ``image_id`` is ``cocoid``, else ``imgid``, else the file name.
     """
-    fix = "pass annotations= the path of dataset_coco.json / dataset_flickr8k.json / dataset_flickr30k.json"
+    fix = "pass captions= the path of dataset_coco.json / dataset_flickr8k.json / dataset_flickr30k.json"
     if split not in KARPATHY_SPLITS:
-        raise ValueError(f"unknown Karpathy split {split!r}; known: {', '.join(KARPATHY_SPLITS)}")
-    data = _read_json(annotations, "Karpathy split file", fix)
+        raise ValueError(f"unknown Karpathy split {split!r}{did_you_mean(split, KARPATHY_SPLITS)}; "
+                         f"known: {', '.join(KARPATHY_SPLITS)}")
+    data = _read_json(captions, "Karpathy split file", fix)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{annotations} is not a Karpathy split file: it needs an 'images' list, found {keys}; {fix}")
+        raise ValueError(f"{captions} is not a Karpathy split file: it needs an 'images' list, found {keys}; {fix}")
     wanted = {split, "restval"} if split == "train" and include_restval else {split}
-    root = Path(image_root)
+    root = Path(images)
     paths, ids, caps = [], [], []
     for k, img in enumerate(data["images"]):
         try:
@@ -121,7 +129,7 @@ def karpathy_captions(
             path = root / img.get("filepath", "") / img["filename"]
         except (KeyError, TypeError):
             raise ValueError(
-                f"{annotations}: images[{k}] lacks 'split', 'filename' or 'sentences[].raw': {str(img)[:200]}"
+                f"{captions}: images[{k}] lacks 'split', 'filename' or 'sentences[].raw': {str(img)[:200]}"
             ) from None
         if sentences:
             paths.append(path)
@@ -129,16 +137,16 @@ def karpathy_captions(
             caps.append(sentences)
     if not paths:
         present = sorted({str(img.get("split")) for img in data["images"] if isinstance(img, dict)})
-        raise ValueError(f"{annotations} has no image in split {split!r}; splits present: {', '.join(present)}")
+        raise ValueError(f"{captions} has no image in split {split!r}; splits present: {', '.join(present)}")
     return FileCaptionSource(
-        paths, ids, caps, pairs=pairs, on_bad_image=on_bad_image, on_bad_caption=on_bad_caption, verify=verify,
-        name=f"karpathy {Path(annotations).name}:{split}", fix=f"check image_root={os.fspath(image_root)!r}",
+        paths, ids, caps, pairs=pairs, policy=BadDataPolicy(on_bad_image, on_bad_caption, verify),
+        name=f"karpathy {Path(captions).name}:{split}", fix=f"check images={os.fspath(images)!r}",
     )
 
 
 def csv_captions(
-    path: PathLike,
-    image_root: PathLike | None = None,
+    captions: PathLike,
+    images: PathLike | None = None,
     *,
     image_column: str = "image",
     caption_column: str = "caption",
@@ -152,13 +160,13 @@ def csv_captions(
 
     Defaults read the Flickr8k CSV layout (``image,caption``). open_clip's layout is
     ``image_column="filepath", caption_column="title", sep="\\t"``. ``sep`` defaults to a tab for ``.tsv`` files
-    and a comma otherwise; quoting follows the CSV standard. Image paths are relative to ``image_root``
+    and a comma otherwise; quoting follows the CSV standard. Image paths are relative to ``images``
     (default: the CSV's folder; absolute paths are used as they are). Rows of the same image are grouped in
     order of first appearance; ``image_id`` is the image column's value.
     """
     import pandas as pd
 
-    path = require_file(path, "caption file", "pass the path of the CSV/TSV with image and caption columns")
+    path = require_file(captions, "caption file", "pass the path of the CSV/TSV with image and caption columns")
     if sep is None:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
@@ -172,13 +180,13 @@ def csv_captions(
                 f"{path} has no {role} column {column!r}; its columns are {list(table.columns)} (separator {sep!r}); "
                 f"pass {role}_column=... or sep=..."
             )
-    root = Path(image_root) if image_root is not None else path.parent
+    root = Path(images) if images is not None else path.parent
     by_image: dict[str, list[str]] = {}
     for image, caption in zip(table[image_column], table[caption_column]):
         by_image.setdefault(image, []).append(caption_text(caption))
     ids = list(by_image)
     return FileCaptionSource(
-        [root / i for i in ids], ids, [by_image[i] for i in ids], pairs=pairs, on_bad_image=on_bad_image,
-        on_bad_caption=on_bad_caption, verify=verify, name=f"csv {path.name}",
-        fix=f"check image_root={os.fspath(root)!r}",
+        [root / i for i in ids], ids, [by_image[i] for i in ids], pairs=pairs,
+        policy=BadDataPolicy(on_bad_image, on_bad_caption, verify), name=f"csv {path.name}",
+        fix=f"check images={os.fspath(root)!r}",
     )

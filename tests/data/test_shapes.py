@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mmvicreg.data import ShapesSource, generate_shapes
-from mmvicreg.data import shapes as shapes_module
-from mmvicreg.data.shapes import COLOURS, Scene, captions_for, split_of
+from mmvicreg.data.sources import shapes as shapes_module
+from mmvicreg.data.sources.shapes import COLOURS, Scene, captions_for, split_of
 
 
 def _fresh(*args, **kw):

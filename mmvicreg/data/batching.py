@@ -1,0 +1,208 @@
+"""From raw samples to batches ``{branch: tensor}``: the one collate, the epoch sampler, the one loader builder.
+
+Training, evaluation and ``JointEmbedding.encode`` all batch through :func:`make_loader`, so a batch is made
+the same way everywhere.
+
+Contract with the model side: ``preprocessors`` maps a branch name to a :class:`Preprocessor`
+``(field, fn, pad_id)`` (a plain 3-tuple is accepted): ``field`` is the raw sample key the branch reads
+(``"image"``, ``"caption"``, ...), ``fn`` turns ONE raw value into a tensor (image: float (3, H, W); text: 1-D
+LongTensor of token ids), and ``pad_id`` is the id that right-pads 1-D tensors to the longest in the batch
+(text), or None for tensors that are stacked as they are.
+
+Preprocessing runs inside ``BranchDataset.__getitem__``, hence in DataLoader workers. Two branches may read the
+same field (two augmented views of one image for siamese training): each applies its own ``fn`` to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+
+class Preprocessor(NamedTuple):
+    """How one branch makes its input from a raw sample: read ``field``, apply ``fn``, pad with ``pad_id``."""
+
+    field: str
+    fn: Callable[[Any], torch.Tensor]
+    pad_id: int | None = None
+
+
+def _as_preprocessor(name: str, spec: Any) -> Preprocessor:
+    if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], str) and callable(spec[1])):
+        raise ValueError(f"preprocessor of branch {name!r} must be (field, fn, pad_id); got {spec!r}")
+    return Preprocessor(*spec)
+
+
+class BranchDataset(Dataset):
+    """``source[i]`` turned into ``{branch: fn(sample[field])}`` for every branch.
+
+    ``extra_fields`` are raw fields copied through unchanged under their own name (e.g. ``"label"`` for k-NN,
+    ``"image_index"`` for retrieval); they must not collide with a branch name.
+    """
+
+    def __init__(self, source: Dataset, preprocessors: Mapping[str, Preprocessor | tuple],
+                 extra_fields: Sequence[str] = ()) -> None:
+        if not preprocessors:
+            raise ValueError("preprocessors is empty: give at least one branch (name -> (field, fn, pad_id))")
+        self.preprocessors = {name: _as_preprocessor(name, spec) for name, spec in preprocessors.items()}
+        clash = set(extra_fields) & set(preprocessors)
+        if clash:
+            raise ValueError(f"extra_fields {sorted(clash)} collide with branch names")
+        self.source = source
+        self.extra_fields = tuple(extra_fields)
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.source[index]
+        out: dict[str, Any] = {}
+        for name, (field, fn, _) in self.preprocessors.items():
+            if field not in sample:
+                raise KeyError(f"branch {name!r} reads field {field!r}, but samples of this source have "
+                               f"{sorted(sample)}; select the branches that read those fields")
+            out[name] = fn(sample[field])
+        for field in self.extra_fields:
+            out[field] = sample[field]
+        return out
+
+
+class RawItems(Dataset):
+    """A sequence of raw items (PIL images, strings) as samples ``{field: item}``, e.g. for ``encode``."""
+
+    def __init__(self, items: Sequence[Any], field: str) -> None:
+        self.items, self.field = items, field
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {self.field: self.items[index]}
+
+
+def collate(items: Sequence[Mapping[str, Any]], pad_ids: Mapping[str, int | None]) -> dict[str, Any]:
+    """The one collate: ``{key: batch}`` from a list of ``{key: value}`` items.
+
+    A key in ``pad_ids`` is a branch: its tensors are stacked (``pad_id`` None: they must share a shape) or,
+    1-D id tensors, right-padded to the longest with ``pad_id``. Any other key (labels, indices) goes through
+    ``default_collate``.
+    """
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key not in pad_ids:
+            batch[key] = default_collate(values)
+        elif pad_ids[key] is None:
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = pad_sequence(values, batch_first=True, padding_value=pad_ids[key])
+    return batch
+
+
+class BranchCollator:
+    """``collate`` bound to the branches' pad ids (a picklable object, for DataLoader workers)."""
+
+    def __init__(self, pad_ids: Mapping[str, int | None]) -> None:
+        self.pad_ids = dict(pad_ids)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(items, self.pad_ids)
+
+
+def collate_branches(pad_ids: Mapping[str, int | None]) -> BranchCollator:
+    """A picklable collate function for ``{branch: tensor}`` items (``pad_ids``: branch -> pad id or None)."""
+    return BranchCollator(pad_ids)
+
+
+def select_branches(preprocessors: Mapping[str, Preprocessor | tuple], field: str) -> dict[str, Preprocessor]:
+    """The branches that read ``field``: e.g. the image branches to embed a retrieval set's images."""
+    return {name: _as_preprocessor(name, spec) for name, spec in preprocessors.items() if spec[0] == field}
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Seeded per-epoch shuffling into full global batches; each process takes its slice of every batch.
+
+    Used instead of ``accelerator.prepare(dataloader)`` because resuming mid-epoch must replay exactly the same
+    batches: the order depends only on (seed, epoch), and ``set_epoch(epoch, start)`` skips the ``start``
+    batches already consumed. ``global_batch`` is split evenly over ``world`` processes; the last incomplete
+    global batch is dropped.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.global_batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
+        self.local = global_batch // world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.n // self.global_batch - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        for b in range(self.start, self.n // self.global_batch):
+            first = b * self.global_batch + self.rank * self.local
+            yield order[first : first + self.local]
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker (torch and `random`) from the loader's generator, but leaves numpy alone.
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def make_loader(
+    dataset: Dataset,
+    preprocessors: Mapping[str, Preprocessor | tuple],
+    *,
+    batch_size: int | None = None,
+    batch_sampler: Sampler[list[int]] | None = None,
+    train: bool = False,
+    workers: int = 0,
+    pin_memory: bool | None = None,
+    seed: int = 0,
+    extra_fields: Sequence[str] = (),
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
+) -> DataLoader:
+    """A DataLoader of ``{branch: tensor}`` batches over the raw samples of ``dataset``.
+
+    Give ``batch_size`` or ``batch_sampler``. With ``batch_size``, ``train=True`` shuffles with a generator
+    seeded by ``seed`` and drops the last incomplete batch, because the variance and covariance statistics need
+    full batches; ``train=False`` keeps the order and every sample. With ``batch_sampler`` (e.g.
+    :class:`EpochBatchSampler`) the sampler alone decides the batches.
+
+    The loader always owns a generator seeded with ``seed``, so creating an iterator (e.g. mid-epoch, on
+    resume) never draws from the global torch RNG that the augmentations use. With ``workers > 0`` the same seed
+    and worker count also repeat the augmentations and caption draws (each worker's torch, ``random`` and numpy
+    RNGs are seeded from the generator); with ``workers=0`` those use the process's global RNGs.
+    ``pin_memory`` defaults to whether CUDA is available.
+    """
+    if (batch_size is None) == (batch_sampler is None):
+        raise ValueError("give make_loader either batch_size or batch_sampler (exactly one)")
+    preprocessors = {name: _as_preprocessor(name, spec) for name, spec in preprocessors.items()}
+    branches = BranchDataset(dataset, preprocessors, extra_fields)
+    batching: dict[str, Any] = {"batch_sampler": batch_sampler}
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if train and len(branches) < batch_size:
+            raise ValueError(f"the source has {len(branches)} samples, fewer than one training batch of "
+                             f"{batch_size} (the last incomplete batch is dropped); lower batch_size")
+        batching = {"batch_size": batch_size, "shuffle": train, "drop_last": train}
+    return DataLoader(
+        branches,
+        **batching,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        collate_fn=collate_branches({name: spec.pad_id for name, spec in preprocessors.items()}),
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_seed_worker if workers > 0 else None,
+        persistent_workers=persistent_workers and workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+    )

@@ -1,0 +1,60 @@
+"""Sources: map-style datasets of raw samples, each made of records, an image store and a bad-data policy.
+
+=============  ===================================================================================
+base.py        ``CaptionSource`` / ``ImageSource`` (records + store + policy), ``RetrievalSet``, ``LazyImages``
+stores.py      where images live: ``FileStore``, ``HFColumnStore``, ``ArrayStore``
+policy.py      ``BadDataPolicy``: on_bad_image / on_bad_caption / verify, and what was left out
+io.py          opening images and caption text with one clear error per problem
+captions.py    COCO captions JSON, Karpathy split JSON, CSV/TSV (``captions`` file + ``images`` folder)
+hf.py          Hugging Face datasets (``path``; relative image paths under ``images``)
+folder.py      an image folder (``images``; class subfolders become labels)
+digits.py      scikit-learn's bundled digits (embedded)
+shapes.py      procedural captioned scenes (embedded)
+=============  ===================================================================================
+"""
+
+from mmvicreg.data.sources.base import (
+    CaptionRecords,
+    CaptionSource,
+    ImageSource,
+    LabelRecords,
+    LazyImages,
+    RetrievalSet,
+)
+from mmvicreg.data.sources.captions import FileCaptionSource, coco_captions, csv_captions, karpathy_captions
+from mmvicreg.data.sources.digits import DigitsSource
+from mmvicreg.data.sources.folder import FolderImages
+from mmvicreg.data.sources.hf import HFCaptionSource, HFImageSource, hf_captions, hf_images, load_hf_dataset
+from mmvicreg.data.sources.io import BadImageError, open_image
+from mmvicreg.data.sources.policy import BadDataPolicy
+from mmvicreg.data.sources.shapes import ShapesSource, generate_shapes
+from mmvicreg.data.sources.stores import ArrayStore, FileStore, HFColumnStore, ImageStore
+
+__all__ = [
+    "ArrayStore",
+    "BadDataPolicy",
+    "BadImageError",
+    "CaptionRecords",
+    "CaptionSource",
+    "DigitsSource",
+    "FileCaptionSource",
+    "FileStore",
+    "FolderImages",
+    "HFCaptionSource",
+    "HFColumnStore",
+    "HFImageSource",
+    "ImageSource",
+    "ImageStore",
+    "LabelRecords",
+    "LazyImages",
+    "RetrievalSet",
+    "ShapesSource",
+    "coco_captions",
+    "csv_captions",
+    "generate_shapes",
+    "hf_captions",
+    "hf_images",
+    "karpathy_captions",
+    "load_hf_dataset",
+    "open_image",
+]
