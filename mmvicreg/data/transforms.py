@@ -17,8 +17,6 @@ from mmvicreg.choices import TRANSFORMS, did_you_mean
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TRANSFORM_NAMES = TRANSFORMS  # the names build_transform knows (defined in mmvicreg.choices)
-
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
