@@ -198,7 +198,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             pass
     if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{key} must be {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+    expected = "a number" if tp is float else getattr(tp, "__name__", tp)
+    raise ConfigError(f"{key} must be {expected}, got {type(value).__name__} {value!r}")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

@@ -18,6 +18,15 @@ from typing import Any, Callable, Iterator, Sequence
 PathLike = str | os.PathLike
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's own files are private (0600)
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, flush it, then rename it to ``path``.
 
@@ -30,6 +39,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], Any]) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

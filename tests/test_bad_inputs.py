@@ -148,7 +148,7 @@ X5, X2 = RNG.random((5, 3)), RNG.random((2, 3))
 
 CONFIG_ROWS = [
     ("config/unknown-key", lambda t, a: _load({**_cfg(t), "trian": {}}), ConfigError,
-     "unknown config key 'trian'; did you mean 'train'?"),
+     "unknown config key 'trian' (did you mean 'train'?)"),
     ("config/wrong-type", lambda t, a: _load(_cfg(t), ["train.batch_size=big"]), ConfigError,
      "train.batch_size must be int, got str 'big'"),
     ("config/batch-of-one", lambda t, a: _load(_cfg(t), ["train.batch_size=1"]), ConfigError,
@@ -163,7 +163,7 @@ CONFIG_ROWS = [
     ("config/unknown-format", lambda t, a: _load(_cfg(t), ["data.train.format=parquet"]), ConfigError,
      "known formats: coco, karpathy"),
     ("config/unknown-data-option", lambda t, a: _load(_cfg(t), ["data.train.num_imgs=3"]), ConfigError,
-     "unknown config key 'data.train.num_imgs' for format 'shapes'; did you mean 'num_images'?"),
+     "unknown config key 'data.train.num_imgs' for format 'shapes' (did you mean 'num_images'?)"),
     ("config/missing-file", lambda t, a: _load(t / "none.yaml"), ConfigError, "none.yaml does not exist"),
     ("config/invalid-yaml", lambda t, a: _load(_write(t / "c.yaml", "train: {batch_size: [")), ConfigError,
      "c.yaml is not valid YAML"),
@@ -182,7 +182,7 @@ CONFIG_ROWS = [
     ("config/encoder-not-a-name", lambda t, a: _load(_cfg(t), ["branches.image.encoder=5"]), ConfigError,
      "branches.image.encoder must be a name"),
     ("config/eval-branch-unknown", lambda t, a: _load(_cfg(t), ["eval.branches=[img, caption]"]), ConfigError,
-     "eval.branches names 'img', which is not a branch; did you mean 'image'?"),
+     "eval.branches names 'img', which is not a branch (did you mean 'image'?)"),
     ("config/negative-workers", lambda t, a: _load(_cfg(t), ["data.workers=-1"]), ConfigError,
      "data.workers must be >= 0"),
     ("config/branch-weight-not-number", lambda t, a: _load(_cfg(t), ["branches.image.variance_weight=high"]),
@@ -343,7 +343,7 @@ CLI_ROWS = [
     ("cli/train-missing-config", lambda t, a: _cli("train", t / "none.yaml"), CLIFailed,
      "mmvicreg: error: config file"),
     ("cli/train-unknown-override", lambda t, a: _cli("train", _cli_config(t, _cfg(t)), "train.batchsize=3"),
-     CLIFailed, "unknown config key 'train.batchsize'; did you mean 'batch_size'?"),
+     CLIFailed, "unknown config key 'train.batchsize' (did you mean 'batch_size'?)"),
     ("cli/train-crafted-checkpoint", lambda t, a: _cli(
         "train", _cli_config(t, _resume_from(t, a, "optimizer.bin", _evil))), CLIFailed,
      "optimizer.bin: its pickle asks for the callable io.open"),
