@@ -26,6 +26,8 @@ BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
 PAIRS_MODES = ("one", "all")
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 TRANSFORMS = ("vicreg_view1", "vicreg_view2", "light", "eval")
+# Data keys renamed to the one vocabulary (caption file `captions`, image folder `images`): old -> new.
+RENAMED_DATA_KEYS = {"image_root": "images", "annotations": "captions", "path": "captions", "root": "images"}
 
 # model
 EMBEDDING_LAYERS = ("embedding", "representation")

@@ -23,6 +23,7 @@ from mmvicreg.choices import (
     NONFINITE_POLICIES,
     OBJECTIVES,
     OPTIMIZERS,
+    RENAMED_DATA_KEYS,
     RETRIEVAL_PROTOCOLS,
     did_you_mean,
 )
@@ -335,10 +336,11 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
                 )
             for key in data:
                 if key != "format" and key not in valid:
-                    raise ConfigError(
-                        f"unknown config key 'data.{section}.{key}' for format {data['format']!r}"
-                        f"{_nearest(key, sorted(valid | {'format'}))}"
-                    )
+                    renamed = RENAMED_DATA_KEYS.get(key)
+                    hint = (f"; it is called {renamed!r} (every caption source names its caption file `captions` "
+                            f"and its image folder `images`)" if renamed in valid
+                            else _nearest(key, sorted(valid | {"format"})))
+                    raise ConfigError(f"unknown config key 'data.{section}.{key}' for format {data['format']!r}{hint}")
 
 
 def _check_ranges(config: RunConfig) -> None:

@@ -2,15 +2,15 @@
 overriding only data.* keys (plus a short run length)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from mmvicreg.cli import main
 from mmvicreg.config import load_config
 from mmvicreg.data.build import format_options
+from tests.helpers import REPO_ROOT
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 SHORT = ["train.max_steps=2", "train.batch_size=16", "train.progress=false"]
 
 
