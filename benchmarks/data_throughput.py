@@ -24,13 +24,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _measure import write_section  # noqa: E402
+from _measure import write_section
 
-from mmvicreg.data import csv_captions, make_loader  # noqa: E402
-from mmvicreg.data.sources import shapes as shapes_module  # noqa: E402
-from mmvicreg.data.transforms import light_train, vicreg_view  # noqa: E402
+from mmvicreg.data import csv_captions, make_loader
+from mmvicreg.data.sources import shapes as shapes_module
+from mmvicreg.data.transforms import light_train, vicreg_view
 
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k-1k"
 RECIPES = {

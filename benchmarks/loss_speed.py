@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import median_seconds, peak_extra_mb, run_worker, write_section  # noqa: E402
+from _measure import median_seconds, peak_extra_mb, run_worker, write_section
 
 CASES = [(256, 8192), (512, 8192), (2048, 8192), (1024, 1024), (4096, 512)]
 IMPLS = ["mmvicreg", "dense", "lightly"]

@@ -25,12 +25,10 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _measure import _status_kb, peak_extra_mb, run_worker, write_section  # noqa: E402
+from _measure import _status_kb, peak_extra_mb, run_worker, write_section
 
 KS = (1, 5, 10)
 # (images, captions, dim, implementations)

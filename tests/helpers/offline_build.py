@@ -1,6 +1,5 @@
 """Build every encoder kind, run forward and backward: run with HF_HUB_OFFLINE=1 and empty caches (see test)."""
 
-import sys
 import tempfile
 from pathlib import Path
 

@@ -23,7 +23,7 @@ Tensors on a GPU are evaluated there.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,6 @@ from mmvicreg.evaluation.metrics.search import as_faiss, build_index, search
 
 __all__ = ["coco_retrieval_metrics", "retrieval_metrics", "retrieval_ranks"]
 
-Index = Literal["exact", "flat", "hnsw", "ivf"]
-
 
 def retrieval_metrics(
     image_emb: inputs.ArrayLike,
@@ -44,7 +42,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     folds: Optional[int] = None,
     *,
-    index: Index = "exact",
+    index: str = "exact",
     index_options: Optional[Mapping[str, Any]] = None,
     block_mb: float = 256,
 ) -> dict[str, float]:
@@ -99,7 +97,7 @@ def coco_retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     folds: int = 5,
     *,
-    index: Index = "exact",
+    index: str = "exact",
     index_options: Optional[Mapping[str, Any]] = None,
     block_mb: float = 256,
 ) -> dict[str, dict[str, float]]:
@@ -132,7 +130,7 @@ def retrieval_ranks(
     text_emb: inputs.ArrayLike,
     text_to_image: inputs.ArrayLike,
     *,
-    index: Index = "exact",
+    index: str = "exact",
     k: int = 10,
     index_options: Optional[Mapping[str, Any]] = None,
     block_mb: float = 256,

@@ -21,7 +21,7 @@ subsample against ``index="exact"``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import faiss
 import numpy as np
@@ -29,7 +29,6 @@ import torch
 
 from mmvicreg.choices import INDEX_KINDS, check_choice
 
-IndexKind = Literal["flat", "hnsw", "ivf"]
 _OPTIONS = {"flat": set(), "hnsw": {"m", "ef_construction", "ef_search"}, "ivf": {"nlist", "nprobe"}}
 
 
@@ -40,7 +39,7 @@ def as_faiss(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def build_index(vectors: np.ndarray, kind: IndexKind = "flat", options: Optional[Mapping[str, Any]] = None):
+def build_index(vectors: np.ndarray, kind: str = "flat", options: Optional[Mapping[str, Any]] = None):
     """An inner-product FAISS index of ``kind`` holding the rows of ``vectors`` (n, d) float32."""
     check_choice(kind, INDEX_KINDS, "index")
     options = dict(options or {})
