@@ -134,7 +134,9 @@ def _random_init_like(model: Any) -> Any:
 
     from mmvicreg.model import JointEmbedding
 
-    tokenizers = {n: b.tokenizer for n, b in model.branches.items() if b.modality == "text" and b.shares is None}
+    tokenizers = {
+        n: b.tokenizer for n, b in model.branches.items() if b.encoder.owns_tokenizer and b.shares is None
+    }
     torch.manual_seed(0)
     return JointEmbedding.from_config(model.config()["branches"], tokenizers=tokenizers)
 
