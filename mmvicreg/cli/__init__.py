@@ -42,11 +42,9 @@ def run_train(config_path: str, overrides: list[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; 2 and one line on stderr for a problem the user can fix."""
     parser = build_parser()
-    if prog:
-        parser.prog = prog
     args = parser.parse_args(argv)
     from mmvicreg.config import ConfigError
     from mmvicreg.train import CheckpointError, NonFiniteLossError

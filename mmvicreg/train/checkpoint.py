@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 import torch
 
-from mmvicreg.files import fsync_tree, publish_dir
+from mmvicreg.files import publish_dir
 
 CHECKPOINTS = "checkpoints"
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
@@ -196,7 +196,7 @@ def save_checkpoint(accelerator: Any, output_dir: Path, step: int, keep: int) ->
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()  # every rank's RNG file is in
         if accelerator.is_main_process:
-            fsync_tree(tmp)  # on disk before the rename makes it the checkpoint to resume from
+            publish_dir(tmp, final)  # flushed to disk, then renamed: now the checkpoint to resume from
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
@@ -208,7 +208,6 @@ def save_checkpoint(accelerator: Any, output_dir: Path, step: int, keep: int) ->
         ) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        publish_dir(tmp, final)
         for old in sorted(root.glob("step_*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

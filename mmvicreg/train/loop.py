@@ -56,6 +56,7 @@ def train(
             stepped = optimisation_step(run, batch, guard)
             state.batch += 1
             if stepped is None:  # a non-finite batch, skipped under train.on_nonfinite=skip
+                state.skipped_nonfinite += 1
                 continue
             state.step += 1
             window_samples += t.batch_size

@@ -87,7 +87,6 @@ def optimisation_step(run: Any, batch: Mapping[str, torch.Tensor], guard: NonFin
         problem = f"gradient norm = {float(grad_norm)}"
     if not guard.allows(problem, run.state.step + 1):
         run.optimizer.zero_grad(set_to_none=True)
-        run.state.skipped_nonfinite += 1
         return None
     run.optimizer.step()
     run.scheduler.step()

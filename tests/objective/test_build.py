@@ -29,14 +29,6 @@ from mmvicreg.objective import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _zs(n=8, d=5, names=("image", "text")):
     g = torch.Generator().manual_seed(0)
     return {k: torch.randn(n, d, generator=g, dtype=torch.float64) for k in names}

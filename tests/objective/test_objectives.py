@@ -38,15 +38,6 @@ def build(name, branch_names, coefficients=None, **loss):
     return build_objective(LossConfig(name=name, **loss), branches)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These inputs are tiny: with the cores shared, intra-op threads only spin-wait (100x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _pair(n=12, d=6, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     za = torch.randn(n, d, generator=g, dtype=dtype)
