@@ -100,7 +100,10 @@ class TrainConfig:
     eval_every: Optional[int] = None
     on_nonfinite: str = "stop"  # stop | skip
     max_consecutive_skips: int = 20  # with skip: this many non-finite batches in a row stop the run
-    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb
+    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow, ... (Accelerate's names)
+    project: str = "mmvicreg"  # the trackers' project (wandb project, mlflow experiment, tensorboard folder)
+    run_name: Optional[str] = None  # the run's name in the trackers; None: the output_dir's folder name
+    tracker_init: dict[str, dict[str, Any]] = field(default_factory=dict)  # {tracker: its init options}
     progress: bool = True
     keep_checkpoints: int = 2
 

@@ -21,6 +21,7 @@ from typing import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     from mmvicreg.cli.evaluate import COMMANDS
+    from mmvicreg.cli.hub import add_push_command
 
     parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate an exported model").add_subparsers(dest="eval_command", required=True)
     for name, (add_arguments, _, help_) in COMMANDS.items():
         add_arguments(evaluate.add_parser(name, help=help_))
+    add_push_command(sub)
     return parser
 
 
@@ -52,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return run_train(args.config, args.overrides)
+        if args.command == "push":
+            return args.run(args)
         from mmvicreg.cli.evaluate import COMMANDS
 
         COMMANDS[args.eval_command][1](args)

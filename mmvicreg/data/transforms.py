@@ -1,6 +1,8 @@
 """Image transforms (torchvision.transforms.v2): the VICReg view pair, a light image–text recipe, evaluation.
 
-All take an RGB PIL image (or a uint8 tensor image) and return a float tensor (3, size, size), normalised.
+All take an RGB PIL image (or a uint8 tensor image) and return a float tensor (3, size, size), normalised with
+``mean``/``std`` (ImageNet's unless the weights or the config say otherwise) and resized with ``interpolation``
+(``"bicubic"`` unless the weights were trained with another).
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from mmvicreg.choices import TRANSFORMS, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_INTERPOLATION = "bicubic"
+DEFAULT_CROP_PCT = 0.875
+INTERPOLATIONS = tuple(m.value for m in InterpolationMode)
+
+
+def interpolation_mode(name: str) -> InterpolationMode:
+    """``"bicubic"`` -> ``InterpolationMode.BICUBIC``; an unknown name raises naming the known ones."""
+    if name not in INTERPOLATIONS:
+        raise ValueError(
+            f"unknown interpolation {name!r}{did_you_mean(name, INTERPOLATIONS)}; known: {', '.join(INTERPOLATIONS)}"
+        )
+    return InterpolationMode(name)
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
@@ -46,10 +60,11 @@ def vicreg_view(
     view: int = 1,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> v2.Compose:
     """One of the two published VICReg views (Bardes et al. 2022, appendix; facebookresearch/vicreg).
 
-    RandomResizedCrop(scale 0.08–1, bicubic), horizontal flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8,
+    RandomResizedCrop(scale 0.08–1, bicubic unless ``interpolation`` says otherwise), horizontal flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8,
     grayscale p 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p 1.0 (view 1) / 0.1 (view 2), solarisation p 0.0 / 0.2.
     """
     if view not in (1, 2):
@@ -57,7 +72,7 @@ def vicreg_view(
     blur_p, solarize_p = (1.0, 0.0) if view == 1 else (0.1, 0.2)
     return v2.Compose(
         [
-            v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=interpolation_mode(interpolation), antialias=True),
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
@@ -69,7 +84,10 @@ def vicreg_view(
 
 
 def light_train(
-    size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> v2.Compose:
     """Image–text training: a mild random resized crop (scale 0.5–1).
 
@@ -77,7 +95,7 @@ def light_train(
     """
     return v2.Compose(
         [
-            v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interpolation_mode(interpolation), antialias=True),
             *_to_normalised_tensor(mean, std),
         ]
     )
@@ -87,12 +105,15 @@ def eval_transform(
     size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    crop_ratio: float = 0.875,
+    crop_pct: float = DEFAULT_CROP_PCT,
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> v2.Compose:
-    """Resize the short side to ``size / crop_ratio`` (256 for 224), then centre-crop ``size``."""
+    """Resize the short side to ``size / crop_pct`` (256 for 224 at 0.875), then centre-crop ``size``."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     return v2.Compose(
         [
-            v2.Resize(round(size / crop_ratio), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.Resize(round(size / crop_pct), interpolation=interpolation_mode(interpolation), antialias=True),
             v2.CenterCrop(size),
             *_to_normalised_tensor(mean, std),
         ]
@@ -104,16 +125,20 @@ def build_transform(
     size: int,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    interpolation: str | None = None,
+    crop_pct: float | None = None,
 ) -> v2.Compose:
-    """A transform by name: ``vicreg_view1``, ``vicreg_view2``, ``light`` or ``eval``."""
+    """A transform by name: ``vicreg_view1``, ``vicreg_view2``, ``light`` or ``eval``; None means the default.
+
+    ``crop_pct`` (the eval centre crop's fraction of the resized image) only affects ``eval``.
+    """
     if name not in TRANSFORMS:
         raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORMS)}; known: {', '.join(TRANSFORMS)}")
     mean = tuple(mean) if mean is not None else IMAGENET_MEAN
     std = tuple(std) if std is not None else IMAGENET_STD
-    if name == "vicreg_view1":
-        return vicreg_view(size, 1, mean, std)
-    if name == "vicreg_view2":
-        return vicreg_view(size, 2, mean, std)
+    interpolation = interpolation or DEFAULT_INTERPOLATION
+    if name in ("vicreg_view1", "vicreg_view2"):
+        return vicreg_view(size, 1 if name == "vicreg_view1" else 2, mean, std, interpolation)
     if name == "light":
-        return light_train(size, mean, std)
-    return eval_transform(size, mean, std)
+        return light_train(size, mean, std, interpolation)
+    return eval_transform(size, mean, std, crop_pct if crop_pct is not None else DEFAULT_CROP_PCT, interpolation)

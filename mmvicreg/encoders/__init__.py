@@ -5,8 +5,13 @@ Names:
     ``vit_base_patch16_224``, the CPU-sized ``test_resnet`` / ``test_vit``, ...): an image encoder;
   * ``open_clip:<model>`` (``open_clip:RN50``, ``open_clip:ViT-B-32``): an open_clip vision tower;
   * ``gru``: the VSE++ GRU over a word vocabulary learned from the training captions;
-  * ``hf``: a Hugging Face transformers text encoder from ``config`` (random init) or a local ``path``;
-  * ``open_clip_text:<model>``: an open_clip text transformer with open_clip's bundled BPE tokenizer.
+  * ``hf``: a Hugging Face transformers text encoder from ``config`` (random init) or ``pretrained`` (a local
+    folder or a Hub id);
+  * ``open_clip_text:<model>``: an open_clip text transformer with open_clip's tokenizer for that model.
+
+Every kind takes ``pretrained`` with one meaning (:mod:`mmvicreg.encoders.weights`): false (random init, the
+default, no network), a name the library knows (timm ``true`` or tag, open_clip tag, Hub id: the only values
+that may reach the network) or a local file or folder.
 
 Each :class:`Encoder` class answers for itself what a model needs to know before building it: its
 ``modality`` and whether it ``owns_tokenizer``. :func:`encoder_class` maps a spec to that class (unbuilt) and
@@ -15,7 +20,8 @@ Each :class:`Encoder` class answers for itself what a model needs to know before
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from mmvicreg.choices import did_you_mean
 from mmvicreg.encoders.base import Encoder
@@ -29,11 +35,20 @@ from mmvicreg.encoders.text_tokenizers import (
     word_tokenizer,
     wordpiece_tokenizer,
 )
+from mmvicreg.encoders.weights import PretrainedUnavailable
 
 OWN_NAMES = ("gru", "hf", "open_clip:<model>", "open_clip_text:<model>")
 EXAMPLE_TIMM = ("resnet18", "resnet50", "resnet152", "vit_tiny_patch16_224", "vit_small_patch16_224", "test_resnet")
 
-__all__ = ["Encoder", "build_encoder", "encoder_class", "known_encoder_names", "load_tokenizer", "needs_tokenizer"]
+__all__ = [
+    "Encoder",
+    "PretrainedUnavailable",
+    "build_encoder",
+    "encoder_class",
+    "known_encoder_names",
+    "load_tokenizer",
+    "needs_tokenizer",
+]
 
 
 def known_encoder_names() -> list[str]:
@@ -56,7 +71,7 @@ def _unknown(name: str, why: str = "") -> ValueError:
 def _spec_name(spec: str | Mapping[str, Any]) -> str:
     name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
     if not isinstance(name, str):
-        raise ValueError(f"an encoder spec needs a string `name`, got {spec!r}")
+        raise ValueError(f"an encoder spec needs a string `name`, got {spec!r}")  # noqa: TRY004 - a config error
     return name
 
 
@@ -102,7 +117,9 @@ def build_encoder(
     """Build an encoder from a name or a ``{"name": ..., **options}`` dict.
 
     Text encoders that learn a vocabulary (``gru``; ``hf`` from a config) need the training ``captions``,
-    unless a saved ``tokenizer`` is given (as when loading an export).
+    unless a saved ``tokenizer`` is given (as when loading an export). ``pretrained`` (any kind) is validated
+    before any download: a bad value raises ValueError; weights a tag or Hub id names that cannot be had raise
+    :class:`PretrainedUnavailable` (one line naming the model, the cause and the local-path alternative).
     """
     cls = encoder_class(spec)
     options = {"name": spec} if isinstance(spec, str) else dict(spec)
@@ -115,10 +132,11 @@ def build_encoder(
             return GRUTextEncoder(tok, **options)  # type: ignore[arg-type]
         if cls is HFTextEncoder:
             options, tok_opts = _split_text_options(options)
+            if "path" in options:
+                raise ValueError("hf option `path` is now `pretrained` (a local folder or a Hub id)")
             if tokenizer is None:
-                if options.get("path"):
-                    tok_opts.pop("vocab_size", None)
-                    tokenizer = hf_tokenizer(options["path"], **tok_opts)
+                if options.get("pretrained"):
+                    tokenizer = hf_tokenizer(options["pretrained"], tok_opts.get("max_length"))
                 else:
                     tokenizer = wordpiece_tokenizer(captions or [], **tok_opts)
             return HFTextEncoder(tokenizer, **options)  # type: ignore[arg-type]

@@ -31,6 +31,16 @@ class Encoder(nn.Module):
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def preprocessing(self) -> dict[str, Any]:
+        """What this encoder's weights expect of their inputs; ``{}`` when they say nothing (random init).
+
+        Image encoders may give ``size`` (int), ``mean`` and ``std`` (3 floats), ``interpolation``
+        (``"bicubic"``, ``"bilinear"``, ...) and ``crop_pct`` (eval centre-crop fraction). A branch fills the
+        keys its config leaves out from these (the config wins) and saves the resolved values, so a loaded
+        model preprocesses exactly as it trained. Text encoders carry their preprocessing in ``tokenizer``.
+        """
+        return {}
+
     def check_input(self, x: Any, branch: str) -> None:
         """Raise one clear error when ``x`` is not what this encoder's modality reads."""
         if not isinstance(x, torch.Tensor):

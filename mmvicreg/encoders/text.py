@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from mmvicreg.encoders.base import Encoder
 from mmvicreg.encoders.text_tokenizers import OpenCLIPTokenizer, TextTokenizer
+from mmvicreg.encoders.weights import hf_model, open_clip_model
 
 
 def _lengths(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -48,9 +49,12 @@ class GRUTextEncoder(Encoder):
 
 
 class HFTextEncoder(Encoder):
-    """A transformers encoder (BERT-style) from a config dict (random init) or a local directory.
+    """A transformers encoder (BERT-style) from a config dict (random init) or ``pretrained`` weights.
 
-    ``pooling``: ``"mean"`` over non-pad tokens or ``"cls"`` (the first token).
+    Exactly one of ``config`` (a dict; random init) or ``pretrained`` (a local model folder, or a Hugging Face
+    Hub id such as ``sentence-transformers/all-MiniLM-L6-v2``: network or cache) is given; the weights load
+    in float32. ``tokenizer`` is the checkpoint's own (:func:`~mmvicreg.encoders.text_tokenizers.hf_tokenizer`)
+    for pretrained weights. ``pooling``: ``"mean"`` over non-pad tokens or ``"cls"`` (the first token).
     """
 
     modality = "text"
@@ -60,7 +64,7 @@ class HFTextEncoder(Encoder):
         self,
         tokenizer: TextTokenizer,
         config: dict[str, Any] | None = None,
-        path: str | None = None,
+        pretrained: str | bool | None = None,
         pooling: str = "mean",
     ):
         super().__init__()
@@ -68,11 +72,16 @@ class HFTextEncoder(Encoder):
 
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-        if (config is None) == (path is None):
-            raise ValueError("an hf text encoder needs exactly one of `config` (a dict) or `path` (a local directory)")
-        self.tokenizer, self.pooling, self.path = tokenizer, pooling, path
-        if path is not None:
-            self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        if pretrained is False:
+            pretrained = None
+        if (config is None) == (pretrained is None):
+            raise ValueError(
+                "an hf text encoder needs exactly one of `config` (a dict: random init) or `pretrained` (a local "
+                "folder or a Hub id)"
+            )
+        self.tokenizer, self.pooling = tokenizer, pooling
+        if pretrained is not None:
+            self.model = hf_model(pretrained)
         else:
             cfg = dict(config)  # type: ignore[arg-type]
             model_type = cfg.pop("model_type", "bert")
@@ -95,23 +104,28 @@ class HFTextEncoder(Encoder):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def spec(self) -> dict[str, Any]:
-        # The full HF config, so that the export rebuilds without the original directory.
+        # The full HF config and no `pretrained`: the export rebuilds without the folder, the Hub or a network.
         return {"name": "hf", "config": self.model.config.to_dict(), "pooling": self.pooling}
 
 
 class OpenCLIPTextEncoder(Encoder):
-    """The text transformer of an open_clip model by name, with open_clip's own BPE tokenizer; random init."""
+    """The text transformer of an open_clip model by name, with open_clip's own tokenizer for that model.
+
+    ``pretrained`` loads the weights exactly as the vision tower does
+    (:class:`~mmvicreg.encoders.image.OpenCLIPImageEncoder`): None/False (random init), an open_clip tag
+    (network or cache) or a local weights file; both towers given the same value load the same checkpoint.
+    """
 
     modality = "text"
     owns_tokenizer = True
 
-    def __init__(self, model: str, tokenizer: OpenCLIPTokenizer | None = None):
+    def __init__(self, model: str, pretrained: str | bool | None = None, tokenizer: OpenCLIPTokenizer | None = None):
         super().__init__()
         import open_clip
 
         self.model_name = model
         self.tokenizer = tokenizer or OpenCLIPTokenizer(model)
-        clip = open_clip.create_model(model, pretrained=None)
+        clip = open_clip_model(model, pretrained)
         if hasattr(clip, "text"):  # CustomTextCLIP: the text tower is a module of its own
             self.text = clip.text
             self._encode = self.text

@@ -4,7 +4,7 @@
   punctuation, words rarer than ``min_count`` map to ``<unk>``), for the VSE++-style GRU;
 * ``wordpiece``: a BERT-style WordPiece vocabulary learned from the training captions, for a transformer from
   a config with no pretrained tokenizer;
-* ``hf``: a Hugging Face tokenizer from a local directory;
+* ``hf``: the tokenizer of a Hugging Face checkpoint (a local folder, or a Hub id: opt-in network);
 * ``open_clip``: the BPE tokenizer that ships inside open_clip (nothing to learn or save).
 
 The first three are Hugging Face fast tokenizers built with the ``tokenizers`` library and saved with
@@ -14,10 +14,12 @@ The first three are Hugging Face fast tokenizers built with the ``tokenizers`` l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
+
+from mmvicreg.encoders.weights import hf_load
 
 TOKENIZER_KINDS = ("word", "wordpiece", "hf", "open_clip")
 
@@ -56,7 +58,7 @@ class TextTokenizer:
         )
 
     @classmethod
-    def load(cls, directory: Path) -> "TextTokenizer":
+    def load(cls, directory: Path) -> TextTokenizer:
         from transformers import AutoTokenizer
 
         meta = json.loads((directory / "mmvicreg_tokenizer.json").read_text())
@@ -86,7 +88,7 @@ class OpenCLIPTokenizer:
         (directory / "mmvicreg_tokenizer.json").write_text(json.dumps({"kind": "open_clip", "model": self.model}))
 
     @classmethod
-    def load(cls, directory: Path) -> "OpenCLIPTokenizer":
+    def load(cls, directory: Path) -> OpenCLIPTokenizer:
         return cls(json.loads((directory / "mmvicreg_tokenizer.json").read_text())["model"])
 
 
@@ -120,7 +122,14 @@ def word_tokenizer(captions: Iterable[str], min_count: int = 1, max_length: int 
 
 def wordpiece_tokenizer(captions: Iterable[str], vocab_size: int = 8000, max_length: int = 64) -> TextTokenizer:
     """BERT-style WordPiece learned from captions, with ``[CLS] ... [SEP]`` around each text."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -137,16 +146,24 @@ def wordpiece_tokenizer(captions: Iterable[str], vocab_size: int = 8000, max_len
     return TextTokenizer(fast, "wordpiece", max_length)
 
 
-def hf_tokenizer(path: str, max_length: int = 64) -> TextTokenizer:
-    """The tokenizer saved in a local Hugging Face model directory."""
-    from transformers import AutoTokenizer
+def hf_tokenizer(pretrained: str, max_length: int | None = None) -> TextTokenizer:
+    """The tokenizer of a Hugging Face checkpoint: a local model folder, or a Hub id (opt-in network or cache).
 
-    if not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"{path} is not a directory; a Hugging Face text encoder is read from a local model directory "
-            f"(this library never downloads from a hub)"
-        )
-    return TextTokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True), "hf", max_length)
+    ``max_length`` defaults to the checkpoint's own limit: the smaller of the tokenizer's ``model_max_length``
+    and the model config's ``max_position_embeddings`` (512 when neither says). A ``pretrained`` that is neither
+    an existing folder nor a Hub id raises ValueError; a Hub id that cannot be had raises
+    :class:`~mmvicreg.encoders.weights.PretrainedUnavailable`.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    what = "the hf encoder"
+    tokenizer = hf_load(AutoTokenizer.from_pretrained, pretrained, what)
+    if max_length is None:
+        config = hf_load(AutoConfig.from_pretrained, pretrained, what)
+        limits = [int(tokenizer.model_max_length), int(getattr(config, "max_position_embeddings", 0) or 0)]
+        limits = [n for n in limits if 0 < n < 1_000_000]  # an unset model_max_length is a huge sentinel
+        max_length = min(limits) if limits else 512
+    return TextTokenizer(tokenizer, "hf", max_length)
 
 
 def load_tokenizer(directory: Path) -> TextTokenizer | OpenCLIPTokenizer:

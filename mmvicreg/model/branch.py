@@ -17,33 +17,76 @@ from torch import nn
 
 from mmvicreg.choices import TRANSFORMS, check_choice, did_you_mean
 from mmvicreg.config import BranchConfig
-from mmvicreg.data.transforms import build_transform
+from mmvicreg.data.transforms import (
+    DEFAULT_CROP_PCT,
+    DEFAULT_INTERPOLATION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_transform,
+    interpolation_mode,
+)
 from mmvicreg.encoders import Encoder, build_encoder
 from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
 
-TRANSFORM_KEYS = ("train", "eval", "size", "mean", "std")
 BranchSection = BranchConfig | Mapping[str, Any]
+TRANSFORM_DEFAULTS: dict[str, Any] = {
+    "train": "vicreg_view1",
+    "eval": "eval",
+    "size": 224,
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
+    "interpolation": DEFAULT_INTERPOLATION,
+    "crop_pct": DEFAULT_CROP_PCT,
+}
+TRANSFORM_KEYS = tuple(TRANSFORM_DEFAULTS)
 
 
-def transform_spec(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """An image branch's ``transform`` section with its defaults filled in; unknown keys and names raise."""
-    t: dict[str, Any] = {"train": "vicreg_view1", "eval": "eval", "size": 224, "mean": None, "std": None}
-    for key, value in (spec or {}).items():
+def _checked(key: str, value: Any) -> Any:
+    if key in ("train", "eval"):
+        check_choice(value, TRANSFORMS, f"transform.{key}")
+    elif key in ("mean", "std"):
+        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+            raise ValueError(f"transform.{key} must be 3 numbers (one per RGB channel), got {value!r}")
+        return [float(v) for v in value]
+    elif key == "size" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"transform.size must be a positive integer (pixels), got {value!r}")
+    elif key == "interpolation":
+        interpolation_mode(value)
+    elif key == "crop_pct" and (not isinstance(value, (int, float)) or not 0 < value <= 1):
+        raise ValueError(f"transform.crop_pct must be a number in (0, 1], got {value!r}")
+    return value
+
+
+def transform_spec(spec: Mapping[str, Any] | None, weights: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An image branch's ``transform`` section, every key resolved; unknown keys and bad values raise.
+
+    Each key comes from the config when it gives one (not None), else from ``weights`` (what the encoder's
+    pretrained weights expect: :meth:`~mmvicreg.encoders.Encoder.preprocessing`), else from
+    ``TRANSFORM_DEFAULTS`` (ImageNet statistics, bicubic, 224 px, eval crop 0.875).
+    """
+    given = dict(spec or {})
+    for key in given:
         if key not in TRANSFORM_KEYS:
             raise ValueError(
                 f"unknown transform key {key!r}{did_you_mean(key, TRANSFORM_KEYS)}; known: {', '.join(TRANSFORM_KEYS)}"
             )
-        t[key] = value
-    for key in ("train", "eval"):
-        check_choice(t[key], TRANSFORMS, f"transform.{key}")
-    return t
+    resolved = {}
+    for key, default in TRANSFORM_DEFAULTS.items():
+        for layer in (given, weights or {}):
+            if layer.get(key) is not None:
+                resolved[key] = _checked(key, layer[key])
+                break
+        else:
+            resolved[key] = default
+    return resolved
 
 
 class Branch(nn.Module):
     """encoder -> representation h -> expander -> embedding z, with the field it reads and its preprocessing.
 
     ``field`` defaults to ``"image"`` for image encoders and ``"caption"`` for text encoders; ``transform``
-    (image branches only) is checked by :func:`transform_spec`. ``shares`` names the branch whose encoder this
+    (image branches only) is resolved by :func:`transform_spec`: the config's keys win, then what the
+    encoder's weights expect, then the library defaults; :meth:`config` saves every resolved key. ``shares`` names the branch whose encoder this
     one reuses; ``own_expander`` is False when it reuses that branch's expander too.
     """
 
@@ -60,7 +103,8 @@ class Branch(nn.Module):
         self.encoder = encoder
         self.expander = expander
         self.field = field or ("image" if encoder.modality == "image" else "caption")
-        self.transform_spec = transform_spec(transform) if encoder.modality == "image" else None
+        image = encoder.modality == "image"
+        self.transform_spec = transform_spec(transform, encoder.preprocessing()) if image else None
         self.shares = shares
         self.own_expander = own_expander
         self._transforms: dict[bool, Callable] = {}
@@ -101,7 +145,9 @@ class Branch(nn.Module):
             )
         if train not in self._transforms:
             t = self.transform_spec
-            self._transforms[train] = build_transform(t["train" if train else "eval"], t["size"], t["mean"], t["std"])
+            self._transforms[train] = build_transform(
+                t["train" if train else "eval"], t["size"], t["mean"], t["std"], t["interpolation"], t["crop_pct"]
+            )
         return self._transforms[train](item)
 
     def preprocessor(self, train: bool = False) -> Callable[[Any], torch.Tensor]:

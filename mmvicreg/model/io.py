@@ -2,15 +2,17 @@
 
 An export is a folder with ``config.json`` (the branches' architecture, see ``JointEmbedding.config``),
 ``model.safetensors`` (the weights; weights a ``shares:`` branch repeats are saved once, under their owner) and
-``tokenizers/<branch>/`` (JSON) for each branch whose encoder owns a tokenizer. Every file is staged and renamed
-into place with the config last (:func:`mmvicreg.files.staged_files`): a failure mid-export leaves the previous
-export whole and loadable.
+``tokenizers/<branch>/`` (JSON) for each branch whose encoder owns a tokenizer, and ``README.md``, the model card
+(:mod:`mmvicreg.model.card`). Every file is staged and renamed into place with the config last
+(:func:`mmvicreg.files.staged_files`): a failure mid-export leaves the previous export whole and loadable. The
+same folder is what the Hub holds (:mod:`mmvicreg.model.hub`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ import torch
 
 from mmvicreg.encoders import load_tokenizer, needs_tokenizer
 from mmvicreg.files import staged_files
+from mmvicreg.model.card import CARD_FILE, model_card
 
 if TYPE_CHECKING:
     from mmvicreg.model.joint import JointEmbedding
@@ -28,24 +31,41 @@ TOKENIZER_DIR = "tokenizers"
 FORMAT_VERSION = 1
 
 
-def save_model(model: "JointEmbedding", directory: str | os.PathLike) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``tokenizers/<branch>/`` into ``directory``; return it."""
+def save_model(
+    model: JointEmbedding,
+    directory: str | os.PathLike,
+    *,
+    training_config: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors``, ``tokenizers/<branch>/`` and ``README.md`` into ``directory``.
+
+    ``training_config`` and ``metrics`` go into the model card only (:func:`mmvicreg.model.card.model_card`).
+    Returns ``directory``.
+    """
     from safetensors.torch import save_file
 
     shared = tuple(model.shared_prefixes())
     # clone: safetensors refuses tensors that share storage (tied or viewed weights)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith(shared)}
     text = json.dumps(model.config(), indent=2)
+    card = model_card(model, training_config=training_config, metrics=metrics)
     with staged_files(directory, last=[CONFIG_FILE]) as staging:
         for name, branch in model.branches.items():
             if branch.encoder.owns_tokenizer and branch.shares is None:
                 branch.tokenizer.save(staging / TOKENIZER_DIR / name)
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        (staging / CARD_FILE).write_text(card)
         (staging / CONFIG_FILE).write_text(text)
     return Path(directory)
 
 
-def _read_branch_configs(directory: Path) -> dict[str, dict[str, Any]]:
+def read_export_config(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{branch: saved section}`` of the export ``directory``, after checking it has ``config.json`` and weights.
+
+    Raises ``FileNotFoundError`` naming a missing folder or file, ``ValueError`` for a config that is not ours.
+    """
+    directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory; pass the folder written by save_pretrained")
     config_path = directory / CONFIG_FILE
@@ -83,12 +103,12 @@ def _read_tokenizers(directory: Path, branch_configs: dict[str, dict[str, Any]])
     return tokenizers
 
 
-def _load_weights(model: "JointEmbedding", weights_path: Path, config_path: Path, map_location: str) -> None:
+def _load_weights(model: JointEmbedding, weights_path: Path, config_path: Path, map_location: str) -> None:
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(weights_path), device=map_location)
-    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for truncated or foreign files
         raise ValueError(f"{weights_path} could not be read as safetensors weights ({e})") from None
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -107,15 +127,15 @@ def _load_weights(model: "JointEmbedding", weights_path: Path, config_path: Path
 
 
 def load_model(
-    cls: type["JointEmbedding"], directory: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> "JointEmbedding":
+    cls: type[JointEmbedding], directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> JointEmbedding:
     """Rebuild a model written by :func:`save_model`: architecture from JSON, weights from safetensors.
 
     Raises ``FileNotFoundError`` for a missing folder or file and ``ValueError`` naming the file for a config,
     tokenizer or weights file that cannot be read or does not match.
     """
     directory = Path(directory)
-    branch_configs = _read_branch_configs(directory)
+    branch_configs = read_export_config(directory)
     tokenizers = _read_tokenizers(directory, branch_configs)
     model = cls.from_config(branch_configs, tokenizers=tokenizers)
     _load_weights(model, directory / WEIGHTS_FILE, directory / CONFIG_FILE, str(map_location))

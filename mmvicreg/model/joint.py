@@ -3,12 +3,14 @@
 ``JointEmbedding.from_config({"image": {"encoder": "resnet50"}, "caption": {"encoder": "gru"}}, captions=...)``
 builds it; ``model({branch: input batch})`` returns ``{branch: z}``; ``model.encode(branch, raw items)`` embeds
 raw images or strings through the data package's one loader path; ``save_pretrained`` / ``from_pretrained``
-write and read safetensors + JSON (:mod:`mmvicreg.model.io`).
+write and read safetensors + JSON and a model card (:mod:`mmvicreg.model.io`), locally or through the Hugging
+Face Hub (``push_to_hub``, ``from_pretrained("org/name")``: :mod:`mmvicreg.model.hub`).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -18,7 +20,7 @@ from torch import nn
 
 from mmvicreg.choices import EMBEDDING_LAYERS, check_choice
 from mmvicreg.data.batching import Preprocessor, RawItems, make_loader
-from mmvicreg.model import io
+from mmvicreg.model import hub, io
 from mmvicreg.model.branch import Branch, BranchSection, build_branches
 
 
@@ -144,11 +146,64 @@ class JointEmbedding(nn.Module):
         """``{"format_version", "branches": {name: section}}``: the JSON that rebuilds this architecture."""
         return {"format_version": io.FORMAT_VERSION, "branches": {n: b.config() for n, b in self.branches.items()}}
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``tokenizers/<branch>/`` (see :mod:`mmvicreg.model.io`)."""
-        return io.save_model(self, directory)
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        *,
+        training_config: Any = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``tokenizers/<branch>/`` and the model card ``README.md``.
+
+        ``training_config`` (a mapping or ``RunConfig``) and ``metrics`` (nested mappings) appear in the card
+        only (:mod:`mmvicreg.model.card`). Files are staged and moved in with ``config.json`` last
+        (:mod:`mmvicreg.model.io`).
+        """
+        return io.save_model(self, directory, training_config=training_config, metrics=metrics)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "JointEmbedding":
-        """Rebuild a model written by :meth:`save_pretrained`: architecture from JSON, weights from safetensors."""
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        map_location: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+    ) -> JointEmbedding:
+        """Rebuild a model from a folder written by :meth:`save_pretrained` or from a Hub repo ``"org/name"``.
+
+        An existing folder is read as is (no network). Otherwise a string that is a Hub repo id is fetched with
+        ``huggingface_hub.snapshot_download`` (its export files only, into the Hugging Face cache, ``cache_dir``
+        if given; a cached repo loads with ``HF_HUB_OFFLINE=1``) and read the same way. Anything else raises
+        ``FileNotFoundError`` naming it; Hub failures are one line naming the repo, the cause and the
+        alternative (:func:`mmvicreg.model.hub.hub_error`).
+        """
+        directory = hub.resolve_export(
+            name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+        )
         return io.load_model(cls, directory, map_location)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        training_config: Any = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Save this model (:meth:`save_pretrained`) into a temporary folder and upload it to ``repo_id``.
+
+        The repo is created if needed (``private`` when asked); ``revision`` is a branch, created if needed.
+        Returns the commit's URL. Offline, not authorised or unreachable: a one-line ``OSError`` naming the repo,
+        the cause and what to do (:func:`mmvicreg.model.hub.upload_export`).
+        """
+        with tempfile.TemporaryDirectory(prefix="mmvicreg-export-") as tmp:
+            self.save_pretrained(tmp, training_config=training_config, metrics=metrics)
+            return hub.upload_export(
+                tmp, repo_id, private=private, token=token, revision=revision, commit_message=commit_message
+            )

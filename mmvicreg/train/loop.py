@@ -19,7 +19,7 @@ from mmvicreg.config import RunConfig
 from mmvicreg.train.callbacks import Callback
 from mmvicreg.train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
 from mmvicreg.train.rundir import RunDir, flat, log_record
-from mmvicreg.train.setup import Run, setup
+from mmvicreg.train.setup import Run, setup, tracker_init
 from mmvicreg.train.step import NonFiniteGuard, nonfinite_error, optimisation_step, weights_finite
 
 
@@ -37,7 +37,7 @@ def train(
     sources = {"train": run.train_source, "eval": run.eval_source}
     rundir.start(config, state.step, sources, accelerator.print)
     if t.trackers:
-        accelerator.init_trackers("mmvicreg", config=flat(config.to_dict()))
+        accelerator.init_trackers(t.project, config=flat(config.to_dict()), init_kwargs=tracker_init(config))
     guard = NonFiniteGuard(t.on_nonfinite, t.max_consecutive_skips, run.output_dir, accelerator.print)
 
     from tqdm.auto import tqdm
@@ -86,9 +86,11 @@ def train(
     latest = latest_checkpoint(run.output_dir)
     if latest is None or checkpoint_step(latest) != state.step:
         checkpoint(run, callbacks)
-    rundir.finish(run.unwrapped, sources)
-    if run.eval_source is not None and last_eval.get("step") != state.step:
+    final_eval = last_eval if last_eval.get("step") == state.step else None
+    rundir.finish(run.unwrapped, sources, config, final_eval)
+    if run.eval_source is not None and final_eval is None:
         last_eval = evaluate(run, rundir)
+        rundir.write_card(run.unwrapped, config, last_eval)
     accelerator.end_training()
     return last_eval
 

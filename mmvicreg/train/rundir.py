@@ -16,6 +16,7 @@ import torch
 
 from mmvicreg.config import RunConfig, dump_config
 from mmvicreg.files import atomic_write_json, atomic_write_text
+from mmvicreg.model.card import write_model_card
 from mmvicreg.objective.diagnostics import embedding_std, rankme
 
 METRICS, EVAL, DATA_REPORT, PLOTS = "metrics.jsonl", "eval.json", "data_report.json", "plots"
@@ -43,6 +44,11 @@ class RunDir:
             self._metrics.write(json.dumps(record) + "\n")
             self._metrics.flush()
 
+    def write_card(self, model: Any, config: Any, metrics: Mapping[str, Any]) -> None:
+        """Rewrite the exported model's card with the final evaluation (the export precedes it)."""
+        if self.is_main:
+            write_model_card(self.path / "model", model, training_config=config.to_dict(), metrics=metrics)
+
     def write_eval(self, result: Mapping[str, Any]) -> None:
         if self.is_main:
             atomic_write_json(self.path / EVAL, dict(result))
@@ -61,11 +67,12 @@ class RunDir:
                     f"{captions}{detail}")
         atomic_write_json(self.path / DATA_REPORT, report)
 
-    def finish(self, model: Any, sources: Mapping[str, Any]) -> None:
-        """Export the model, close the metrics, rewrite the data report, draw the plots."""
+    def finish(self, model: Any, sources: Mapping[str, Any], config: Any, metrics: Mapping[str, Any] | None) -> None:
+        """Export the model (its card holds ``config`` and ``metrics``), close the metrics, rewrite the data
+        report, draw the plots."""
         if not self.is_main:
             return
-        model.save_pretrained(self.path / "model")
+        model.save_pretrained(self.path / "model", training_config=config.to_dict(), metrics=metrics or None)
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None

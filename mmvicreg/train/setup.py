@@ -118,6 +118,26 @@ def find_resume(config: RunConfig, out_dir: Path) -> Path | None:
     return latest if config.resume else None
 
 
+# The init option through which each tracker takes a run's name (Accelerate passes `project_name` as the project).
+RUN_NAME_OPTIONS = {"wandb": "name", "trackio": "name", "mlflow": "run_name", "clearml": "task_name", "swanlab": "experiment_name"}
+
+
+def tracker_init(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Accelerate's ``init_kwargs``: ``train.tracker_init`` per tracker, with the run name where it has a slot.
+
+    The run name is ``train.run_name``, or the output folder's name; an explicit option in ``tracker_init`` wins.
+    """
+    t = config.train
+    name = t.run_name or Path(config.output_dir).name
+    options = {}
+    for tracker in t.trackers:
+        given = dict(t.tracker_init.get(tracker, {}))
+        if tracker in RUN_NAME_OPTIONS:
+            given.setdefault(RUN_NAME_OPTIONS[tracker], name)
+        options[tracker] = given
+    return options
+
+
 def make_accelerator(config: RunConfig) -> Any:
     """The Accelerator (precision, trackers, CPU processes), seeded; checks the batch splits over processes."""
     from accelerate import Accelerator
@@ -128,6 +148,12 @@ def make_accelerator(config: RunConfig) -> Any:
     for tracker in t.trackers:
         if tracker not in known_trackers:
             raise ConfigError(f"train.trackers names {tracker!r}; known trackers: {', '.join(known_trackers)}")
+    for tracker in t.tracker_init:
+        if tracker not in t.trackers:
+            raise ConfigError(
+                f"train.tracker_init has options for {tracker!r}, which is not in train.trackers "
+                f"({t.trackers}); add it there or remove its options"
+            )
     # Several processes without a GPU (torchrun / accelerate launch on CPUs) need Accelerate's cpu flag to
     # start gloo; a single process keeps Accelerate's own device choice.
     launched_on_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()

@@ -11,7 +11,7 @@ from tests.helpers.models import CAPTIONS, TINY_BERT
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        from transformers import AutoModel, AutoConfig
+        from transformers import AutoConfig, AutoModel
 
         from mmvicreg.encoders.text_tokenizers import wordpiece_tokenizer
 
@@ -26,7 +26,7 @@ def main() -> None:
             ({"name": "open_clip:ViT-B-32", "image_size": 64}, 64),
             ({"name": "gru", "word_dim": 16, "hidden_dim": 32}, None),
             ({"name": "hf", "config": TINY_BERT, "vocab_size": 200}, None),
-            ({"name": "hf", "path": str(local), "pooling": "cls"}, None),
+            ({"name": "hf", "pretrained": str(local), "pooling": "cls"}, None),
             ({"name": "open_clip_text:ViT-B-32"}, None),
         ]
         for spec, size in specs:

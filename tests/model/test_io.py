@@ -62,7 +62,7 @@ def test_hf_local_directory_round_trip(tmp_path):
     tok = wordpiece_tokenizer(CAPTIONS, vocab_size=150)
     tok.tokenizer.save_pretrained(local)
     AutoModel.from_config(AutoConfig.for_model(vocab_size=tok.vocab_size, **TINY_BERT)).save_pretrained(local)
-    m = JointEmbedding.from_config({"caption": {"encoder": {"name": "hf", "path": str(local)}, "expander": "none"}})
+    m = JointEmbedding.from_config({"caption": {"encoder": {"name": "hf", "pretrained": str(local)}, "expander": "none"}})
     loaded = _round_trip(m, tmp_path, "caption", CAPTIONS[:5])
     assert loaded.branch("caption").tokenizer.kind == "hf"
 

@@ -15,6 +15,7 @@ from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.objective import build_objective
 from mmvicreg.train import Callback, NonFiniteLossError, train
+from mmvicreg.train.setup import tracker_init
 from tests.helpers.configs import tiny_config
 
 
@@ -43,6 +44,20 @@ def test_run_directory_metrics_and_falling_loss(tmp_path):
                 "t2i_meanr", "num_images", "num_captions"]:
         assert key in saved and key in result
     assert saved["num_images"] == 20 and saved["num_captions"] == 100
+    card = (run / "model" / "README.md").read_text()  # the export precedes the evaluation; its card is rewritten
+    assert f"| rsum | {round(saved['rsum'], 4)} |" in card and "max_steps: 24" in card
+
+
+def test_tracker_settings_come_from_the_config(tmp_path):
+    tree = tiny_config(tmp_path / "my-run")
+    tree["train"].update(trackers=["wandb", "mlflow"], project="retrieval", tracker_init={"wandb": {"tags": ["a"]}})
+    config = load_config(tree, [], format_keys=format_options)
+    assert tracker_init(config) == {"wandb": {"tags": ["a"], "name": "my-run"}, "mlflow": {"run_name": "my-run"}}
+    config = load_config(tree, ["train.run_name=sweep-3", "train.tracker_init.wandb.name=mine"], format_keys=format_options)
+    assert tracker_init(config) == {"wandb": {"tags": ["a"], "name": "mine"}, "mlflow": {"run_name": "sweep-3"}}
+    tree["train"].update(trackers=["tensorboard"])
+    with pytest.raises(ConfigError, match="train.tracker_init has options for 'wandb', which is not in train.trackers"):
+        _run(tree)
 
 
 class _Stop(Exception):
