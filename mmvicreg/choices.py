@@ -40,6 +40,8 @@ NONFINITE_POLICIES = ("stop", "skip")
 # evaluation
 RETRIEVAL_PROTOCOLS = ("5k", "1k")
 INDEX_KINDS = ("flat", "hnsw", "ivf")
+RETRIEVAL_INDEXES = ("exact", *INDEX_KINDS)
+EVAL_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def did_you_mean(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5) -> str:

@@ -144,6 +144,12 @@ class EvalConfig:
     protocol: str = "5k"  # 5k | 1k
     branches: Optional[list[str]] = None  # [image branch, text branch]; default: the first two
     captions_per_image: int = 5
+    device: Optional[str] = None  # cpu | cuda | cuda:N; None: the training device (CLI: cuda when present)
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    workers: Optional[int] = None  # DataLoader worker processes for decoding; None: data.workers
+    index: str = "exact"  # retrieval ranks: exact | flat | ivf | hnsw (FAISS; on the GPU when it can)
+    index_options: dict[str, Any] = field(default_factory=dict)  # hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe
+    reference: Optional[dict[str, Any]] = None  # a labelled data section: the k-NN / linear memory (default: data.train)
 
 
 @dataclass

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mmvicreg"
-LEAVES = {"config", "choices", "files", "distributed"}
+LEAVES = {"config", "choices", "files", "distributed", "devices"}
 ALLOWED = {
     "choices": set(),
     "files": set(),
     "config": {"choices", "files"},
     "distributed": set(),
+    "devices": {"choices"},
     "objective": LEAVES,
     "encoders": LEAVES,
     "data": LEAVES,

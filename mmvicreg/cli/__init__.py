@@ -4,6 +4,9 @@
     mmvicreg eval retrieval --model RUN/model --format coco --images DIR --captions FILE [--protocol 1k]
     mmvicreg eval knn --model RUN/model --format digits [--compare-random-init]
     mmvicreg eval linear-probe --model RUN/model --format folder --train-images DIR --test-images DIR
+    mmvicreg index build --model RUN/model --images DIR [--captions FILE.txt] --out INDEX
+    mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
+    mmvicreg push --model RUN/model --repo-id ORG/NAME
 
 Argument parsing only: the work is in :mod:`mmvicreg.train` and :mod:`mmvicreg.evaluation`. Problems with the
 config or the data stop the run before training with one line naming the cause (this module holds the one
@@ -22,6 +25,7 @@ from typing import Sequence
 def build_parser() -> argparse.ArgumentParser:
     from mmvicreg.cli.evaluate import COMMANDS
     from mmvicreg.cli.hub import add_push_command
+    from mmvicreg.cli.index import add_index_commands
 
     parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (add_arguments, _, help_) in COMMANDS.items():
         add_arguments(evaluate.add_parser(name, help=help_))
     add_push_command(sub)
+    add_index_commands(sub)
     return parser
 
 
@@ -54,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return run_train(args.config, args.overrides)
-        if args.command == "push":
+        if args.command in ("push", "index", "search"):
             return args.run(args)
         from mmvicreg.cli.evaluate import COMMANDS
 

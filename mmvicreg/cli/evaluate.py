@@ -11,9 +11,17 @@ Errors are reported by the command line's one handler (``mmvicreg.cli.main``).
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, Callable, Sequence
 
-from mmvicreg.choices import CAPTION_FORMATS, EMBEDDING_LAYERS, IMAGE_FORMATS, RETRIEVAL_PROTOCOLS
+from mmvicreg.choices import (
+    CAPTION_FORMATS,
+    EMBEDDING_LAYERS,
+    EVAL_PRECISIONS,
+    IMAGE_FORMATS,
+    RETRIEVAL_INDEXES,
+    RETRIEVAL_PROTOCOLS,
+)
 
 # ------------------------------------------------------------------------------------------- sources
 
@@ -81,10 +89,19 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
         atomic_write_json(path, payload)
 
 
-def _load_model(path: str) -> Any:
+def _load_model(args: argparse.Namespace) -> Any:
+    """The model of ``--model`` on ``--device`` (default: CUDA when torch sees a GPU, else the CPU)."""
+    from mmvicreg.devices import resolve_device
     from mmvicreg.model import JointEmbedding
 
-    return JointEmbedding.from_pretrained(path)
+    device = resolve_device(args.device)  # before loading: a missing GPU is named at once
+    return JointEmbedding.from_pretrained(args.model).to(device)
+
+
+def encoding(args: argparse.Namespace) -> dict[str, Any]:
+    """The encoding options of every eval command: ``batch_size``, ``workers``, ``precision``, ``progress``."""
+    return {"batch_size": args.batch_size, "workers": args.workers, "precision": args.precision,
+            "progress": args.progress}
 
 
 # ------------------------------------------------------------------------------------------- retrieval
@@ -94,11 +111,20 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     """Retrieval metrics with chance level: printed, and written to ``--json`` (R@K curve to ``--plot``)."""
     from mmvicreg.evaluation.model_level import embed_for_retrieval, format_retrieval, recall_curve, score_retrieval
 
-    model = _load_model(args.model)
+    from mmvicreg.evaluation.metrics.search import faiss_device
+
+    model = _load_model(args)
     source = caption_source(args)
-    emb = embed_for_retrieval(model, source, args.branches, args.batch_size, args.captions_per_image, args.progress)
-    result = {"model": str(args.model), "format": args.format, **score_retrieval(emb, args.protocol)}
+    options = _options(args.index_option)
+    if options and args.index == "exact":
+        raise ValueError(f"--index-option {args.index_option} applies to a FAISS --index (flat, ivf, hnsw), not exact")
+    emb = embed_for_retrieval(model, source, args.branches, captions_per_image=args.captions_per_image,
+                              **encoding(args))
+    result = {"model": str(args.model), "format": args.format,
+              **score_retrieval(emb, args.protocol, args.index, options or None)}
     print(format_retrieval(result, result["chance"]))
+    if args.index != "exact":
+        print(f"ranks from a FAISS {args.index} index on the {faiss_device(args.index)}")
     if args.plot:
         _plot_recall_curve(recall_curve(emb), args.plot)
     _write_json(args.json, result)
@@ -146,7 +172,7 @@ Score = Callable[..., dict[str, Any]]
 
 def _image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
     """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
-    model = _load_model(args.model)
+    model = _load_model(args)
     images = [n for n in model.branch_names if model.branch(n).modality == "image"]
     branches = args.branch or images
     for b in branches:
@@ -157,12 +183,11 @@ def _image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> d
     test_src = image_source(args.format, args.test_images, args.test_split, args.option)
     models = {"trained": model}
     if args.compare_random_init:
-        models["random_init"] = _random_init_like(model)
+        models["random_init"] = _random_init_like(model).to(next(model.parameters()).device)
     result: dict[str, Any] = {"model": str(args.model), "layer": args.layer, "results": {}}
     for which, m in models.items():
         for branch in branches:
-            scores = evaluate(m, train_src, test_src, branch, batch_size=args.batch_size, layer=args.layer,
-                              progress=args.progress, **settings)
+            scores = evaluate(m, train_src, test_src, branch, layer=args.layer, **encoding(args), **settings)
             result["results"].setdefault(which, {})[branch] = {
                 k: v for k, v in scores.items() if k not in ("branch", "layer")
             }
@@ -201,6 +226,11 @@ def _add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str]) ->
     p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/)")
     p.add_argument("--format", required=True, choices=formats)
     p.add_argument("--batch-size", type=int, default=256, help="items per encoding batch")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")
+    p.add_argument("--precision", choices=EVAL_PRECISIONS, default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="DataLoader processes that decode and preprocess (default: up to 4; 0: in this process)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extra source option")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -216,6 +246,10 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--branches", nargs=2, metavar=("IMAGE", "TEXT"), help="default: first image and text branch")
     p.add_argument("--captions-per-image", type=int, default=5)
     p.add_argument("--plot", help="write a PNG of R@K against K here")
+    p.add_argument("--index", choices=RETRIEVAL_INDEXES, default="exact",
+                   help="exact ranks, or a FAISS index (flat is exact too; ivf, hnsw approximate; GPU when present)")
+    p.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="FAISS option: hnsw m, ef_construction, ef_search; ivf nlist, nprobe")
 
 
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:

@@ -8,8 +8,10 @@ call these functions; the metrics themselves are computed on arrays by :mod:`mmv
 The model is duck-typed, so this module never imports the model package. It needs:
 
 * ``model.branch_names`` (list of str) and ``model.branch(name).modality`` (``"image"`` or ``"text"``);
-* ``model.encode(branch, items, batch_size=..., layer=..., progress=...)`` -> (n, d) tensor, where ``items`` is
-  a sequence (``len`` and integer/slice indexing) of raw items, PIL images or strings.
+* ``model.encode_batches(branch, items, batch_size=..., layer=..., progress=..., workers=..., precision=...)``
+  -> an iterator of (batch, d) CPU tensors in order, where ``items`` is a sequence (``len`` and integer
+  indexing; picklable for ``workers > 0``) of raw items, PIL images or strings. ``JointEmbedding`` runs it
+  through one DataLoader with worker processes, on its device, under autocast.
 
 And of a source:
 
@@ -26,14 +28,14 @@ representation h before the expander, as published.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from mmvicreg.choices import RETRIEVAL_PROTOCOLS, check_choice
+from mmvicreg.choices import RETRIEVAL_INDEXES, RETRIEVAL_PROTOCOLS, check_choice
 from mmvicreg.evaluation.metrics.chance import retrieval_chance
-from mmvicreg.evaluation.metrics.knn import knn_classify
+from mmvicreg.evaluation.metrics.knn import KNNMemory, knn_classify_memory
 from mmvicreg.evaluation.metrics.linear_probe import linear_probe
 from mmvicreg.evaluation.metrics.retrieval import retrieval_metrics, retrieval_ranks
 
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = [
     "RetrievalEmbeddings",
     "embed_for_retrieval",
+    "encode_all",
+    "feature_batches",
     "evaluate",
     "evaluate_knn",
     "evaluate_linear_probe",
@@ -64,27 +68,32 @@ PROTOCOL_FOLDS = {"5k": None, "1k": 5}  # the COCO protocols: whole set, or 5 fo
 
 
 def evaluate(
-    model: Any, eval_source: Any, *, train_source: Any = None, settings: "EvalConfig"
+    model: Any, eval_source: Any, *, reference: Any = None, settings: "EvalConfig"
 ) -> tuple[dict[str, Any], str]:
     """The end-of-run evaluation: ``(result, text to print)``.
 
     A captioned ``eval_source`` gives :func:`evaluate_retrieval`'s result: the retrieval metrics with
     ``protocol``, ``image_branch``, ``text_branch`` and ``chance``. A labelled image source gives
     ``{"knn": {branch: evaluate_knn(...)}}`` for every branch in ``settings.branches`` (default: all of them),
-    with ``train_source`` as the k-NN memory. ``settings`` is the run's ``eval`` section (batch_size, protocol,
-    branches, captions_per_image).
+    with the labelled ``reference`` source as the k-NN memory. ``settings`` is the run's ``eval`` section
+    (batch_size, workers, precision, protocol, index, branches, captions_per_image).
     """
+    encoding = {"batch_size": settings.batch_size, "workers": settings.workers or 0, "precision": settings.precision}
     if is_captioned(eval_source):
         result = evaluate_retrieval(
-            model, eval_source, settings.branches, settings.batch_size, settings.protocol,
-            settings.captions_per_image,
+            model, eval_source, settings.branches, protocol=settings.protocol,
+            captions_per_image=settings.captions_per_image, index=settings.index,
+            index_options=settings.index_options, **encoding,
         )
         text = f"held-out retrieval ({settings.protocol} protocol):\n" + format_retrieval(result, result["chance"])
         return result, text
-    if train_source is None:
-        raise ValueError("k-NN evaluation of a labelled eval source needs the labelled training source as memory")
+    if reference is None or getattr(reference, "labels", None) is None:
+        raise ValueError(
+            "k-NN evaluation of a labelled eval source needs a labelled reference set as memory: set eval.reference "
+            "(a data section of labelled images), or train on labelled images"
+        )
     knn = {
-        name: evaluate_knn(model, train_source, eval_source, name, batch_size=settings.batch_size)
+        name: evaluate_knn(model, reference, eval_source, name, **encoding)
         for name in (settings.branches or model.branch_names)
     }
     return {"knn": knn}, "\n".join(format_knn(name, scores) for name, scores in knn.items())
@@ -133,24 +142,35 @@ def embed_for_retrieval(
     batch_size: int = 256,
     captions_per_image: int = 5,
     progress: bool = False,
+    *,
+    workers: int = 0,
+    precision: str = "auto",
 ) -> RetrievalEmbeddings:
     """Encode ``source.eval_set(captions_per_image)``: every image, and the first ``captions_per_image`` captions
-    of each, with the branches :func:`pick_retrieval_branches` chooses."""
+    of each, with the branches :func:`pick_retrieval_branches` chooses (``workers`` decode, ``precision``: see
+    :func:`encode_all`)."""
     image_branch, text_branch = pick_retrieval_branches(model, branches)
     rs = source.eval_set(captions_per_image)
-    img = model.encode(image_branch, rs.images, batch_size=batch_size, progress=progress)
-    txt = model.encode(text_branch, rs.flat_captions, batch_size=batch_size, progress=progress)
+    options = {"batch_size": batch_size, "progress": progress, "workers": workers, "precision": precision}
+    img = encode_all(model, image_branch, rs.images, **options)
+    txt = encode_all(model, text_branch, rs.flat_captions, **options)
     return RetrievalEmbeddings(img, txt, np.asarray(rs.caption_image_index), image_branch, text_branch)
 
 
-def score_retrieval(emb: RetrievalEmbeddings, protocol: str = "5k") -> dict[str, Any]:
+def score_retrieval(
+    emb: RetrievalEmbeddings, protocol: str = "5k", index: str = "exact", index_options: Optional[dict] = None
+) -> dict[str, Any]:
     """``{"protocol", "image_branch", "text_branch", **retrieval_metrics, "chance"}`` for ``emb``.
 
     ``protocol``: ``"5k"`` ranks against the whole set; ``"1k"`` averages over 5 folds of consecutive images.
+    ``index``: ``"exact"`` or a FAISS index kind (``flat``, ``ivf``, ``hnsw``) with its ``index_options``.
     ``chance`` is the R@1/5/10 of random embeddings under the same protocol (:func:`retrieval_chance`).
     """
     folds = PROTOCOL_FOLDS[check_choice(protocol, RETRIEVAL_PROTOCOLS, "protocol")]
-    metrics = retrieval_metrics(emb.image, emb.text, emb.text_to_image, ks=RECALL_KS, folds=folds)
+    check_choice(index, RETRIEVAL_INDEXES, "index")
+    metrics = retrieval_metrics(
+        emb.image, emb.text, emb.text_to_image, ks=RECALL_KS, folds=folds, index=index, index_options=index_options
+    )
     chance = retrieval_chance(metrics["num_images"], metrics["num_captions"], folds, RECALL_KS)
     return {
         "protocol": protocol, "image_branch": emb.image_branch, "text_branch": emb.text_branch, **metrics,
@@ -166,11 +186,18 @@ def evaluate_retrieval(
     protocol: str = "5k",
     captions_per_image: int = 5,
     progress: bool = False,
+    *,
+    workers: int = 0,
+    precision: str = "auto",
+    index: str = "exact",
+    index_options: Optional[dict] = None,
 ) -> dict[str, Any]:
     """Recall@1/5/10, medr, meanr both ways on a captioned source, with chance level: :func:`score_retrieval`
     of :func:`embed_for_retrieval`."""
-    emb = embed_for_retrieval(model, source, branches, batch_size, captions_per_image, progress)
-    return score_retrieval(emb, protocol)
+    emb = embed_for_retrieval(
+        model, source, branches, batch_size, captions_per_image, progress, workers=workers, precision=precision
+    )
+    return score_retrieval(emb, protocol, index, index_options)
 
 
 def recall_curve(emb: RetrievalEmbeddings, max_k: int = 50) -> dict[str, np.ndarray]:
@@ -198,20 +225,37 @@ def format_retrieval(metrics: dict[str, Any], chance: Optional[dict[str, float]]
 # ------------------------------------------------------------------------------------------- k-NN / probe
 
 
-def image_features(
-    model: Any, branch: str, source: Any, layer: str = "representation", batch_size: int = 256,
-    progress: bool = False,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """``(features (n, d), labels (n,))`` of a labelled image source through ``branch`` (its ``layer``).
+def encode_all(model: Any, branch: str, items: Sequence[Any], **options: Any) -> torch.Tensor:
+    """``model.encode_batches(branch, items, **options)`` as one (n, d) tensor (options: batch_size, layer,
+    progress, workers, precision)."""
+    return torch.cat(list(model.encode_batches(branch, items, **options)))
 
-    The images are the data package's lazy view (``LazyImages``): decoded as ``model.encode`` slices them batch
-    by batch, never a decoded split in memory; a corrupt image raises, whatever the source's policy (replacing
-    it would misalign features and labels).
+
+def feature_batches(
+    model: Any, branch: str, source: Any, layer: str = "representation", **options: Any
+) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """``(features (b, d), labels (b,))`` batch by batch of a labelled image source through ``branch``.
+
+    The images are the data package's lazy view (``LazyImages``), decoded by the loader's workers batch by
+    batch: never a decoded split, nor more than one batch of features, in memory. A corrupt image raises,
+    whatever the source's policy (replacing it would misalign features and labels).
     """
     from mmvicreg.data import LazyImages  # the data package only when an image source is evaluated
 
-    feats = model.encode(branch, LazyImages(source), batch_size=batch_size, layer=layer, progress=progress)
-    return feats, np.asarray(source.labels)
+    labels = np.asarray(source.labels)
+    start = 0
+    for feats in model.encode_batches(branch, LazyImages(source), layer=layer, **options):
+        yield feats, labels[start : start + len(feats)]
+        start += len(feats)
+
+
+def image_features(
+    model: Any, branch: str, source: Any, layer: str = "representation", batch_size: int = 256,
+    progress: bool = False, **options: Any,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``(features (n, d), labels (n,))`` of a labelled image source: :func:`feature_batches` concatenated."""
+    batches = list(feature_batches(model, branch, source, layer, batch_size=batch_size, progress=progress, **options))
+    return torch.cat([f for f, _ in batches]), np.concatenate([y for _, y in batches])
 
 
 def evaluate_knn(
@@ -224,15 +268,22 @@ def evaluate_knn(
     layer: str = "representation",
     progress: bool = False,
     temperature: float = 0.07,
+    **options: Any,
 ) -> dict[str, Any]:
     """Weighted k-NN top-1 of ``branch``'s frozen features: ``{"branch", "layer", **knn_classify(...)}``.
 
-    ``ks`` larger than the training set are dropped (all of them: k = the training set's size).
+    ``train_source`` is the labelled reference set; its features go into the k-NN index batch by batch
+    (:class:`~mmvicreg.evaluation.metrics.knn.KNNMemory`), so memory grows with it by the features alone.
+    ``ks`` larger than the reference set are dropped (all of them: k = its size). ``options``: ``workers``,
+    ``precision`` (see :func:`encode_all`).
     """
-    train_x, train_y = image_features(model, branch, train_source, layer, batch_size, progress)
-    test_x, test_y = image_features(model, branch, test_source, layer, batch_size, progress)
-    ks = tuple(k for k in ks if k <= len(train_y)) or (len(train_y),)
-    scores = knn_classify(train_x, train_y, test_x, test_y, ks=ks, temperature=temperature)
+    encoding = {"batch_size": batch_size, "progress": progress, **options}
+    memory = KNNMemory(train_source.num_images)
+    for feats, labels in feature_batches(model, branch, train_source, layer, **encoding):
+        memory.add(feats, labels)
+    test_x, test_y = image_features(model, branch, test_source, layer, **encoding)
+    ks = tuple(k for k in ks if k <= len(memory)) or (len(memory),)
+    scores = knn_classify_memory(memory, test_x, test_y, ks=ks, temperature=temperature)
     return {"branch": branch, "layer": layer, **scores}
 
 
@@ -247,13 +298,17 @@ def evaluate_linear_probe(
     batch_size: int = 256,
     layer: str = "representation",
     progress: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Linear-probe top-1 of ``branch``'s frozen features: ``{"branch", "layer", **linear_probe(...)}``.
+    """Linear-probe top-1 of ``branch``'s frozen, unaugmented features: ``{"branch", "layer", **linear_probe(...)}``.
 
-    ``batch_size`` is the encoding batch, ``probe_batch_size`` the SGD batch of the probe.
+    ``batch_size`` is the encoding batch, ``probe_batch_size`` the SGD batch of the probe; ``options``:
+    ``workers``, ``precision``. The published protocol (augmented, or fine-tuned on 1%/10% of the labels) is
+    :mod:`mmvicreg.evaluation.linear_eval`.
     """
-    train_x, train_y = image_features(model, branch, train_source, layer, batch_size, progress)
-    test_x, test_y = image_features(model, branch, test_source, layer, batch_size, progress)
+    encoding = {"batch_size": batch_size, "progress": progress, **options}
+    train_x, train_y = image_features(model, branch, train_source, layer, **encoding)
+    test_x, test_y = image_features(model, branch, test_source, layer, **encoding)
     scores = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, batch_size=probe_batch_size)
     return {"branch": branch, "layer": layer, **scores}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -20,6 +20,7 @@ from torch import nn
 
 from mmvicreg.choices import EMBEDDING_LAYERS, check_choice
 from mmvicreg.data.batching import Preprocessor, RawItems, make_loader
+from mmvicreg.devices import autocast
 from mmvicreg.model import hub, io
 from mmvicreg.model.branch import Branch, BranchSection, build_branches
 
@@ -85,20 +86,25 @@ class JointEmbedding(nn.Module):
             zs[name], hs[name] = branch(x, return_representation=True)
         return (zs, hs) if return_representations else zs
 
-    @torch.no_grad()
-    def encode(
+    def encode_batches(
         self,
         branch: str,
         items: Sequence[Any],
         batch_size: int = 64,
         layer: str = "embedding",
         progress: bool = False,
-    ) -> torch.Tensor:
-        """Raw items (PIL images or strings) -> (n, d) float32 CPU tensor, batched, in eval mode, without gradients.
+        *,
+        workers: int = 0,
+        precision: str = "auto",
+    ) -> Iterator[torch.Tensor]:
+        """Raw items (PIL images or strings) -> (batch, d) float32 CPU tensors in order, one per batch.
 
-        ``layer``: ``"embedding"`` (z, after the expander: what retrieval compares) or ``"representation"``
-        (h, before it: what k-NN and linear probes use). The mode the model was in is restored afterwards; no
-        items give a (0, d) tensor.
+        One DataLoader path (:func:`mmvicreg.data.batching.make_loader`): ``workers`` processes decode and
+        preprocess (``items`` must then be picklable, as lists and the data package's lazy views are), batches run
+        on the model's device, in eval mode, without gradients, under ``precision``'s autocast
+        (:func:`mmvicreg.devices.autocast`: ``"auto"`` is bf16 on CUDA, float32 on the CPU). ``layer``:
+        ``"embedding"`` (z, after the expander: what retrieval compares) or ``"representation"`` (h, before it:
+        what k-NN and linear probes use). The mode the model was in is restored afterwards.
         """
         check_choice(layer, EMBEDDING_LAYERS, "layer")
         b = self.branch(branch)
@@ -110,6 +116,7 @@ class JointEmbedding(nn.Module):
             {branch: Preprocessor(b.field, b.preprocessor(train=False), b.pad_id)},
             batch_size=batch_size,
             train=False,
+            workers=workers,
             pin_memory=device.type == "cuda",
         )
         batches: Iterable[dict[str, Any]] = loader
@@ -120,13 +127,28 @@ class JointEmbedding(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = []
             for batch in batches:
-                z, h = b(batch[branch].to(device), return_representation=True)
-                out.append((z if layer == "embedding" else h).float().cpu())
+                with torch.no_grad(), autocast(device, precision):
+                    z, h = b(batch[branch].to(device, non_blocking=True), return_representation=True)
+                yield (z if layer == "embedding" else h).float().cpu()
         finally:
             self.train(was_training)
+
+    def encode(
+        self,
+        branch: str,
+        items: Sequence[Any],
+        batch_size: int = 64,
+        layer: str = "embedding",
+        progress: bool = False,
+        *,
+        workers: int = 0,
+        precision: str = "auto",
+    ) -> torch.Tensor:
+        """Raw items -> one (n, d) float32 CPU tensor: :meth:`encode_batches` concatenated; no items give (0, d)."""
+        out = list(self.encode_batches(branch, items, batch_size, layer, progress, workers=workers, precision=precision))
         if not out:
+            b = self.branch(branch)
             return torch.empty(0, b.embedding_dim if layer == "embedding" else b.encoder.output_dim)
         return torch.cat(out)
 

@@ -105,14 +105,27 @@ def checkpoint(run: Run, callbacks: Sequence[Callback]) -> None:
 
 
 def evaluate(run: Run, rundir: RunDir) -> dict[str, Any]:
-    """Retrieval on a captioned eval source, k-NN on a labelled one (main process); written to ``eval.json``."""
+    """Retrieval on a captioned eval source, k-NN on a labelled one (main process); written to ``eval.json``.
+
+    On ``eval.device`` when it names another device than training's (a copy of the model goes there), with
+    ``eval.workers`` decoding (default: ``data.workers``) under ``eval.precision``.
+    """
+    import copy
+    import dataclasses
+
+    from mmvicreg.devices import resolve_device
     from mmvicreg.evaluation import evaluate as evaluate_model
 
     result: dict[str, Any] = {}
+    settings = run.config.eval
+    if settings.workers is None:
+        settings = dataclasses.replace(settings, workers=run.config.data.workers)
     if run.accelerator.is_main_process:
-        result, text = evaluate_model(
-            run.unwrapped, run.eval_source, train_source=run.train_source, settings=run.config.eval
-        )
+        model = run.unwrapped
+        device, current = resolve_device(settings.device or run.accelerator.device), run.accelerator.device
+        if (device.type, device.index or 0) != (current.type, current.index or 0):
+            model = copy.deepcopy(model).to(device)
+        result, text = evaluate_model(model, run.eval_source, reference=run.reference_source, settings=settings)
         run.accelerator.print(text)
         result["step"] = run.state.step
         rundir.write_eval(result)

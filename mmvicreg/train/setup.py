@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from mmvicreg.choices import EVAL_PRECISIONS, RETRIEVAL_INDEXES, check_choice
 from mmvicreg.config import ConfigError, RunConfig
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
+from mmvicreg.devices import resolve_device
 from mmvicreg.model import JointEmbedding
 from mmvicreg.objective import build_objective, build_vcreg
 from mmvicreg.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_debris
@@ -45,6 +47,7 @@ class Run:
     loader: DataLoader
     total_steps: int
     state: TrainState = field(default_factory=TrainState)
+    reference_source: Any = None  # eval.reference: the labelled k-NN memory (None: the training source)
     checkpointed: list[Any] = field(default_factory=list)
 
     def register_for_checkpointing(self, obj: Any) -> None:
@@ -61,7 +64,7 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     t, out_dir = config.train, Path(config.output_dir)
     resume_from = find_resume(config, out_dir)
     accelerator = make_accelerator(config)
-    train_source, eval_source = build_sources(config)
+    train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
     steps_per_epoch = len(train_source) // t.batch_size
     if steps_per_epoch < 1:
@@ -93,7 +96,7 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     run = Run(
         config, accelerator, out_dir, train_source, eval_source, model, unwrapped, objective,
         build_vcreg(config.loss, unwrapped), optimizer, scheduler, [*model.parameters(), *objective_params],
-        sampler, loader, total_steps,
+        sampler, loader, total_steps, reference_source=reference_source,
     )
     if objective_params:
         run.register_for_checkpointing(objective)
@@ -172,11 +175,26 @@ def make_accelerator(config: RunConfig) -> Any:
     return accelerator
 
 
-def build_sources(config: RunConfig) -> tuple[Any, Any]:
-    """``(data.train source, data.eval source or None)``."""
+def build_sources(config: RunConfig) -> tuple[Any, Any, Any]:
+    """``(data.train source, data.eval source or None, the k-NN reference)``: the reference is ``eval.reference``
+    when given, else the training source (which then needs labels for a labelled eval source)."""
+    try:
+        resolve_device(config.eval.device)  # a GPU that is not there is named now, not after training
+    except ValueError as e:
+        raise ConfigError(f"eval.device: {e}") from None
+    check_choice(config.eval.precision, EVAL_PRECISIONS, "eval.precision")
+    check_choice(config.eval.index, RETRIEVAL_INDEXES, "eval.index")
     train = build_source(config.data.train, "train")
     evaluation = build_source(config.data.eval, "test") if config.data.eval is not None else None
-    return train, evaluation
+    reference = build_source(config.eval.reference, "train") if config.eval.reference is not None else train
+    if evaluation is not None and not callable(getattr(evaluation, "eval_set", None)):
+        if getattr(reference, "labels", None) is None:
+            raise ConfigError(
+                "data.eval is a labelled image set, scored by k-NN against a labelled reference, but "
+                f"{'eval.reference' if config.eval.reference is not None else 'data.train'} has no labels; set "
+                "eval.reference to a labelled data section (e.g. {format: folder, images: train/})"
+            )
+    return train, evaluation, reference
 
 
 def build_model(config: RunConfig, train_source: Any, accelerator: Any) -> JointEmbedding:

@@ -50,3 +50,36 @@ def test_quickstart_config_trains_on_coco_mini(shared_data, tmp_path):
             "data.eval.format=coco", f"data.eval.root={root}", "data.eval.split=val"]
     result = _train_and_read(tmp_path, data)
     assert result["num_images"] == 79 and result["num_captions"] == 395
+
+
+def _karpathy_from_coco_mini(root, out):
+    """A dataset_coco.json over coco-mini: its train2017 images split train/restval, its val2017 images val/test."""
+    images = []
+    for folder, splits in (("train2017", ("train", "restval")), ("val2017", ("val", "test"))):
+        annotations = json.loads((root / "annotations" / f"captions_{folder}.json").read_text())
+        captions = {}
+        for a in annotations["annotations"]:
+            captions.setdefault(a["image_id"], []).append(a["caption"])
+        for k, image in enumerate(sorted(annotations["images"], key=lambda i: i["id"])):
+            images.append({"filepath": folder, "filename": image["file_name"], "cocoid": image["id"],
+                           "split": splits[k % 2], "sentences": [{"raw": c} for c in captions[image["id"]]]})
+    out.write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return {s: sum(i["split"] == s for i in images) for s in ("train", "restval", "val", "test")}
+
+
+@pytest.mark.parametrize("name", ["coco_resnet152_gru.yaml", "coco_vit_transformer.yaml", "openclip_finetune.yaml"])
+def test_coco_examples_train_on_karpathy_train_and_restval_and_evaluate_on_its_test_split(name, shared_data, tmp_path):
+    from mmvicreg.data import build_source
+
+    root = shared_data / "coco-mini"
+    counts = _karpathy_from_coco_mini(root, tmp_path / "dataset_coco.json")
+    keys = [f"data.{s}.{k}={v}" for s in ("train", "eval")
+            for k, v in (("captions", tmp_path / "dataset_coco.json"), ("images", root))]
+    config = load_config(REPO_ROOT / "examples" / name, keys, format_keys=format_options)
+    assert config.eval.protocol == "1k"
+    train = build_source(config.data.train, "train")
+    test = build_source(config.data.eval, "test")
+    assert train.num_images == counts["train"] + counts["restval"] and counts["restval"] > 0
+    assert test.num_images == counts["test"] > 0
+    retrieval = test.eval_set(config.eval.captions_per_image)
+    assert len(retrieval.flat_captions) == 5 * test.num_images  # every COCO image keeps 5 captions

@@ -1,6 +1,6 @@
 """Model-level evaluation (model + source -> metrics), the one path training and the command line share.
 
-The model is duck-typed (``branch_names``, ``branch(name).modality``, ``encode``), so a small stand-in serves:
+The model is duck-typed (``branch_names``, ``branch(name).modality``, ``encode_batches``), so a small stand-in serves:
 its embeddings are known, and so are the metrics they must give.
 """
 
@@ -32,10 +32,11 @@ class StandIn:
     def branch(self, name):
         return SimpleNamespace(modality=self._modality[name])
 
-    def encode(self, branch, items, batch_size=64, layer="embedding", progress=False):
+    def encode_batches(self, branch, items, batch_size=64, layer="embedding", progress=False, workers=0,
+                       precision="auto"):
         self.calls.append((branch, type(items).__name__, layer))
-        rows = [items[a : a + batch_size] for a in range(0, len(items), batch_size)]
-        return torch.cat([self._rows(batch) for batch in rows])
+        for a in range(0, len(items), batch_size):
+            yield self._rows([items[i] for i in range(a, min(a + batch_size, len(items)))])
 
     @staticmethod
     def _rows(batch):
@@ -113,7 +114,7 @@ class Digits:
 
 def test_evaluate_on_a_labelled_source_scores_knn_per_branch_lazily():
     model, train, test = StandIn(branches=(("photo", "image"),)), Digits("train"), Digits("test")
-    result, text = evaluate(model, test, train_source=train, settings=EvalConfig(batch_size=100))
+    result, text = evaluate(model, test, reference=train, settings=EvalConfig(batch_size=100))
     (scores,) = result["knn"].values()
     assert list(result) == ["knn"] and list(result["knn"]) == ["photo"]
     assert scores["branch"] == "photo" and scores["layer"] == "representation"
@@ -122,7 +123,7 @@ def test_evaluate_on_a_labelled_source_scores_knn_per_branch_lazily():
     # the images went to the model as a lazy sequence, never as a list of every decoded image
     assert all(kind != "list" for _, kind, _ in model.calls)
     assert train.decoded == 1200 and test.decoded == 597
-    with pytest.raises(ValueError, match="needs the labelled training source"):
+    with pytest.raises(ValueError, match="needs a labelled reference set as memory: set eval.reference"):
         evaluate(model, test, settings=EvalConfig())
 
 

@@ -2,7 +2,6 @@
 sanity limits (identical branches, chance), FAISS indexes, the COCO-5K time budget, and bad input."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -195,6 +194,33 @@ def test_faiss_flat_matches_exact_recall():
     assert flat["i2t_meanr"] == exact["i2t_meanr"]  # every i2t rank is in the list: the mean is known
 
 
+def test_faiss_index_reports_where_it_searched(monkeypatch):
+    """Every R@K of a flat FAISS search equals the exact pass; the result says ``faiss``: cpu or gpu."""
+    import faiss
+
+    img, txt, owner = paired_data(120, 5, 16, noise=1.3, seed=11)
+    exact = retrieval_metrics(img, txt, owner, ks=(1, 5, 10, 20))
+    recall_keys = [k for k in exact if "R@" in k] + ["rsum"]
+    assert "faiss" not in exact  # the exact pass is not FAISS: its keys are unchanged
+    here = "gpu" if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 else "cpu"
+    flat = retrieval_metrics(img, txt, owner, ks=(1, 5, 10, 20), index="flat")
+    assert flat["faiss"] == here and set(flat) == set(exact) | {"faiss"}
+    assert {k: flat[k] for k in recall_keys} == pytest.approx({k: exact[k] for k in recall_keys})
+    both = coco_retrieval_metrics(img, txt, owner, index="flat")
+    assert both["5K"]["faiss"] == both["1K"]["faiss"] == here
+    assert retrieval_metrics(img, txt, owner, index="hnsw")["faiss"] == "cpu"  # FAISS has no GPU HNSW
+
+    # With GPU FAISS and a GPU, the built index is copied to the GPUs (here: a stand-in that keeps it as is).
+    moved = []
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index) or index, raising=False)
+    gpu = retrieval_metrics(img, txt, owner, ks=(1, 5, 10, 20), index="flat")
+    assert gpu["faiss"] == "gpu" and len(moved) == 2  # the image index and the caption index
+    assert {k: gpu[k] for k in recall_keys} == {k: flat[k] for k in recall_keys}
+    assert retrieval_metrics(img, txt, owner, index="hnsw")["faiss"] == "cpu" and len(moved) == 2
+
+
 def test_faiss_ranks_beyond_k_are_inf():
     img, txt, owner = paired_data(200, 5, 16, noise=3.0, seed=8)
     exact_i2t, exact_t2i = retrieval_ranks(img, txt, owner)
@@ -223,24 +249,17 @@ def test_approximate_indexes():
 # ----------------------------------------------------------------------------------------------- speed
 
 
-def test_coco_5k_both_protocols_under_5_seconds():
-    # 5,000 images, 25,000 captions, d = 1024. On a machine shared with other jobs one attempt can be slowed
-    # down by others' work, so the budget must be met by the best of up to three attempts.
+def test_coco_5k_both_protocols_at_full_scale_sit_at_chance_for_random_embeddings():
+    # 5,000 images, 25,000 captions, d = 1024: the real 5K scale (its speed is in benchmarks/retrieval_speed.py).
     g = torch.Generator().manual_seed(10)
     img, txt = torch.randn(5000, 1024, generator=g), torch.randn(25000, 1024, generator=g)
     owner = torch.arange(25000) // 5
-    best = math.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        both = coco_retrieval_metrics(img, txt, owner)
-        best = min(best, time.perf_counter() - t0)
-        if best < 5.0:
-            break
-    assert best < 5.0, f"both COCO protocols took {best:.2f} s at best"
+    both = coco_retrieval_metrics(img, txt, owner)
     for protocol in ("5K", "1K"):
         assert set(both[protocol]) >= {"i2t_R@1", "t2i_R@10", "rsum", "i2t_medr", "t2i_meanr"}
         assert all(math.isfinite(v) for v in both[protocol].values())
     assert both["1K"]["t2i_meanr"] == pytest.approx(500.5, abs=15)  # chance within a 1,000-image fold
+    assert both["5K"]["t2i_meanr"] == pytest.approx(2500.5, abs=75)  # chance over the whole set
 
 
 # ----------------------------------------------------------------------------------------------- bad input

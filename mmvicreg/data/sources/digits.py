@@ -1,7 +1,9 @@
 """``digits``: scikit-learn's bundled handwritten digits (1,797 real 8×8 scans, labels 0–9), no download.
 
 Images are upscaled (bilinear) to ``size`` pixels and returned as RGB PIL images. The train/test split is a
-stratified 80/20 split with a fixed seed, so it is the same on every machine.
+stratified 80/20 split with a fixed seed, so it is the same on every machine. ``labels=False`` withholds the
+labels: the split is then an unlabelled image source (every label ``-1``, no classes), the way self-supervised
+pretraining sees its data; evaluation reads the same split with labels as its labelled reference.
 """
 
 from __future__ import annotations
@@ -26,14 +28,21 @@ class UpscaledRGB:
 
 
 class DigitsSource(ImageSource):
-    """Samples ``{"image": RGB PIL (size×size), "label": int}``; ``classes`` are ``"0"`` … ``"9"``."""
+    """Samples ``{"image": RGB PIL (size×size), "label": int}``; ``classes`` are ``"0"`` … ``"9"``.
 
-    def __init__(self, split: str = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> None:
+    With ``labels=False`` every label is ``-1`` and ``classes`` is empty (an unlabelled image source).
+    """
+
+    def __init__(
+        self, split: str = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0, labels: bool = True
+    ) -> None:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
         if split not in DIGITS_SPLITS:
             raise ValueError(f"unknown digits split {split!r}; known: {', '.join(DIGITS_SPLITS)}")
+        if not isinstance(labels, bool):
+            raise TypeError(f"labels must be true or false (false withholds them), got {labels!r}")
         if size < 8:
             raise ValueError(f"size must be >= 8 (the scans are 8×8); got {size}")
         bunch = load_digits()
@@ -43,8 +52,10 @@ class DigitsSource(ImageSource):
         self.size = size
         # The scans hold ink levels 0..16: map them to 0..255 (bright digits on black).
         pixels = (bunch.images[chosen] * (255.0 / 16.0)).round().astype(np.uint8)
-        super().__init__(bunch.target[chosen].tolist(), [str(c) for c in bunch.target_names],
-                         ArrayStore(pixels, UpscaledRGB(size)), name=f"digits:{split}")
+        targets = bunch.target[chosen].tolist() if labels else [-1] * len(chosen)
+        classes = [str(c) for c in bunch.target_names] if labels else []
+        name = f"digits:{split}" if labels else f"digits:{split} (labels withheld)"
+        super().__init__(targets, classes, ArrayStore(pixels, UpscaledRGB(size)), name=name)
 
     @property
     def pixels(self) -> np.ndarray:

@@ -30,7 +30,7 @@ import torch
 
 from mmvicreg.choices import INDEX_KINDS
 from mmvicreg.evaluation.metrics import inputs
-from mmvicreg.evaluation.metrics.search import as_faiss, build_index, search
+from mmvicreg.evaluation.metrics.search import as_faiss, build_index, faiss_device, on_faiss_device, search
 
 __all__ = ["coco_retrieval_metrics", "retrieval_metrics", "retrieval_ranks"]
 
@@ -72,7 +72,9 @@ def retrieval_metrics(
 
     Returns:
         ``i2t_R@K`` and ``t2i_R@K`` for each K (percent), ``rsum``, ``i2t_medr``, ``i2t_meanr``, ``t2i_medr``,
-        ``t2i_meanr``, ``num_images`` (N) and ``num_captions`` (M), as Python floats/ints.
+        ``t2i_meanr``, ``num_images`` (N) and ``num_captions`` (M), as Python floats/ints; with a FAISS
+        ``index``, also ``faiss``: ``"gpu"`` or ``"cpu"``, where the search ran (a GPU build of FAISS and a
+        visible GPU for flat and IVF, else the CPU: :func:`mmvicreg.evaluation.metrics.search.faiss_device`).
 
     Ranks are 1-based; ties go to the ground truth (see the module docstring).
     """
@@ -87,7 +89,10 @@ def retrieval_metrics(
             ranks = _ranks(img[lo:hi], txt[mine], owner[mine] - lo, index, max(ks), index_options, block_mb)
             per_fold.append(_summary(*ranks, ks))
         summary = _average(per_fold)
-    return _finish(summary, ks, img.shape[0], txt.shape[0])
+    out = _finish(summary, ks, img.shape[0], txt.shape[0])
+    if index != "exact":
+        out["faiss"] = faiss_device(index)
+    return out
 
 
 def coco_retrieval_metrics(
@@ -283,10 +288,10 @@ def _topk_ranks(img, txt, owner, kind: str, k: int, options) -> tuple[np.ndarray
     img32, txt32 = as_faiss(img), as_faiss(txt)
     owner_np = owner.cpu().numpy()
 
-    _, ids = search(build_index(img32, kind, options), txt32, k)  # t2i: captions query the images
+    _, ids = search(on_faiss_device(build_index(img32, kind, options), kind)[0], txt32, k)  # t2i: captions query images
     t2i = _first_hit(ids == owner_np[:, None])
 
-    _, ids = search(build_index(txt32, kind, options), img32, k)  # i2t: images query the captions
+    _, ids = search(on_faiss_device(build_index(txt32, kind, options), kind)[0], img32, k)  # i2t: images query captions
     hit_owner = np.where(ids >= 0, owner_np[np.maximum(ids, 0)], -1)
     i2t = _first_hit(hit_owner == np.arange(img32.shape[0])[:, None])
     return i2t, t2i

@@ -1,0 +1,172 @@
+"""``mmvicreg index build`` and ``mmvicreg search``: a FAISS search index of images and captions, and its queries.
+
+    mmvicreg index build --model RUN/model --images FOLDER [--captions FILE.txt] --out INDEX [--index hnsw]
+    mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
+    mmvicreg search --index INDEX --image photo.jpg
+
+``--model`` is a folder written by ``save_pretrained`` (a run's ``model/``) or a Hub repo id. A search loads the
+model recorded in the index's ``meta.json`` unless ``--model`` names another copy of it (same fingerprint). The
+work is in :mod:`mmvicreg.evaluation.search_index`; errors are one line from the command line's one handler
+(``mmvicreg.cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from mmvicreg.choices import EVAL_PRECISIONS, INDEX_KINDS
+
+ENCODE_FLAGS = ("precision", "workers")
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--precision/--workers`` as ``model.encode`` keyword arguments, only those given (``--device`` places
+    the model: :func:`_load_model`)."""
+    return {k: getattr(args, k) for k in ENCODE_FLAGS if getattr(args, k, None) is not None}
+
+
+def _index_options(pairs: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: YAML value}``."""
+    import yaml
+
+    out = {}
+    for text in pairs:
+        if "=" not in text:
+            raise ValueError(f"--index-option {text!r} must look like key=value, e.g. nprobe=32")
+        key, value = text.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _resolve_model(name: str) -> tuple[Path, dict[str, str]]:
+    """``(export folder, {"ref", "fingerprint"})`` of a model folder or Hub repo id."""
+    from mmvicreg.evaluation.search_index import model_fingerprint
+    from mmvicreg.model.hub import resolve_export
+
+    folder = resolve_export(name)
+    ref = str(Path(name).resolve()) if os.path.exists(name) else str(name)
+    return folder, {"ref": ref, "fingerprint": model_fingerprint(folder)}
+
+
+def _load_model(folder: Path, device: str | None) -> Any:
+    """The model of ``folder`` on ``device`` (default: CUDA when torch sees a GPU, else the CPU)."""
+    from mmvicreg.devices import resolve_device
+    from mmvicreg.model import JointEmbedding
+
+    where = resolve_device(device)  # before loading: a missing GPU is named at once
+    return JointEmbedding.from_pretrained(folder).to(where)
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Embed ``--images`` / ``--captions`` with ``--model`` into a search index at ``--out``."""
+    from mmvicreg.evaluation.metrics.search import faiss_device
+    from mmvicreg.evaluation.search_index import build_search_index
+
+    if args.images is None and args.captions is None:
+        raise ValueError("nothing to index: pass --images FOLDER and/or --captions FILE")
+    folder, ref = _resolve_model(args.model)
+    extra = {"batch_size": args.batch_size} if args.batch_size is not None else {}
+    index = build_search_index(
+        _load_model(folder, args.device), args.out, images=args.images, captions=args.captions, kind=args.index,
+        options=_index_options(args.index_option), image_branch=args.image_branch, text_branch=args.text_branch,
+        model_ref=ref, chunk_size=args.chunk_size, progress=args.progress, **extra, **_encode_options(args),
+    )
+    meta = index.meta
+    counts = ", ".join(f"{n} {kind}s" for kind, n in meta["counts"].items())
+    branches = ", ".join(f"{kind}s through {b!r}" for kind, b in meta["branches"].items())
+    print(f"indexed {counts} ({branches}) into {args.out}: {meta['index']} index, d={meta['dim']}; "
+          f"searches run on the FAISS {faiss_device(meta['index']).upper()}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Embed ``--text`` or ``--image``, print the top ``-k`` items of ``--index`` and write them to ``--json``."""
+    from mmvicreg.evaluation.search_index import SearchIndex
+
+    if (args.text is None) == (args.image is None):
+        raise ValueError("a query is a text or an image: pass exactly one of --text TEXT / --image PATH")
+    index = SearchIndex.load(args.index)
+    name = args.model or index.model_ref
+    if name is None:
+        raise ValueError(f"index {args.index} does not record its model; pass --model (the model that built it)")
+    if args.model is None and os.path.isabs(name) and not os.path.exists(name):
+        raise FileNotFoundError(f"index {args.index} was built with model {name}, which is no longer there; "
+                                f"pass --model with that model's new location")
+    folder, ref = _resolve_model(name)
+    index.check_model(ref["ref"], ref["fingerprint"])
+    hits = index.query(_load_model(folder, args.device), text=args.text, image=args.image, k=args.k, **_encode_options(args))
+    query = repr(args.text) if args.text is not None else args.image
+    print(f"top {len(hits)} of {index.meta['count']} items for {query} "
+          f"({index.meta['index']} index on the FAISS {index.device.upper()}):")
+    print(format_hits(hits))
+    if args.json:
+        from mmvicreg.files import atomic_write_json
+
+        atomic_write_json(args.json, hits)
+    return 0
+
+
+def format_hits(hits: list[dict[str, Any]]) -> str:
+    """A table: rank, score, kind, and the image's path or the caption's line and text."""
+    lines = [f"{'rank':>4}  {'score':>7}  {'kind':<7}  item"]
+    for h in hits:
+        item = f"{h['id']}: {h['text']}" if h["kind"] == "caption" else h["id"]
+        lines.append(f"{h['rank']:>4}  {h['score']:7.4f}  {h['kind']:<7}  {item}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- parsers
+
+
+def _add_encode_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="where the model runs: cpu, cuda, cuda:N (default: the model's choice)")
+    p.add_argument("--precision", choices=EVAL_PRECISIONS, help="autocast precision of the encoder")
+    p.add_argument("--workers", type=int, help="DataLoader processes decoding images")
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="folder written by save_pretrained (a run's model/) or Hub id")
+    p.add_argument("--images", help="folder of images, searched recursively (jpg, jpeg, png, webp, bmp)")
+    p.add_argument("--captions", help="text file, one caption per line")
+    p.add_argument("--out", required=True, help="the index folder to write (replaced when it is an index)")
+    p.add_argument("--index", choices=INDEX_KINDS, default="flat", help="FAISS index kind (default: flat, exact)")
+    p.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe")
+    p.add_argument("--image-branch", help="branch embedding the images (default: the first image branch)")
+    p.add_argument("--text-branch", help="branch embedding the captions (default: the first text branch)")
+    p.add_argument("--batch-size", type=int, help="items per encoding batch (default 256)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="items embedded and added to the index at once")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_encode_arguments(p)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="folder written by mmvicreg index build")
+    p.add_argument("--text", help="a text query (through the model's text branch)")
+    p.add_argument("--image", help="an image file as the query (through the model's image branch)")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--model", help="the model that built the index, if moved (default: the one in meta.json)")
+    p.add_argument("--json", help="write the results here: [{rank, score, id, kind, text?}]")
+    _add_encode_arguments(p)
+
+
+def add_index_commands(subparsers: Any) -> None:
+    """Register ``index build`` and ``search`` on the top-level ``subparsers``; parsed args carry ``run``."""
+    index = subparsers.add_parser("index", help="build a search index of images and captions")
+    build = index.add_subparsers(dest="index_command", required=True).add_parser(
+        "build", help="embed a folder of images and/or a caption file into a FAISS index"
+    )
+    add_build_arguments(build)
+    build.set_defaults(run=run_build)
+    search = subparsers.add_parser("search", help="query a search index with a text or an image")
+    add_search_arguments(search)
+    search.set_defaults(run=run_search)

@@ -1,0 +1,324 @@
+"""Linear evaluation and semi-supervised fine-tuning of an image branch, by VICReg's published protocol.
+
+The protocol is that of facebookresearch/vicreg ``evaluate.py`` and its README (Bardes et al. 2022, appendix):
+
+* ``mode="linear"``: a linear classifier (``nn.Linear``, weights N(0, 0.01²), bias 0) on the frozen
+  representation h (the encoder's output, before the expander). The backbone runs in eval mode under
+  ``no_grad``: its weights and BatchNorm statistics never change. 100 epochs, batch 256, head lr 0.02,
+  weight decay 1e-6 (the script's default; the README's linear command does not change it).
+* ``mode="finetune"``: backbone and head trained together (BatchNorm in train mode), each with its own lr, on a
+  fixed labelled subset: 20 epochs, weight decay 0; 1 % of the labels: backbone lr 0.03, head 0.08; 10 %:
+  backbone 0.01, head 0.1 (the 10 % values also serve any other subset size).
+* both: SGD momentum 0.9, cosine learning rate stepped once per epoch (``CosineAnnealingLR(T_max=epochs)``),
+  cross-entropy; training images get ``RandomResizedCrop(size, scale 0.08–1)`` + horizontal flip, test images
+  the branch's eval transform (resize to ``size / crop_pct``, centre crop), both normalised with the branch's
+  own ``transform_spec`` (size, mean, std, interpolation). Top-1 (and top-5 with ≥ 5 classes) on the test set
+  after every epoch, as published.
+
+Default learning rates are the published ones for batch 256 scaled by ``batch_size / 256``; a learning rate
+given explicitly is used as is. The subset of labelled training images is a subset file (one 0-based index
+or image id per line, as the ImageNet 1 %/10 % files) or a seeded per-class draw; it is recorded in the result.
+
+The model is duck-typed (this module never imports the model package): ``model.branch(name)`` has
+``modality``, ``encoder`` (an ``nn.Module`` with ``output_dim``), ``embedding_dim`` and ``transform_spec``;
+calling the branch gives z. The network is deep-copied before it is moved or trained: the caller's model is
+never modified. Images go through the data package's one loader path (:func:`make_loader`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import BatchSampler, RandomSampler, Subset
+from torchvision.transforms import v2
+
+from mmvicreg.choices import EMBEDDING_LAYERS, EVAL_PRECISIONS, check_choice
+from mmvicreg.data.batching import Preprocessor, make_loader
+from mmvicreg.data.transforms import build_transform, interpolation_mode
+from mmvicreg.devices import autocast, resolve_device
+from mmvicreg.evaluation.labelled import choose_subset
+
+__all__ = ["LINEAR_EVAL_MODES", "PUBLISHED", "evaluate_linear", "format_linear", "published_settings"]
+
+LINEAR_EVAL_MODES = ("linear", "finetune")
+MOMENTUM = 0.9
+HEAD_INIT_STD = 0.01
+PUBLISHED = {  # at batch 256; facebookresearch/vicreg evaluate.py defaults and README commands
+    "linear": {"epochs": 100, "lr_head": 0.02, "lr_backbone": 0.0, "weight_decay": 1e-6},
+    "finetune_1": {"epochs": 20, "lr_head": 0.08, "lr_backbone": 0.03, "weight_decay": 0.0},
+    "finetune_10": {"epochs": 20, "lr_head": 0.1, "lr_backbone": 0.01, "weight_decay": 0.0},
+}
+_INPUT = "input"  # the loader's key for the image tensor (the label travels as "label")
+
+
+def published_settings(mode: str, train_percent: float | None = None) -> dict[str, float]:
+    """The published epochs, head/backbone learning rates (batch 256) and weight decay of ``mode``."""
+    check_choice(mode, LINEAR_EVAL_MODES, "mode")
+    if mode == "linear":
+        return dict(PUBLISHED["linear"])
+    return dict(PUBLISHED["finetune_1" if train_percent is not None and train_percent <= 1 else "finetune_10"])
+
+
+def evaluate_linear(
+    model: Any,
+    train_source: Any,
+    test_source: Any,
+    branch: str,
+    *,
+    mode: str = "linear",
+    train_percent: float | None = None,
+    subset: Any = None,
+    epochs: int | None = None,
+    batch_size: int = 256,
+    lr_head: float | None = None,
+    lr_backbone: float | None = None,
+    weight_decay: float | None = None,
+    seed: int = 0,
+    workers: int = 0,
+    device: Any = None,
+    precision: str = "auto",
+    layer: str = "representation",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Top-1/top-5 (percent) on ``test_source`` of a classifier on ``branch`` trained by the published protocol.
+
+    ``mode``: ``"linear"`` (frozen backbone) or ``"finetune"`` (backbone and head). ``train_percent`` (in
+    (0, 100]) draws that share of each class's training images with ``seed`` (at least one per class);
+    ``subset`` is a file of 0-based indices or image ids, one per line (not both). ``epochs``, ``lr_head``,
+    ``lr_backbone``, ``weight_decay``: None means published (lrs scaled by ``batch_size / 256``). ``device``:
+    default CUDA when present. ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16``,
+    ``fp16`` (with loss scaling) or ``fp32`` (:func:`mmvicreg.devices.autocast`); the head's loss is float32.
+    ``layer``: ``"representation"`` (h, published) or ``"embedding"`` (z: the expander is part of the backbone).
+    ``workers``: DataLoader processes (kept across epochs).
+
+    Returns ``top1`` and ``top5`` after the last epoch, ``top1_best``/``top5_best``/``best_epoch`` (the best
+    epoch by test top-1, what the published script prints as ``best_acc``), ``num_classes``, ``num_train``,
+    ``num_test``, ``history`` (per epoch), ``config`` (every setting used) and ``subset`` (None: every image).
+    """
+    config = _settings(model, branch, mode, train_percent, epochs, batch_size, lr_head, lr_backbone, weight_decay,
+                       seed, workers, device, precision, layer)
+    num_classes = _num_classes(train_source, test_source)
+    indices, record = choose_subset(train_source, train_percent, subset, seed)
+    train_set = Subset(train_source, indices) if indices is not None else train_source
+    _check_labelled(train_source, indices, "training")
+    _check_labelled(test_source, None, "test")
+    dev = torch.device(config["device"])
+    forks = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=forks):  # the augmentations are seeded; the caller's RNG is left alone
+        torch.manual_seed(seed)
+        history = _fit(model.branch(branch), train_set, test_source, num_classes, config, progress)
+    best = max(range(len(history)), key=lambda e: history[e]["top1"])
+    result: dict[str, Any] = {"branch": branch, "layer": layer, "mode": mode, "top1": history[-1]["top1"]}
+    if "top5" in history[-1]:
+        result["top5"] = history[-1]["top5"]
+    result.update({f"{k}_best": v for k, v in history[best].items() if k.startswith("top")})
+    result.update(best_epoch=best + 1, num_classes=num_classes, num_train=len(train_set), num_test=len(test_source),
+                  history=history, config=config, subset=record)
+    return result
+
+
+def format_linear(branch: str, result: dict[str, Any]) -> str:
+    """One line: ``linear evaluation of branch 'x' (frozen, 100 epochs): top-1 71.2%, top-5 90.1%``."""
+    what = "frozen" if result["mode"] == "linear" else "fine-tuned"
+    subset = result.get("subset") or {}
+    share = f", {subset['num_images']} labelled images" if subset else ""
+    top5 = f", top-5 {result['top5']:.1f}%" if "top5" in result else ""
+    return (f"{result['mode']} evaluation of branch {branch!r} ({what}, {result['config']['epochs']} epochs{share}): "
+            f"top-1 {result['top1']:.1f}%{top5}")
+
+
+# ------------------------------------------------------------------------------------------- settings
+
+
+def _settings(model, branch, mode, train_percent, epochs, batch_size, lr_head, lr_backbone, weight_decay, seed,
+              workers, device, precision, layer) -> dict[str, Any]:
+    """Every setting of the run, the published defaults filled in and the arguments checked."""
+    check_choice(mode, LINEAR_EVAL_MODES, "mode")
+    check_choice(layer, EMBEDDING_LAYERS, "layer")
+    check_choice(precision, EVAL_PRECISIONS, "precision")
+    b = model.branch(branch)
+    if b.modality != "image":
+        raise ValueError(f"branch {branch!r} is a {b.modality} branch; linear evaluation scores image branches")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("workers", workers + 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if mode == "linear" and lr_backbone:
+        raise ValueError("lr_backbone is for mode 'finetune'; in linear evaluation the backbone is frozen")
+    for name, value in (("lr_head", lr_head), ("lr_backbone", lr_backbone), ("weight_decay", weight_decay)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    published = published_settings(mode, train_percent)
+    scale = batch_size / 256
+    dev = resolve_device(device)
+    spec = dict(b.transform_spec)
+    return {
+        "mode": mode, "layer": layer, "epochs": epochs or int(published["epochs"]), "batch_size": batch_size,
+        "optimizer": "sgd", "momentum": MOMENTUM, "schedule": "cosine, per epoch",
+        "lr_head": lr_head if lr_head is not None else published["lr_head"] * scale,
+        "lr_backbone": (lr_backbone if lr_backbone is not None else published["lr_backbone"] * scale)
+        if mode == "finetune" else 0.0,
+        "weight_decay": weight_decay if weight_decay is not None else published["weight_decay"],
+        "lr_defaults": "published at batch 256 × batch_size / 256",
+        "train_transform": f"RandomResizedCrop({spec['size']}, scale=(0.08, 1)) + RandomHorizontalFlip",
+        "eval_transform": spec["eval"], "transform": spec, "seed": seed, "workers": workers,
+        "device": str(dev), "precision": _precision(dev, precision),
+    }
+
+
+def _precision(device: torch.device, precision: str) -> str:
+    """What ``precision`` means on ``device`` (:func:`mmvicreg.devices.autocast`): ``auto`` is bf16 on CUDA."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _autocast(config: dict[str, Any]):
+    return autocast(torch.device(config["device"]), config["precision"])
+
+
+def _num_classes(train_source: Any, test_source: Any) -> int:
+    top = max(int(np.max(np.asarray(s.labels), initial=-1)) for s in (train_source, test_source))
+    return max(len(getattr(train_source, "classes", None) or []), top + 1)
+
+
+def _check_labelled(source: Any, indices: Sequence[int] | None, what: str) -> None:
+    labels = np.asarray(source.labels)
+    labels = labels[np.asarray(indices, dtype=np.int64)] if indices is not None else labels
+    if len(labels) == 0 or (labels < 0).any():
+        name = getattr(source, "name", type(source).__name__)
+        raise ValueError(
+            f"the {what} source {name} has {'no images' if len(labels) == 0 else 'images without labels (-1)'}; "
+            f"linear evaluation needs labelled {what} images (e.g. digits with labels: true, or class subfolders)"
+        )
+
+
+# ------------------------------------------------------------------------------------------- transforms
+
+
+class RGBTransform:
+    """``PIL image -> tensor``: converted to RGB first (picklable, for DataLoader workers)."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        if isinstance(image, Image.Image) and image.mode != "RGB":
+            image = image.convert("RGB")
+        return self.transform(image)
+
+
+def linear_eval_transforms(spec: dict[str, Any]) -> tuple[RGBTransform, RGBTransform]:
+    """``(train, test)`` transforms of the protocol from a branch's resolved ``transform_spec``."""
+    train = v2.Compose([
+        v2.RandomResizedCrop(spec["size"], scale=(0.08, 1.0), interpolation=interpolation_mode(spec["interpolation"]),
+                             antialias=True),
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(spec["mean"]), std=list(spec["std"])),
+    ])
+    test = build_transform(spec["eval"], spec["size"], spec["mean"], spec["std"], spec["interpolation"],
+                           spec["crop_pct"])
+    return RGBTransform(train), RGBTransform(test)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _fit(branch: Any, train_set: Any, test_source: Any, num_classes: int, config: dict[str, Any],
+         progress: bool) -> list[dict[str, float]]:
+    """Train the head (and, fine-tuning, a copy of the backbone); test after every epoch."""
+    device, finetune = torch.device(config["device"]), config["mode"] == "finetune"
+    backbone = copy.deepcopy(branch.encoder if config["layer"] == "representation" else branch).to(device)
+    dim = branch.encoder.output_dim if config["layer"] == "representation" else branch.embedding_dim
+    backbone.requires_grad_(finetune)
+    head = torch.nn.Linear(dim, num_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(config["seed"])))
+        head.weight.mul_(HEAD_INIT_STD)
+        head.bias.zero_()
+    head = head.to(device)
+    groups = [{"params": list(head.parameters()), "lr": config["lr_head"]}]
+    if finetune:
+        groups.append({"params": list(backbone.parameters()), "lr": config["lr_backbone"]})
+    optimizer = torch.optim.SGD(groups, lr=0.0, momentum=MOMENTUM, weight_decay=config["weight_decay"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config["epochs"])
+    scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
+    train_fn, test_fn = linear_eval_transforms(config["transform"])
+    train_loader = _loader(train_set, train_fn, config, train=True)
+    test_loader = _loader(test_source, test_fn, config, train=False)
+    frozen_test = None if finetune else _features(backbone, test_loader, config)  # the backbone never changes
+    epochs = range(config["epochs"])
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc=f"{config['mode']} evaluation", unit="epoch")
+    history = []
+    for epoch in epochs:
+        _train_epoch(backbone, head, train_loader, optimizer, scaler, config)
+        schedule.step()
+        feats, labels = frozen_test if frozen_test is not None else _features(backbone, test_loader, config)
+        history.append({"epoch": epoch + 1, **_accuracy(head, feats, labels, num_classes)})
+    return history
+
+
+def _loader(dataset: Any, fn: RGBTransform, config: dict[str, Any], train: bool) -> Any:
+    common = {"workers": config["workers"], "seed": config["seed"], "extra_fields": ("label",),
+              "pin_memory": config["device"].startswith("cuda"), "persistent_workers": True}
+    pre = {_INPUT: Preprocessor("image", fn, None)}
+    if not train:
+        return make_loader(dataset, pre, batch_size=config["batch_size"], train=False, **common)
+    n, size = len(dataset), config["batch_size"]
+    # Every image every epoch, as published; a last batch of one is dropped when fine-tuning (BatchNorm in
+    # train mode cannot normalise a single sample).
+    drop = config["mode"] == "finetune" and n % size == 1 and n > 1
+    order = RandomSampler(dataset, generator=torch.Generator().manual_seed(config["seed"]))
+    return make_loader(dataset, pre, batch_sampler=BatchSampler(order, size, drop_last=drop), **common)
+
+
+def _train_epoch(backbone, head, loader, optimizer, scaler, config: dict[str, Any]) -> None:
+    device, finetune = torch.device(config["device"]), config["mode"] == "finetune"
+    backbone.train(finetune)  # linear: eval mode, the BatchNorm statistics stay as trained
+    head.train()
+    for batch in loader:
+        x = batch[_INPUT].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        if finetune:
+            with _autocast(config):
+                logits = head(backbone(x)).float()
+        else:
+            with torch.no_grad(), _autocast(config):
+                h = backbone(x)
+            logits = head(h.float())
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+@torch.no_grad()
+def _features(backbone, loader, config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    device = torch.device(config["device"])
+    backbone.eval()
+    feats, labels = [], []
+    for batch in loader:
+        with _autocast(config):
+            feats.append(backbone(batch[_INPUT].to(device, non_blocking=True)).float())
+        labels.append(batch["label"].to(device))
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def _accuracy(head, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    head.eval()
+    top = head(feats).topk(min(5, num_classes), dim=1).indices
+    hits = top == labels[:, None]
+    out = {"top1": 100.0 * float(hits[:, 0].float().mean())}
+    if num_classes >= 5:
+        out["top5"] = 100.0 * float(hits.any(dim=1).float().mean())
+    return out

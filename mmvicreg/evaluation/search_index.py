@@ -1,0 +1,368 @@
+"""A search index: a folder of images and/or a file of captions embedded by a model, searched by text or image.
+
+``build_search_index(model, out, images=FOLDER, captions=FILE)`` writes the folder ``out``:
+
+* ``index.faiss``: a FAISS inner-product index (:mod:`mmvicreg.evaluation.metrics.search`) of L2-normalised
+  embeddings, so scores are cosine similarities; row i is item i;
+* ``items.jsonl``: one ``{"id", "kind", "text"?}`` per row: images (``kind`` ``"image"``, ``id`` the path
+  relative to the image folder, sorted) then captions (``"caption"``, ``id`` ``"line N"``, ``text``);
+* ``meta.json``: the model (``ref``: its folder's absolute path or Hub id; ``fingerprint``:
+  :func:`model_fingerprint`), the branch per kind, the embedding ``dim``, the index kind and options, ``count``,
+  the sources and the mmvicreg version.
+
+Images go through the model's image branch, captions through its text branch (the first of each modality unless
+named). Memory is bounded: items are embedded ``chunk_size`` at a time and added chunk by chunk; an IVF index is
+trained on its first ``min(n, train_size)`` rows (the images come first) before the rest is added. The folder
+is staged beside ``out`` and renamed into place whole. :meth:`SearchIndex.load` reads it back, on the GPU when
+FAISS can (:func:`~mmvicreg.evaluation.metrics.search.on_faiss_device`); :meth:`SearchIndex.query` embeds a text
+or an image with the same model and returns the top k.
+
+The model is duck-typed as in :mod:`mmvicreg.evaluation.model_level` (``branch_names``, ``branch(name).modality``,
+``encode(branch, items, batch_size=..., progress=..., **encode_options)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmvicreg.evaluation.metrics.search import new_index, on_faiss_device, read_index, search, write_index
+from mmvicreg.files import publish_dir
+
+__all__ = ["IMAGE_SUFFIXES", "SearchIndex", "build_search_index", "list_images", "model_fingerprint", "read_captions"]
+
+INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.jsonl", "meta.json"
+FORMAT_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+EXPORT_FILES = ("config.json", "model.safetensors")  # an export's architecture and weights (mmvicreg.model.io)
+GPU_MAX_K = 2048  # FAISS's GPU indexes return at most this many neighbours per query
+BUILD_HINT = "mmvicreg index build --model MODEL --images FOLDER --out {out}"
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Paths (POSIX, relative to ``folder``, sorted) of every image file under ``folder``, recursively."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} is not a directory; pass --images a folder of images")
+    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}; pass --images a folder of images")
+    return found
+
+
+def read_captions(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``[("line N", caption), ...]`` of a text file with one caption per line (1-based N; blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caption file {path} does not exist; pass --captions a .txt file, one caption a line")
+    out = [(f"line {i}", line.strip()) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not out:
+        raise ValueError(f"{path} holds no captions; write one caption per line")
+    return out
+
+
+class ImageFiles(Sequence):
+    """Images decoded on access from a list of files (a slice is another lazy view); picklable for workers."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return ImageFiles(self.paths[i])
+        from mmvicreg.data.sources.io import open_image
+
+        return open_image(self.paths[i])
+
+
+def model_fingerprint(folder: str | os.PathLike) -> str:
+    """``"sha256:<hex>"`` of an export's ``config.json``, ``model.safetensors`` and ``tokenizers/`` files."""
+    folder = Path(folder)
+    files = [folder / name for name in EXPORT_FILES]
+    files += sorted(p for p in (folder / "tokenizers").rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {folder} is not a complete mmvicreg export")
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def pick_branch(model: Any, modality: str, name: str | None = None, why: str = "") -> str:
+    """``name`` checked to be a ``modality`` branch of ``model``, or its first ``modality`` branch."""
+    names = list(model.branch_names)
+    if name is not None:
+        if name not in names or model.branch(name).modality != modality:
+            raise ValueError(f"branch {name!r} is not one of the model's {modality} branches: {_describe(model)}")
+        return name
+    for n in names:
+        if model.branch(n).modality == modality:
+            return n
+    raise ValueError(f"{why or modality + ' items'} need a {modality} branch; the model has {_describe(model)}")
+
+
+def _describe(model: Any) -> str:
+    return ", ".join(f"{n} ({model.branch(n).modality})" for n in model.branch_names)
+
+
+def _unit_rows(z: Any) -> np.ndarray:
+    z = np.ascontiguousarray(z.detach().cpu().numpy() if hasattr(z, "detach") else z, dtype=np.float32)
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+# ------------------------------------------------------------------------------------------- building
+
+
+class _Filler:
+    """Adds chunks of rows to an index made on the first chunk; an untrained (IVF) index buffers its first
+    ``train_rows`` rows, trains on them, then adds them: memory is one chunk, or the training sample."""
+
+    def __init__(self, kind: str, options: Mapping[str, Any] | None, train_rows: int) -> None:
+        self.kind, self.options, self.train_rows = kind, dict(options or {}), train_rows
+        self.index: Any = None
+        self.pending: list[np.ndarray] = []
+        self.adds = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if self.index is None:
+            self.index = new_index(rows.shape[1], self.kind, self.options, self.train_rows)
+        if self.index.is_trained:
+            self.index.add(rows)
+            self.adds += 1
+            return
+        self.pending.append(rows)
+        if sum(len(p) for p in self.pending) >= self.train_rows:
+            self._train()
+
+    def _train(self) -> None:
+        sample = np.concatenate(self.pending)
+        self.pending = []
+        self.index.train(sample)
+        self.index.add(sample)
+        self.adds += 1
+
+    def finish(self) -> Any:
+        if self.pending:
+            self._train()
+        return self.index
+
+
+def _chunks(model: Any, branch: str, items: Sequence[Any], chunk_size: int, batch_size: int,
+            encode_options: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    for lo in range(0, len(items), chunk_size):
+        z = model.encode(branch, items[lo : lo + chunk_size], batch_size=batch_size, progress=False,
+                         **encode_options)
+        yield _unit_rows(z)
+
+
+def build_search_index(
+    model: Any,
+    out_dir: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    captions: str | os.PathLike | None = None,
+    kind: str = "flat",
+    options: Mapping[str, Any] | None = None,
+    image_branch: str | None = None,
+    text_branch: str | None = None,
+    model_ref: Mapping[str, str] | None = None,
+    batch_size: int = 256,
+    chunk_size: int = 4096,
+    train_size: int = 50_000,
+    progress: bool = False,
+    **encode_options: Any,
+) -> SearchIndex:
+    """Embed the images under ``images`` and/or the lines of ``captions`` and save a search index in ``out_dir``.
+
+    ``kind`` / ``options``: the FAISS index (``"flat"``, ``"hnsw"``, ``"ivf"``; see
+    :func:`~mmvicreg.evaluation.metrics.search.new_index`). ``model_ref`` (``{"ref", "fingerprint"}``) is what
+    :meth:`SearchIndex.load` callers check a query model against. ``batch_size`` and ``encode_options``
+    (``device``, ``precision``, ``workers``) go to ``model.encode``, called once per ``chunk_size`` items.
+    ``out_dir`` is replaced whole when it is a search index, refused when it is another non-empty folder.
+    """
+    if images is None and captions is None:
+        raise ValueError("nothing to index: pass --images FOLDER and/or --captions FILE")
+    if chunk_size < 1 or train_size < 1:
+        raise ValueError(f"chunk_size and train_size must be positive, got {chunk_size} and {train_size}")
+    out = Path(out_dir)
+    if out.exists() and not (out / META_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not a search index; pass --out a new or empty folder")
+    parts, rows = [], []  # (kind, branch, items to encode), item records
+    if images is not None:
+        branch = pick_branch(model, "image", image_branch, "--images")
+        paths = list_images(images)
+        parts.append(("image", branch, ImageFiles([str(Path(images) / p) for p in paths])))
+        rows += [{"id": p, "kind": "image"} for p in paths]
+    if captions is not None:
+        branch = pick_branch(model, "text", text_branch, "--captions")
+        lines = read_captions(captions)
+        parts.append(("caption", branch, [text for _, text in lines]))
+        rows += [{"id": i, "kind": "caption", "text": text} for i, text in lines]
+    filler = _Filler(kind, options, min(len(rows), train_size))
+    new_index(1, kind, options, filler.train_rows)  # a bad kind or option fails here, before any encoding
+    bar = _progress(len(rows), progress)
+    for _, branch, items in parts:
+        for z in _chunks(model, branch, items, chunk_size, batch_size, encode_options):
+            filler.add(z)
+            bar.update(len(z))
+    bar.close()
+    index = filler.finish()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "mmvicreg_version": _version(),
+        "model": dict(model_ref or {"ref": None, "fingerprint": None}),
+        "branches": {k: b for k, b, _ in parts},
+        "dim": int(index.d),
+        "index": kind,
+        "index_options": dict(options or {}),
+        "count": len(rows),
+        "counts": {k: sum(r["kind"] == k for r in rows) for k, _, _ in parts},
+        "sources": {"images": _absolute(images), "captions": _absolute(captions)},
+    }
+    _save(out, index, rows, meta)
+    return SearchIndex(out, index, rows, meta, "cpu")
+
+
+def _save(out: Path, index: Any, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+    try:
+        write_index(index, tmp / INDEX_FILE)
+        (tmp / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private; the index is an ordinary output
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _absolute(path: str | os.PathLike | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mmvicreg")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _progress(total: int, show: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="index", unit="item", disable=not show)
+
+
+# ------------------------------------------------------------------------------------------- querying
+
+
+@dataclass
+class SearchIndex:
+    """A loaded search index: the FAISS ``index`` (on ``device``), its ``items`` in row order and ``meta``."""
+
+    directory: Path
+    index: Any
+    items: list[dict[str, Any]]
+    meta: dict[str, Any]
+    device: str
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, gpu: bool = True) -> SearchIndex:
+        """Read the folder written by :func:`build_search_index`; search on the GPU when FAISS can and ``gpu``."""
+        directory = Path(directory)
+        if not (directory / META_FILE).is_file():
+            raise FileNotFoundError(f"no search index at {directory}: build one with {BUILD_HINT.format(out=directory)}")
+        rebuild = f"rebuild it with {BUILD_HINT.format(out=directory)}"
+        try:
+            meta = json.loads((directory / META_FILE).read_text())
+            items = [json.loads(line) for line in (directory / ITEMS_FILE).read_text().splitlines() if line]
+            index = read_index(directory / INDEX_FILE)
+        except (OSError, RuntimeError, json.JSONDecodeError) as e:
+            raise ValueError(f"search index {directory} cannot be read ({type(e).__name__}: {e}); {rebuild}") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"search index {directory} has format {meta.get('format_version')!r}, not "
+                             f"{FORMAT_VERSION}; {rebuild}")
+        if not index.ntotal == len(items) == meta.get("count"):
+            raise ValueError(f"search index {directory} is inconsistent ({index.ntotal} vectors, {len(items)} items, "
+                             f"count {meta.get('count')}); {rebuild}")
+        index, device = on_faiss_device(index, meta["index"]) if gpu else (index, "cpu")
+        return cls(directory, index, items, meta, device)
+
+    @property
+    def model_ref(self) -> str | None:
+        """The model the index was built with: a folder's absolute path or a Hub id."""
+        return self.meta["model"].get("ref")
+
+    def check_model(self, ref: str, fingerprint: str) -> None:
+        """A one-line ``ValueError`` unless ``fingerprint`` is the one of the model that built the index."""
+        built = self.meta["model"]
+        if built.get("fingerprint") == fingerprint:
+            return
+        sources = self.meta.get("sources", {})
+        data = " ".join(f"--{k} {v}" for k, v in sources.items() if v) or "--images FOLDER"
+        raise ValueError(
+            f"index {self.directory} was built with model {built.get('ref')} (fingerprint {built.get('fingerprint')}), "
+            f"not {ref} (fingerprint {fingerprint}); rebuild it with mmvicreg index build --model {ref} {data} "
+            f"--out {self.directory}"
+        )
+
+    def query(self, model: Any, *, text: str | None = None, image: Any = None, k: int = 10,
+              branch: str | None = None, **encode_options: Any) -> list[dict[str, Any]]:
+        """The ``k`` items most similar to ``text`` or ``image`` (a PIL image or a path): ``[{rank, score, id,
+        kind, text?}]``, best first. The query goes through ``branch``, by default the branch that embedded the
+        index's captions (text) or images (image), else the model's first branch of that modality."""
+        if (text is None) == (image is None):
+            raise ValueError("a query is a text or an image: pass exactly one of --text TEXT / --image PATH")
+        if k < 1:
+            raise ValueError(f"k must be a positive number of results, got {k}")
+        kind, modality = ("caption", "text") if text is not None else ("image", "image")
+        if branch is None and self.meta["branches"].get(kind) in model.branch_names:
+            branch = self.meta["branches"][kind]
+        flag = "--text" if text is not None else "--image"
+        branch = pick_branch(model, modality, branch, f"{flag} queries")
+        if isinstance(image, (str, os.PathLike)):
+            from mmvicreg.data.sources.io import open_image
+
+            image = open_image(image)
+        z = _unit_rows(model.encode(branch, [text if text is not None else image], batch_size=1, progress=False,
+                                    **encode_options))
+        if z.shape[1] != self.meta["dim"]:
+            raise ValueError(f"branch {branch!r} embeds into {z.shape[1]} dimensions but index {self.directory} "
+                             f"holds {self.meta['dim']}; query with the model that built it")
+        return self.search_vector(z[0], k)
+
+    def search_vector(self, z: np.ndarray, k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` items nearest the L2-normalised vector ``z`` (d,), best first (approximate indexes may give
+        fewer)."""
+        if self.device == "gpu" and k > GPU_MAX_K:
+            raise ValueError(f"k = {k} is over FAISS's limit of {GPU_MAX_K} results on a GPU; ask for fewer")
+        scores, ids = search(self.index, np.ascontiguousarray(z[None], dtype=np.float32), k)
+        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        return [{"rank": r, "score": s, **self.items[i]} for r, (s, i) in enumerate(hits, 1)]
