@@ -22,6 +22,7 @@ from mmvicreg.choices import (
     RETRIEVAL_INDEXES,
     RETRIEVAL_PROTOCOLS,
 )
+from mmvicreg.cli.linear import add_linear_arguments, run_linear
 
 # ------------------------------------------------------------------------------------------- sources
 
@@ -170,7 +171,7 @@ def _random_init_like(model: Any) -> Any:
 Score = Callable[..., dict[str, Any]]
 
 
-def _image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
+def image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
     """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
     model = _load_model(args)
     images = [n for n in model.branch_names if model.branch(n).modality == "image"]
@@ -208,14 +209,14 @@ def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     """Weighted k-NN top-1 per image branch: printed, and written to ``--json``."""
     from mmvicreg.evaluation.model_level import evaluate_knn
 
-    return _image_eval(args, evaluate_knn, ks=tuple(args.k), temperature=args.temperature)
+    return image_eval(args, evaluate_knn, ks=tuple(args.k), temperature=args.temperature)
 
 
 def run_linear_probe(args: argparse.Namespace) -> dict[str, Any]:
     """Linear-probe top-1 per image branch: printed, and written to ``--json``."""
     from mmvicreg.evaluation.model_level import evaluate_linear_probe
 
-    return _image_eval(args, evaluate_linear_probe, epochs=args.epochs, lr=args.lr,
+    return image_eval(args, evaluate_linear_probe, epochs=args.epochs, lr=args.lr,
                        probe_batch_size=args.probe_batch_size)
 
 
@@ -252,9 +253,10 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
                    help="FAISS option: hnsw m, ef_construction, ef_search; ivf nlist, nprobe")
 
 
-def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+def add_image_arguments(p: argparse.ArgumentParser) -> None:
     _add_common_arguments(p, IMAGE_FORMATS)
-    p.add_argument("--train-images", help="folder: class subfolders of the labelled training images; hf: dataset")
+    p.add_argument("--train-images", "--reference", dest="train_images",
+                   help="the labelled reference / training images (folder: class subfolders; hf: dataset)")
     p.add_argument("--test-images", help="folder: class subfolders of the labelled test images; hf: dataset")
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
@@ -264,13 +266,13 @@ def _add_image_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_knn_arguments(p: argparse.ArgumentParser) -> None:
-    _add_image_arguments(p)
+    add_image_arguments(p)
     p.add_argument("--k", type=int, nargs="+", default=[20, 200])
     p.add_argument("--temperature", type=float, default=0.07)
 
 
 def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
-    _add_image_arguments(p)
+    add_image_arguments(p)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--probe-batch-size", type=int, default=256)
@@ -280,4 +282,5 @@ COMMANDS = {
     "retrieval": (add_retrieval_arguments, run_retrieval, "image–text Recall@K, medr, meanr"),
     "knn": (add_knn_arguments, run_knn, "weighted k-NN top-1 of frozen image features"),
     "linear-probe": (add_linear_probe_arguments, run_linear_probe, "linear probe top-1 of frozen image features"),
+    "linear": (add_linear_arguments, run_linear, "published linear evaluation (augmented) or 1%/10% fine-tuning"),
 }

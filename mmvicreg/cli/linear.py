@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-LINEAR_MODES = ("linear", "finetune")  # mmvicreg.evaluation.linear_eval.LINEAR_EVAL_MODES, without importing torch
+from mmvicreg.choices import LINEAR_EVAL_MODES
+
 
 
 def add_linear_arguments(p: argparse.ArgumentParser) -> None:
     """``eval knn``'s data and output flags, then the protocol's own."""
-    from mmvicreg.cli.evaluate import _add_image_arguments
+    from mmvicreg.cli.evaluate import add_image_arguments
 
-    _add_image_arguments(p)
-    p.add_argument("--mode", choices=LINEAR_MODES, default="linear",
+    add_image_arguments(p)
+    p.add_argument("--mode", choices=LINEAR_EVAL_MODES, default="linear",
                    help="linear: frozen backbone (published linear evaluation); finetune: backbone and head")
     p.add_argument("--train-percent", type=float,
                    help="use this percent of each class's training images (seeded by --seed; at least one each)")
@@ -41,11 +42,11 @@ def add_linear_arguments(p: argparse.ArgumentParser) -> None:
 def run_linear(args: argparse.Namespace) -> dict[str, Any]:
     """Top-1 (and top-5) per image branch, trained and (``--compare-random-init``) untrained: printed, and
     written to ``--json`` with the settings used and the labelled subset."""
-    from mmvicreg.cli.evaluate import _image_eval
+    from mmvicreg.cli.evaluate import image_eval
     from mmvicreg.evaluation.linear_eval import evaluate_linear
 
-    return _image_eval(
+    return image_eval(
         args, evaluate_linear, mode=args.mode, train_percent=args.train_percent, subset=args.subset, seed=args.seed,
         epochs=args.epochs, lr_head=args.lr_head, lr_backbone=args.lr_backbone, weight_decay=args.weight_decay,
-        device=args.device,  # batch_size, workers, precision, progress and layer: passed by _image_eval
+        device=args.device,  # batch_size, workers, precision, progress and layer: passed by image_eval
     )

@@ -19,7 +19,7 @@ hf         ``path``, ``images`` (folder of relative image paths), ``image_column
            ``group_by``, ``data_files``, ``cache_dir``, ``hf_split`` (default: the split), ...;
            ``caption_column=None`` makes it image-only with ``label_column``
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
-digits     ``size``, ``test_fraction``, ``seed``                      (splits: train, test)
+digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
 =========  ===========================================================================================
 """

@@ -38,7 +38,7 @@ from PIL import Image
 from torch.utils.data import BatchSampler, RandomSampler, Subset
 from torchvision.transforms import v2
 
-from mmvicreg.choices import EMBEDDING_LAYERS, EVAL_PRECISIONS, check_choice
+from mmvicreg.choices import EMBEDDING_LAYERS, EVAL_PRECISIONS, LINEAR_EVAL_MODES, check_choice
 from mmvicreg.data.batching import Preprocessor, make_loader
 from mmvicreg.data.transforms import build_transform, interpolation_mode
 from mmvicreg.devices import autocast, resolve_device
@@ -46,7 +46,6 @@ from mmvicreg.evaluation.labelled import choose_subset
 
 __all__ = ["LINEAR_EVAL_MODES", "PUBLISHED", "evaluate_linear", "format_linear", "published_settings"]
 
-LINEAR_EVAL_MODES = ("linear", "finetune")
 MOMENTUM = 0.9
 HEAD_INIT_STD = 0.01
 PUBLISHED = {  # at batch 256; facebookresearch/vicreg evaluate.py defaults and README commands
@@ -145,12 +144,15 @@ def _settings(model, branch, mode, train_percent, epochs, batch_size, lr_head, l
     b = model.branch(branch)
     if b.modality != "image":
         raise ValueError(f"branch {branch!r} is a {b.modality} branch; linear evaluation scores image branches")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("workers", workers + 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    workers = workers or 0
+    for name, value, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("workers", workers, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if mode == "linear" and lr_backbone:
         raise ValueError("lr_backbone is for mode 'finetune'; in linear evaluation the backbone is frozen")
-    for name, value in (("lr_head", lr_head), ("lr_backbone", lr_backbone), ("weight_decay", weight_decay)):
+    if lr_head is not None and not lr_head > 0:
+        raise ValueError(f"lr_head must be > 0, got {lr_head!r}")
+    for name, value in (("lr_backbone", lr_backbone), ("weight_decay", weight_decay)):
         if value is not None and not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value!r}")
     published = published_settings(mode, train_percent)

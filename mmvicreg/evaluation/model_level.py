@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from mmvicreg.choices import RETRIEVAL_INDEXES, RETRIEVAL_PROTOCOLS, check_choice
+from mmvicreg.evaluation.labelled import is_labelled
 from mmvicreg.evaluation.metrics.chance import retrieval_chance
 from mmvicreg.evaluation.metrics.knn import KNNMemory, knn_classify_memory
 from mmvicreg.evaluation.metrics.linear_probe import linear_probe
@@ -87,7 +88,7 @@ def evaluate(
         )
         text = f"held-out retrieval ({settings.protocol} protocol):\n" + format_retrieval(result, result["chance"])
         return result, text
-    if reference is None or getattr(reference, "labels", None) is None:
+    if reference is None or not is_labelled(reference):
         raise ValueError(
             "k-NN evaluation of a labelled eval source needs a labelled reference set as memory: set eval.reference "
             "(a data section of labelled images), or train on labelled images"

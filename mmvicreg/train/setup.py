@@ -20,6 +20,7 @@ from mmvicreg.config import ConfigError, RunConfig
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
 from mmvicreg.devices import resolve_device
+from mmvicreg.evaluation.labelled import labelled_memory
 from mmvicreg.model import JointEmbedding
 from mmvicreg.objective import build_objective, build_vcreg
 from mmvicreg.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_debris
@@ -186,14 +187,12 @@ def build_sources(config: RunConfig) -> tuple[Any, Any, Any]:
     check_choice(config.eval.index, RETRIEVAL_INDEXES, "eval.index")
     train = build_source(config.data.train, "train")
     evaluation = build_source(config.data.eval, "test") if config.data.eval is not None else None
-    reference = build_source(config.eval.reference, "train") if config.eval.reference is not None else train
+    reference = train
     if evaluation is not None and not callable(getattr(evaluation, "eval_set", None)):
-        if getattr(reference, "labels", None) is None:
-            raise ConfigError(
-                "data.eval is a labelled image set, scored by k-NN against a labelled reference, but "
-                f"{'eval.reference' if config.eval.reference is not None else 'data.train'} has no labels; set "
-                "eval.reference to a labelled data section (e.g. {format: folder, images: train/})"
-            )
+        try:  # a labelled eval set is scored by k-NN against a labelled reference: named now, not after training
+            reference = labelled_memory(train, config.eval.reference)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return train, evaluation, reference
 
 

@@ -63,7 +63,7 @@ def test_format_options_for_config_validation():
     assert format_options("nope") is None
     assert {"split", "captions", "images", "root", "year", "pairs", "on_bad_image"} <= format_options("coco")
     assert {"caption_column", "label_column", "hf_split", "image_column"} <= format_options("hf")
-    assert format_options("digits") == {"split", "size", "test_fraction", "seed"}
+    assert format_options("digits") == {"split", "size", "test_fraction", "seed", "labels"}
 
 
 def test_one_vocabulary_for_files_and_folders():
