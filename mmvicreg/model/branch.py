@@ -7,7 +7,6 @@ preprocessing (an image transform, or the tokenizer its text encoder owns).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -81,6 +80,25 @@ def transform_spec(spec: Mapping[str, Any] | None, weights: Mapping[str, Any] | 
     return resolved
 
 
+class ItemPreprocessor:
+    """A branch's preprocessing of one raw item: ``tokenizer.encode`` for text, ``transform`` for images."""
+
+    def __init__(self, field: str, tokenizer: Any = None, transform: Callable | None = None) -> None:
+        self.field, self.tokenizer, self.transform = field, tokenizer, transform
+
+    def __call__(self, item: Any) -> torch.Tensor:
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(item)
+        if isinstance(item, Image.Image):
+            item = item if item.mode == "RGB" else item.convert("RGB")
+        elif not isinstance(item, (torch.Tensor, np.ndarray)):
+            raise TypeError(
+                f"this branch reads images (field {self.field!r}), got {type(item).__name__}; "
+                f"is a caption routed to an image branch?"
+            )
+        return self.transform(item)
+
+
 class Branch(nn.Module):
     """encoder -> representation h -> expander -> embedding z, with the field it reads and its preprocessing.
 
@@ -107,7 +125,7 @@ class Branch(nn.Module):
         self.transform_spec = transform_spec(transform, encoder.preprocessing()) if image else None
         self.shares = shares
         self.own_expander = own_expander
-        self._transforms: dict[bool, Callable] = {}
+        self._preprocessors: dict[bool, ItemPreprocessor] = {}
 
     @property
     def modality(self) -> str:
@@ -134,25 +152,20 @@ class Branch(nn.Module):
 
     def preprocess(self, item: Any, train: bool = False) -> torch.Tensor:
         """One raw item (PIL image or str) -> the tensor this branch's encoder reads (before batching)."""
-        if self.modality == "text":
-            return self.tokenizer.encode(item)
-        if isinstance(item, Image.Image):
-            item = item if item.mode == "RGB" else item.convert("RGB")
-        elif not isinstance(item, (torch.Tensor, np.ndarray)):
-            raise TypeError(
-                f"this branch reads images (field {self.field!r}), got {type(item).__name__}; "
-                f"is a caption routed to an image branch?"
-            )
-        if train not in self._transforms:
-            t = self.transform_spec
-            self._transforms[train] = build_transform(
-                t["train" if train else "eval"], t["size"], t["mean"], t["std"], t["interpolation"], t["crop_pct"]
-            )
-        return self._transforms[train](item)
+        return self.preprocessor(train)(item)
 
     def preprocessor(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
-        """``item -> tensor`` for a data loader (picklable, so it runs in DataLoader workers)."""
-        return partial(self.preprocess, train=train)
+        """``item -> tensor`` for a data loader: picklable, and it carries the transform or the tokenizer only
+        (never the encoder's weights, which would otherwise be copied into every DataLoader worker)."""
+        if train not in self._preprocessors:
+            transform = None
+            if self.modality == "image":
+                t = self.transform_spec
+                transform = build_transform(
+                    t["train" if train else "eval"], t["size"], t["mean"], t["std"], t["interpolation"], t["crop_pct"]
+                )
+            self._preprocessors[train] = ItemPreprocessor(self.field, self.tokenizer, transform)
+        return self._preprocessors[train]
 
     def config(self) -> dict[str, Any]:
         """The JSON-able section that rebuilds this branch (the model's saved ``config.json``)."""
