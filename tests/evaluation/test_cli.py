@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmvicreg.cli import main
 from tests.helpers import REPO_ROOT as ROOT
@@ -57,6 +58,33 @@ def test_retrieval_script_on_flickr8k_1k_protocol(shared_data, tmp_path):
     result = json.loads(out.read_text())
     assert all(k in result for k in RETRIEVAL_KEYS) and result["protocol"] == "1k"
     assert result["num_images"] == 1000 and result["num_captions"] == 5000
+    # FAISS's flat index ranks exactly: every R@K equals the exact pass (serial decoding this time)
+    flat_out = tmp_path / "flat.json"
+    assert main(["eval", "retrieval", "--model", str(model), "--format", "csv", "--images", str(root / "images"),
+                 "--captions", str(root / "captions.csv"), "--protocol", "1k", "--index", "flat", "--workers", "0",
+                 "--json", str(flat_out), "--no-progress"]) == 0
+    flat = json.loads(flat_out.read_text())
+    assert flat["faiss"] == "cpu" or torch.cuda.is_available()
+    for key in [k for k in RETRIEVAL_KEYS if "R@" in k] + ["rsum"]:
+        assert flat[key] == pytest.approx(result[key], abs=1e-9), key
+
+
+def test_eval_device_and_faiss_mistakes_are_one_line(tmp_path, capsys):
+    from mmvicreg import JointEmbedding
+
+    JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": "8", "transform": {"size": 16}},
+                                "caption": {"encoder": {"name": "gru", "word_dim": 4, "hidden_dim": 4},
+                                            "expander": "8"}}, captions=["a cat"]).save_pretrained(tmp_path / "m")
+    base = ["eval", "retrieval", "--model", str(tmp_path / "m"), "--format", "shapes", "--option", "num_images=20",
+            "--option", "size=16", "--no-progress", "--workers", "0"]
+    cases = [(["--index", "hnsw", "--index-option", "nlist=4"], "unknown option(s) ['nlist'] for a 'hnsw' index"),
+             (["--index-option", "nprobe=4"], "applies to a FAISS --index (flat, ivf, hnsw), not exact")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "torch sees no CUDA GPU"))
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
 
 
 def test_retrieval_script_bad_input_is_one_line(tmp_path):

@@ -152,3 +152,20 @@ def test_encode_nothing_gives_an_empty_matrix_of_the_layer_width(image_text):
     assert image_text.encode("caption", [], layer="representation").shape == (0, 16)
     with pytest.raises(ValueError, match="layer is 'embeddings' \\(did you mean 'embedding'\\?\\)"):
         image_text.encode("image", images(1), layer="embeddings")
+
+
+def test_encode_with_worker_processes_equals_serial_encode_and_batches_concatenate(image_text):
+    import pickle
+
+    pictures, captions = images(10, size=36), CAPTIONS[:9]
+    for branch, items in (("image", pictures), ("caption", captions)):
+        serial = image_text.encode(branch, items, batch_size=4, workers=0)
+        parallel = image_text.encode(branch, items, batch_size=4, workers=2)
+        torch.testing.assert_close(parallel, serial, atol=1e-5, rtol=0)
+        batches = list(image_text.encode_batches(branch, items, batch_size=4))
+        assert [len(b) for b in batches] == [4, 4, len(items) - 8]
+        torch.testing.assert_close(torch.cat(batches), serial, atol=0, rtol=0)
+    # what a worker receives is the transform, not the network: no parameter tensor in the pickle
+    state = image_text.branch("image").encoder.state_dict()
+    assert len(pickle.dumps(image_text.branch("image").preprocessor(False))) < sum(
+        t.numel() * t.element_size() for t in state.values())
