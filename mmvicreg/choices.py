@@ -42,6 +42,7 @@ RETRIEVAL_PROTOCOLS = ("5k", "1k")
 INDEX_KINDS = ("flat", "hnsw", "ivf")
 RETRIEVAL_INDEXES = ("exact", *INDEX_KINDS)
 EVAL_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EXPANDER_NORMS = ("batch", "layer", "none")  # the expander's hidden-layer normalisation (published: batch)
 LINEAR_EVAL_MODES = ("linear", "finetune")  # frozen backbone + augmented linear head | fine-tune on a labelled subset
 
 

@@ -29,7 +29,7 @@ from mmvicreg.choices import (
 )
 
 BRANCH_LOSS_KEYS = ("variance_weight", "covariance_weight", "gamma")
-BRANCH_MODEL_KEYS = ("encoder", "expander", "field", "shares", "transform")
+BRANCH_MODEL_KEYS = ("encoder", "expander", "expander_norm", "field", "shares", "transform")
 
 
 class ConfigError(ValueError):
@@ -49,6 +49,7 @@ class BranchConfig:
 
     encoder: Any = None
     expander: Any = None
+    expander_norm: Optional[str] = None  # batch (published) | layer | none: the expander's hidden normalisation
     field: Optional[str] = None
     shares: Optional[str] = None
     transform: Optional[dict[str, Any]] = None

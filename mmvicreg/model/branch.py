@@ -172,6 +172,7 @@ class Branch(nn.Module):
         return {
             "encoder": None if self.shares else self.encoder.spec(),
             "expander": self.expander.spec if self.own_expander else None,
+            "expander_norm": self.expander.norm if self.own_expander else None,
             "field": self.field,
             "shares": self.shares,
             **({"transform": self.transform_spec} if self.transform_spec else {}),
@@ -185,16 +186,20 @@ def _build_one(
     captions: list[str] | None,
     tokenizers: Mapping[str, Any],
 ) -> Branch:
-    shares = section.get("shares")
+    shares, norm = section.get("shares"), section.get("expander_norm") or "batch"
     if shares is not None:
         source = built[shares]
         encoder = source.encoder
-        expander = source.expander if section.get("expander") is None else Expander(encoder.output_dim, section["expander"])
+        own_spec = section.get("expander") is not None or section.get("expander_norm") is not None
+        expander = (
+            Expander(encoder.output_dim, section.get("expander", source.expander.spec), norm)
+            if own_spec else source.expander
+        )
     else:
         if section.get("encoder") is None:
             raise ValueError(f"branch {name!r} needs an `encoder` (e.g. resnet50, gru) or `shares: <branch>`")
         encoder = build_encoder(section["encoder"], captions=captions, tokenizer=tokenizers.get(name))
-        expander = Expander(encoder.output_dim, section.get("expander", DEFAULT_EXPANDER))
+        expander = Expander(encoder.output_dim, section.get("expander", DEFAULT_EXPANDER), norm)
     own = shares is None or expander is not built[shares].expander
     return Branch(encoder, expander, section.get("field"), section.get("transform"), shares, own_expander=own)
 
