@@ -19,11 +19,13 @@ import yaml
 from mmvicreg.choices import (
     COVARIANCE_ALGORITHMS,
     DATA_FORMATS,
+    EVAL_PRECISIONS,
     MIXED_PRECISION,
     NONFINITE_POLICIES,
     OBJECTIVES,
     OPTIMIZERS,
     RENAMED_DATA_KEYS,
+    RETRIEVAL_INDEXES,
     RETRIEVAL_PROTOCOLS,
     did_you_mean,
 )
@@ -293,6 +295,8 @@ def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | 
         "loss.covariance": (config.loss.covariance, COVARIANCE_ALGORITHMS),
         "loss.name": (config.loss.name, OBJECTIVES),
         "eval.protocol": (config.eval.protocol, RETRIEVAL_PROTOCOLS),
+        "eval.precision": (config.eval.precision, EVAL_PRECISIONS),
+        "eval.index": (config.eval.index, RETRIEVAL_INDEXES),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -22,28 +22,16 @@ from mmvicreg.choices import (
     RETRIEVAL_INDEXES,
     RETRIEVAL_PROTOCOLS,
 )
+from mmvicreg.cli.common import key_values, load_model
 from mmvicreg.cli.linear import add_linear_arguments, run_linear
 
 # ------------------------------------------------------------------------------------------- sources
 
 
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> ``{key: YAML value}``."""
-    import yaml
-
-    out = {}
-    for text in pairs:
-        if "=" not in text:
-            raise ValueError(f"--option {text!r} must look like key=value")
-        key, value = text.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def caption_section(args: argparse.Namespace) -> dict[str, Any]:
     """The data section ``{"format", "captions" | "path", "images", **--option}`` of ``mmvicreg eval retrieval``."""
     fmt = args.format
-    section: dict[str, Any] = {"format": fmt, **_options(args.option)}
+    section: dict[str, Any] = {"format": fmt, **key_values(args.option, "--option")}
     if fmt in ("coco", "karpathy", "csv"):
         what = "the CSV/TSV file" if fmt == "csv" else "the captions JSON"
         section["captions"] = _required(args, "captions", what)
@@ -67,7 +55,7 @@ def image_source(fmt: str, images: str | None, split: str, options: Sequence[str
     """A labelled image source: ``folder`` reads class subfolders of ``images``, ``hf`` the dataset ``images``."""
     from mmvicreg.data import build_source
 
-    section: dict[str, Any] = {"format": fmt, **_options(options)}
+    section: dict[str, Any] = {"format": fmt, **key_values(options, "--option")}
     if fmt in ("folder", "hf"):
         if not images:
             what = "class subfolders of images" if fmt == "folder" else "datasets to load"
@@ -90,15 +78,6 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
         atomic_write_json(path, payload)
 
 
-def _load_model(args: argparse.Namespace) -> Any:
-    """The model of ``--model`` on ``--device`` (default: CUDA when torch sees a GPU, else the CPU)."""
-    from mmvicreg.devices import resolve_device
-    from mmvicreg.model import JointEmbedding
-
-    device = resolve_device(args.device)  # before loading: a missing GPU is named at once
-    return JointEmbedding.from_pretrained(args.model).to(device)
-
-
 def encoding(args: argparse.Namespace) -> dict[str, Any]:
     """The encoding options of every eval command: ``batch_size``, ``workers``, ``precision``, ``progress``."""
     return {"batch_size": args.batch_size, "workers": args.workers, "precision": args.precision,
@@ -114,9 +93,9 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
 
     from mmvicreg.evaluation.metrics.search import faiss_device
 
-    model = _load_model(args)
+    model = load_model(args.model, args.device)
     source = caption_source(args)
-    options = _options(args.index_option)
+    options = key_values(args.index_option, "--index-option", "nprobe=32")
     if options and args.index == "exact":
         raise ValueError(f"--index-option {args.index_option} applies to a FAISS --index (flat, ivf, hnsw), not exact")
     emb = embed_for_retrieval(model, source, args.branches, captions_per_image=args.captions_per_image,
@@ -173,7 +152,7 @@ Score = Callable[..., dict[str, Any]]
 
 def image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
     """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
-    model = _load_model(args)
+    model = load_model(args.model, args.device)
     images = [n for n in model.branch_names if model.branch(n).modality == "image"]
     branches = args.branch or images
     for b in branches:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmvicreg.choices import EVAL_PRECISIONS, INDEX_KINDS
+from mmvicreg.cli.common import key_values, load_model
 
 ENCODE_FLAGS = ("precision", "workers")
 
@@ -27,21 +28,8 @@ ENCODE_FLAGS = ("precision", "workers")
 
 def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--precision/--workers`` as ``model.encode`` keyword arguments, only those given (``--device`` places
-    the model: :func:`_load_model`)."""
+    the model: :func:`mmvicreg.cli.common.load_model`)."""
     return {k: getattr(args, k) for k in ENCODE_FLAGS if getattr(args, k, None) is not None}
-
-
-def _index_options(pairs: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> ``{key: YAML value}``."""
-    import yaml
-
-    out = {}
-    for text in pairs:
-        if "=" not in text:
-            raise ValueError(f"--index-option {text!r} must look like key=value, e.g. nprobe=32")
-        key, value = text.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def _resolve_model(name: str) -> tuple[Path, dict[str, str]]:
@@ -52,15 +40,6 @@ def _resolve_model(name: str) -> tuple[Path, dict[str, str]]:
     folder = resolve_export(name)
     ref = str(Path(name).resolve()) if os.path.exists(name) else str(name)
     return folder, {"ref": ref, "fingerprint": model_fingerprint(folder)}
-
-
-def _load_model(folder: Path, device: str | None) -> Any:
-    """The model of ``folder`` on ``device`` (default: CUDA when torch sees a GPU, else the CPU)."""
-    from mmvicreg.devices import resolve_device
-    from mmvicreg.model import JointEmbedding
-
-    where = resolve_device(device)  # before loading: a missing GPU is named at once
-    return JointEmbedding.from_pretrained(folder).to(where)
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -76,8 +55,8 @@ def run_build(args: argparse.Namespace) -> int:
     folder, ref = _resolve_model(args.model)
     extra = {"batch_size": args.batch_size} if args.batch_size is not None else {}
     index = build_search_index(
-        _load_model(folder, args.device), args.out, images=args.images, captions=args.captions, kind=args.index,
-        options=_index_options(args.index_option), image_branch=args.image_branch, text_branch=args.text_branch,
+        load_model(folder, args.device), args.out, images=args.images, captions=args.captions, kind=args.index,
+        options=key_values(args.index_option, "--index-option", "nprobe=32"), image_branch=args.image_branch, text_branch=args.text_branch,
         model_ref=ref, chunk_size=args.chunk_size, progress=args.progress, **extra, **_encode_options(args),
     )
     meta = index.meta
@@ -103,7 +82,8 @@ def run_search(args: argparse.Namespace) -> int:
                                 f"pass --model with that model's new location")
     folder, ref = _resolve_model(name)
     index.check_model(ref["ref"], ref["fingerprint"])
-    hits = index.query(_load_model(folder, args.device), text=args.text, image=args.image, k=args.k, **_encode_options(args))
+    model = load_model(folder, args.device)
+    hits = index.query(model, text=args.text, image=args.image, k=args.k, **_encode_options(args))
     query = repr(args.text) if args.text is not None else args.image
     print(f"top {len(hits)} of {index.meta['count']} items for {query} "
           f"({index.meta['index']} index on the FAISS {index.device.upper()}):")

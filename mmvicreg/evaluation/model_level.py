@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from mmvicreg.choices import RETRIEVAL_INDEXES, RETRIEVAL_PROTOCOLS, check_choice
+from mmvicreg.choices import RETRIEVAL_PROTOCOLS, check_choice
 from mmvicreg.evaluation.labelled import is_labelled
 from mmvicreg.evaluation.metrics.chance import retrieval_chance
 from mmvicreg.evaluation.metrics.knn import KNNMemory, knn_classify_memory
@@ -168,7 +168,6 @@ def score_retrieval(
     ``chance`` is the R@1/5/10 of random embeddings under the same protocol (:func:`retrieval_chance`).
     """
     folds = PROTOCOL_FOLDS[check_choice(protocol, RETRIEVAL_PROTOCOLS, "protocol")]
-    check_choice(index, RETRIEVAL_INDEXES, "index")
     metrics = retrieval_metrics(
         emb.image, emb.text, emb.text_to_image, ks=RECALL_KS, folds=folds, index=index, index_options=index_options
     )

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from mmvicreg.choices import EVAL_PRECISIONS, RETRIEVAL_INDEXES, check_choice
 from mmvicreg.config import ConfigError, RunConfig
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
@@ -183,8 +182,6 @@ def build_sources(config: RunConfig) -> tuple[Any, Any, Any]:
         resolve_device(config.eval.device)  # a GPU that is not there is named now, not after training
     except ValueError as e:
         raise ConfigError(f"eval.device: {e}") from None
-    check_choice(config.eval.precision, EVAL_PRECISIONS, "eval.precision")
-    check_choice(config.eval.index, RETRIEVAL_INDEXES, "eval.index")
     train = build_source(config.data.train, "train")
     evaluation = build_source(config.data.eval, "test") if config.data.eval is not None else None
     reference = train
