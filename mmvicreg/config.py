@@ -16,22 +16,11 @@ from typing import Any, Callable, Optional, Union
 
 import yaml
 
-from mmvicreg.choices import (
-    COVARIANCE_ALGORITHMS,
-    DATA_FORMATS,
-    EVAL_PRECISIONS,
-    MIXED_PRECISION,
-    NONFINITE_POLICIES,
-    OBJECTIVES,
-    OPTIMIZERS,
-    RENAMED_DATA_KEYS,
-    RETRIEVAL_INDEXES,
-    RETRIEVAL_PROTOCOLS,
-    did_you_mean,
-)
+from mmvicreg.choices import did_you_mean
 
 BRANCH_LOSS_KEYS = ("variance_weight", "covariance_weight", "gamma")
 BRANCH_MODEL_KEYS = ("encoder", "expander", "expander_norm", "field", "shares", "transform")
+BRANCH_TRAINING_KEYS = ("gradient_checkpointing", "freeze", "unfreeze_last")  # how a branch trains; not saved
 
 
 class ConfigError(ValueError):
@@ -55,6 +44,9 @@ class BranchConfig:
     field: Optional[str] = None
     shares: Optional[str] = None
     transform: Optional[dict[str, Any]] = None
+    gradient_checkpointing: Optional[bool] = None  # recompute the encoder's activations in backward (less memory)
+    freeze: Optional[bool] = None  # the encoder's weights and normalisation statistics stay as built (open_clip's lock)
+    unfreeze_last: Optional[int] = None  # with freeze: the encoder's last N layer groups still train
     variance_weight: Optional[float] = None
     covariance_weight: Optional[float] = None
     gamma: Optional[float] = None
@@ -70,7 +62,8 @@ class BranchConfig:
 
     def model_section(self) -> dict[str, Any]:
         """The keys that describe the network (what ``JointEmbedding.from_config`` reads), the unset ones left out."""
-        return {k: getattr(self, k) for k in BRANCH_MODEL_KEYS if getattr(self, k) is not None}
+        keys = (*BRANCH_MODEL_KEYS, *BRANCH_TRAINING_KEYS)
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 @dataclass
@@ -87,6 +80,7 @@ class OptimizerConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 256
+    micro_batch_size: Optional[int] = None  # run each process's batch in chunks this size; the loss sees it whole
     epochs: int = 1
     max_steps: Optional[int] = None
     checkpoint_every: int = 500
@@ -286,101 +280,10 @@ def load_config(
 
 
 def validate(config: RunConfig, format_keys: Callable[[str], set[str] | None] | None = None) -> None:
-    """Cross-field checks that types alone do not catch."""
-    t = config.train
-    choices = {
-        "train.mixed_precision": (t.mixed_precision, MIXED_PRECISION),
-        "train.on_nonfinite": (t.on_nonfinite, NONFINITE_POLICIES),
-        "train.optimizer.name": (t.optimizer.name, OPTIMIZERS),
-        "loss.covariance": (config.loss.covariance, COVARIANCE_ALGORITHMS),
-        "loss.name": (config.loss.name, OBJECTIVES),
-        "eval.protocol": (config.eval.protocol, RETRIEVAL_PROTOCOLS),
-        "eval.precision": (config.eval.precision, EVAL_PRECISIONS),
-        "eval.index": (config.eval.index, RETRIEVAL_INDEXES),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{key} is {value!r}{did_you_mean(value, allowed)}; choose one of {', '.join(allowed)}")
-    if t.batch_size < 2:
-        raise ConfigError(
-            f"train.batch_size is {t.batch_size}; VICReg's variance and covariance need at least 2 samples per batch"
-        )
-    for key in ("epochs", "checkpoint_every", "log_every", "rankme_every"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
-    if t.max_steps is not None and t.max_steps < 1:
-        raise ConfigError(f"train.max_steps must be at least 1 (or null for epochs), got {t.max_steps}")
-    _check_ranges(config)
-    if not config.branches:
-        raise ConfigError("the config names no branches; add `branches:` with at least two (e.g. image, caption)")
-    names = list(config.branches)
-    for name, branch in config.branches.items():
-        for key in BRANCH_LOSS_KEYS:
-            value = getattr(branch, key)
-            if value is not None and not value >= 0:
-                raise ConfigError(f"branches.{name}.{key} must be >= 0, got {value!r}")
-        encoder = branch.encoder
-        if encoder is not None and not (
-            isinstance(encoder, str) or (isinstance(encoder, dict) and isinstance(encoder.get("name"), str))
-        ):
-            raise ConfigError(
-                f"branches.{name}.encoder must be a name (e.g. resnet50, gru) or a mapping with a `name`, "
-                f"got {encoder!r}"
-            )
-    if config.loss.name == "vicreg" and len(names) < 2 and not config.loss.pairs:
-        raise ConfigError(f"VICReg compares branches in pairs; the config has only {names}")
-    for pair in config.loss.pairs or []:
-        if len(pair) != 2:
-            raise ConfigError(f"loss.pairs entries must be two branch names, got {pair}")
-        for b in pair:
-            if b not in names:
-                raise ConfigError(f"loss.pairs names branch {b!r}, which is not a branch{_nearest(b, names)}")
-    for section in ("train", "eval"):
-        data = getattr(config.data, section)
-        if data is None:
-            continue
-        if "format" not in data:
-            raise ConfigError(f"data.{section} needs a `format` ({', '.join(DATA_FORMATS)})")
-        if format_keys is not None:
-            valid = format_keys(str(data["format"]))
-            if valid is None:
-                raise ConfigError(
-                    f"data.{section}.format is {data['format']!r}{did_you_mean(data['format'], DATA_FORMATS)}; "
-                    f"known formats: {', '.join(DATA_FORMATS)}"
-                )
-            for key in data:
-                if key != "format" and key not in valid:
-                    renamed = RENAMED_DATA_KEYS.get(key)
-                    hint = (f"; it is called {renamed!r} (every caption source names its caption file `captions` "
-                            f"and its image folder `images`)" if renamed in valid
-                            else _nearest(key, sorted(valid | {"format"})))
-                    raise ConfigError(f"unknown config key 'data.{section}.{key}' for format {data['format']!r}{hint}")
+    """Cross-field checks that types alone do not catch (:mod:`mmvicreg.config_checks`)."""
+    from mmvicreg.config_checks import check_config
 
-
-def _check_ranges(config: RunConfig) -> None:
-    """Numbers that parse but would train silently wrong (a negative clip flips the gradient) or fail deep inside."""
-    t, o, loss = config.train, config.train.optimizer, config.loss
-    positive = {"train.optimizer.lr": o.lr, "train.optimizer.base_lr": o.base_lr, "train.grad_clip": t.grad_clip,
-                "eval.batch_size": config.eval.batch_size}
-    non_negative = {
-        "train.optimizer.weight_decay": o.weight_decay, "train.optimizer.momentum": o.momentum,
-        "train.warmup_steps": t.warmup_steps, "train.warmup_epochs": t.warmup_epochs,
-        "train.min_lr_ratio": t.min_lr_ratio, "data.workers": config.data.workers,
-        "loss.invariance_weight": loss.invariance_weight, "loss.variance_weight": loss.variance_weight,
-        "loss.covariance_weight": loss.covariance_weight,
-    }
-    for key, value in positive.items():
-        if value is not None and not value > 0:  # `not >` also catches NaN
-            raise ConfigError(f"{key} must be positive, got {value}")
-    for key, value in non_negative.items():
-        if value is not None and not value >= 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-    for key in ("keep_checkpoints", "max_consecutive_skips"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
-    for b in config.eval.branches or []:
-        if b not in config.branches:
-            raise ConfigError(f"eval.branches names {b!r}, which is not a branch{_nearest(b, list(config.branches))}")
+    check_config(config, format_keys)
 
 
 def dump_config(config: RunConfig, path: Path) -> None:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mmvicreg"
-LEAVES = {"config", "choices", "files", "distributed", "devices"}
+LEAVES = {"config", "config_checks", "choices", "files", "distributed", "devices"}
 ALLOWED = {
     "choices": set(),
     "files": set(),
-    "config": {"choices", "files"},
+    "config": {"choices", "files", "config_checks"},
+    "config_checks": {"choices", "config"},
     "distributed": set(),
     "devices": {"choices"},
     "objective": LEAVES,

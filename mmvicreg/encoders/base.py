@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from mmvicreg.encoders import freezing
+
 
 class Encoder(nn.Module):
     """Base class of all encoders.
@@ -21,12 +23,22 @@ class Encoder(nn.Module):
     it and handed back to :func:`~mmvicreg.encoders.build_encoder` to rebuild it). Ask
     :func:`mmvicreg.encoders.encoder_class` or :func:`mmvicreg.encoders.needs_tokenizer` for a spec, rather than
     comparing encoder names.
+
+    Training switches, the same on every encoder: ``supports_gradient_checkpointing`` (a class attribute: whether
+    :meth:`set_gradient_checkpointing` can turn it on, asked before any model is built) and
+    :meth:`set_gradient_checkpointing`; :meth:`freeze` (all but the last ``unfreeze_last`` of
+    :meth:`layer_groups`), :attr:`is_frozen` and :meth:`frozen_state_keys`. A frozen part stays in eval mode
+    through :meth:`train` (fixed normalisation statistics, no dropout).
     """
 
     modality: ClassVar[str] = "image"
     owns_tokenizer: ClassVar[bool] = False
     tokenizer: Any = None  # the text tokenizer of an encoder that owns one (``encode``, ``pad_id``, ``save``)
     output_dim: int
+    supports_gradient_checkpointing: ClassVar[bool] = False
+    _frozen: frozenset[str] = frozenset()  # parameter names frozen by freeze() (every name of a tied parameter)
+    _eval_held: tuple[str, ...] = ()  # outermost modules kept in eval mode by train() (""= the whole encoder)
+    _requires_grad_before: dict[str, bool] | None = None  # requires_grad of each parameter before the first freeze
 
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -56,3 +68,59 @@ class Encoder(nn.Module):
                 f"branch {branch!r} has a text encoder and needs int64 token ids (batch, length), got "
                 f"{x.dtype} tensor of shape {tuple(x.shape)}; are images routed to a text branch?"
             )
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """Turn gradient (activation) checkpointing on or off through the library's own switch.
+
+        Checkpointing recomputes activations in the backward pass instead of keeping them: same gradients, less
+        memory, more compute. This base class has no switch: ``enable=True`` raises one ``ValueError`` naming the
+        encoder and the fix; ``enable=False`` is a no-op (it is off). Subclasses that have one set
+        ``supports_gradient_checkpointing = True`` and override this; a library model that refuses raises the
+        same kind of one-line ``ValueError``.
+        """
+        if enable:
+            raise freezing.no_checkpointing_switch(freezing.encoder_label(self))
+
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names (relative to this encoder) in layer groups, input to output; each parameter in exactly
+        one group. :meth:`freeze` freezes all but the last groups. ``ValueError`` for an encoder without them."""
+        raise freezing.freezing_unsupported(freezing.encoder_label(self), "it defines no layer groups")
+
+    def freeze(self, unfreeze_last: int = 0) -> None:
+        """Freeze all but the last ``unfreeze_last`` :meth:`layer_groups` (open_clip's "lock").
+
+        Frozen parameters get ``requires_grad=False``; the others get back the ``requires_grad`` they had before
+        the first ``freeze`` (so a later call with another ``unfreeze_last`` re-decides, and ``unfreeze_last`` equal
+        to the number of groups unfreezes everything). Modules whose parameters are all frozen stay in eval mode
+        from now on, also under ``.train()``: their BatchNorm running statistics never change and their dropout is
+        off. With ``unfreeze_last=0`` the whole encoder is a fixed feature extractor, always in eval mode.
+        ``ValueError`` (naming the number of groups) unless ``0 <= unfreeze_last <= len(layer_groups())``.
+        """
+        label = freezing.encoder_label(self)
+        frozen = freezing.frozen_names(self, self.layer_groups(), unfreeze_last, label)
+        if self._requires_grad_before is None:
+            self._requires_grad_before = {name: p.requires_grad for name, p in self.named_parameters()}
+        for name, p in self.named_parameters():
+            p.requires_grad_(name not in frozen and self._requires_grad_before.get(name, True))
+        self._frozen = frozenset(frozen)
+        self._eval_held = tuple(freezing.eval_held_modules(self, frozen))
+        self.train(self.training)  # hold the frozen modules in eval mode now (or release them)
+
+    @property
+    def is_frozen(self) -> bool:
+        """True when :meth:`freeze` froze at least one parameter."""
+        return bool(self._frozen)
+
+    def frozen_state_keys(self) -> set[str]:
+        """The ``state_dict()`` keys (relative to this encoder) whose tensors cannot change in training after
+        :meth:`freeze`: the frozen parameters and every buffer of the modules held in eval mode. Empty when not
+        frozen."""
+        return freezing.frozen_state_keys(self, set(self._frozen), self._eval_held) if self._frozen else set()
+
+    def train(self, mode: bool = True) -> Encoder:
+        """``nn.Module.train``, except that the frozen modules (see :meth:`freeze`) stay in eval mode."""
+        super().train(mode)
+        if mode:
+            for name in self._eval_held:
+                self.get_submodule(name).train(False)
+        return self

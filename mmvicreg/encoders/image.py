@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
+from mmvicreg.encoders import freezing
 from mmvicreg.encoders.base import Encoder
 from mmvicreg.encoders.weights import open_clip_model, timm_model
 
@@ -18,6 +20,34 @@ from mmvicreg.encoders.weights import open_clip_model, timm_model
 def _size(size: Any) -> int:
     """An int side from an int or an ``(h, w)`` / ``(c, h, w)`` size (the last entry, as timm reads it)."""
     return int(size[-1]) if isinstance(size, (tuple, list)) else int(size)
+
+
+def timm_checkpointing(model: nn.Module, enable: bool, label: str) -> None:
+    """``model.set_grad_checkpointing(enable)`` of a timm model; one ``ValueError`` when the model refuses."""
+    switch = getattr(model, "set_grad_checkpointing", None)
+    if switch is None:
+        if enable:
+            raise freezing.checkpointing_refused(label, f"timm model {type(model).__name__} has no switch")
+        return
+    try:
+        switch(enable)
+    except (AssertionError, NotImplementedError) as e:  # timm's way of saying "not for this architecture"
+        raise freezing.checkpointing_refused(label, f"timm: {str(e) or type(e).__name__}") from None
+
+
+def timm_groups(model: nn.Module, prefix: str, label: str) -> list[list[str]]:
+    """timm's coarse layer groups of ``model`` (stem, then each stage or block, ...), names prefixed by ``prefix``.
+
+    The grouping open_clip's ``TimmModel.lock`` uses: ``model.group_matcher(coarse=True)`` read by
+    ``timm.models.group_parameters``.
+    """
+    from timm.models import group_parameters
+
+    matcher = getattr(model, "group_matcher", None)
+    if matcher is None:
+        raise freezing.freezing_unsupported(label, f"timm model {type(model).__name__} has no group_matcher")
+    grouped = group_parameters(model, matcher(coarse=True))
+    return [[prefix + name for name in grouped[key]] for key in sorted(grouped)]
 
 
 class TimmImageEncoder(Encoder):
@@ -31,6 +61,7 @@ class TimmImageEncoder(Encoder):
     """
 
     modality = "image"
+    supports_gradient_checkpointing = True
 
     def __init__(self, name: str, pretrained: bool | str = False, image_size: int | None = None, **kwargs: Any):
         super().__init__()
@@ -63,6 +94,17 @@ class TimmImageEncoder(Encoder):
         # No `pretrained`: the weights come from the export, so a rebuilt encoder never needs the network.
         return {"name": self.name, "image_size": self.image_size, **self.kwargs}
 
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """timm's ``set_grad_checkpointing(enable)``; ``ValueError`` for architectures timm has none for.
+
+        BatchNorm layers in train mode run again in the backward recomputation, so their running statistics take
+        two momentum updates per step (gradients are unchanged; a torch/timm property of checkpointing)."""
+        timm_checkpointing(self.model, enable, self.name)
+
+    def layer_groups(self) -> list[list[str]]:
+        """timm's coarse groups: the stem, then each stage (CNNs) or block (ViTs; the final norm with the last)."""
+        return timm_groups(self.model, "model.", self.name)
+
 
 class OpenCLIPImageEncoder(Encoder):
     """The vision tower of an open_clip model by name (``RN50``, ``ViT-B-32``, ...), random init by default.
@@ -72,6 +114,7 @@ class OpenCLIPImageEncoder(Encoder):
     """
 
     modality = "image"
+    supports_gradient_checkpointing = True
 
     def __init__(self, model: str, pretrained: str | bool | None = None, image_size: int | None = None):
         super().__init__()
@@ -101,3 +144,35 @@ class OpenCLIPImageEncoder(Encoder):
 
     def spec(self) -> dict[str, Any]:
         return {"name": f"open_clip:{self.model_name}", "image_size": self.image_size}
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """The tower's ``set_grad_checkpointing(enable)``; a timm tower's trunk switches through timm (its errors
+        surface rather than open_clip's warning); ResNet towers (``RN50``, ...) have none: ``ValueError``."""
+        label = f"open_clip:{self.model_name}"
+        trunk = getattr(self.visual, "trunk", None)
+        if trunk is not None:
+            timm_checkpointing(trunk, enable, label)
+        elif hasattr(self.visual, "transformer"):
+            self.visual.set_grad_checkpointing(enable)
+        elif enable:
+            raise freezing.checkpointing_refused(label, "open_clip has no checkpointing for its ResNet towers")
+
+    def layer_groups(self) -> list[list[str]]:
+        """The groups of open_clip's ``lock``: ViT towers: [patch embedding, class and positional embeddings,
+        ln_pre], each block (the last with ln_post and any pooling), [proj]; timm towers: timm's coarse groups of
+        the trunk, then the head; ResNet towers: [stem], layer1..layer4, [attnpool]."""
+        label, visual = f"open_clip:{self.model_name}", self.visual
+        names = [name for name, _ in self.named_parameters()]
+        if getattr(visual, "trunk", None) is not None:
+            groups = timm_groups(visual.trunk, "visual.trunk.", label)
+            head = [name for name in names if not freezing.under(name, "visual.trunk")]
+            return groups + [head] if head else groups
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        if blocks is not None:
+            embed = [f"visual.{n}" for n in ("conv1", "class_embedding", "positional_embedding", "ln_pre")]
+            layers = [[f"visual.transformer.resblocks.{i}"] for i in range(len(blocks))]
+            return freezing.prefix_groups(names, [embed, *layers, ["visual.proj"]], rest=-2)
+        if all(hasattr(visual, n) for n in ("layer1", "layer2", "layer3", "layer4", "attnpool")):
+            stages = [[f"visual.layer{i}"] for i in range(1, 5)]
+            return freezing.prefix_groups(names, [[], *stages, ["visual.attnpool"]], rest=0)
+        raise freezing.freezing_unsupported(label, f"unknown open_clip tower {type(visual).__name__}")

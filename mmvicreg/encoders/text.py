@@ -5,12 +5,14 @@ Each reads ``(n, L)`` int64 token ids right-padded with its tokenizer's ``pad_id
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from mmvicreg.encoders import freezing
 from mmvicreg.encoders.base import Encoder
 from mmvicreg.encoders.text_tokenizers import OpenCLIPTokenizer, TextTokenizer
 from mmvicreg.encoders.weights import hf_model, open_clip_model
@@ -18,6 +20,53 @@ from mmvicreg.encoders.weights import hf_model, open_clip_model
 
 def _lengths(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (ids != pad_id).sum(dim=1).clamp(min=1)
+
+
+def hf_checkpointing(model: nn.Module, enable: bool, label: str) -> None:
+    """Gradient checkpointing of a transformers ``PreTrainedModel`` (non-reentrant), or one ``ValueError``.
+
+    transformers checkpoints only in train mode. The input-embedding hook it adds (for re-entrant checkpointing
+    of frozen embeddings) is removed: non-reentrant checkpointing needs no input gradients, and without the hook
+    a frozen encoder builds no autograd graph.
+    """
+    if not enable:
+        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        disable()
+        return
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise freezing.checkpointing_refused(label, f"transformers' {type(model).__name__} has no checkpointing")
+    kwargs = {"use_reentrant": False}
+    try:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    except ValueError as e:  # "... is not compatible with gradient checkpointing"
+        raise freezing.checkpointing_refused(label, f"transformers: {e}") from None
+    if hasattr(model, "disable_input_require_grads"):
+        model.disable_input_require_grads()
+
+
+def hf_layers(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """``(name, list)`` of the transformer layers of a transformers model: the ``nn.ModuleList`` of
+    ``config.num_hidden_layers`` modules holding the most parameters (``encoder.layer`` for BERT); None if none."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n and n]
+    return max(found, key=lambda item: sum(p.numel() for p in item[1].parameters())) if found else None
+
+
+def hf_groups(model: nn.Module, prefix: str, label: str) -> list[list[str]]:
+    """Layer groups of a transformers model, names prefixed by ``prefix``: [the input embeddings (every parameter
+    registered before the layers)], then each transformer layer; the rest (pooler, final norm) joins the last
+    layer, so ``unfreeze_last=k`` trains the last ``k`` layers (BERT's pooler alone would train nothing)."""
+    layers = hf_layers(model)
+    if layers is None:
+        raise freezing.freezing_unsupported(label, "no list of config.num_hidden_layers transformer layers found")
+    lname, modules = layers
+    names = [name for name, _ in model.named_parameters()]
+    first = next(i for i, name in enumerate(names) if freezing.under(name, lname))
+    groups = [names[:first], *[[f"{lname}.{i}"] for i in range(len(modules))]]
+    return [[prefix + name for name in group] for group in freezing.prefix_groups(names, groups, rest=-1)]
 
 
 class GRUTextEncoder(Encoder):
@@ -47,6 +96,13 @@ class GRUTextEncoder(Encoder):
     def spec(self) -> dict[str, Any]:
         return {"name": "gru", "word_dim": self.word_dim, "hidden_dim": self.hidden_dim, "num_layers": self.num_layers}
 
+    def layer_groups(self) -> list[list[str]]:
+        """[the word embedding], then each GRU layer (its parameters ``gru.*_l{i}``)."""
+        layers: list[list[str]] = [[] for _ in range(self.num_layers)]
+        for name, _ in self.gru.named_parameters():
+            layers[int(re.search(r"_l(\d+)", name).group(1))].append(f"gru.{name}")  # type: ignore[union-attr]
+        return [[name for name, _ in self.embed.named_parameters(prefix="embed")], *layers]
+
 
 class HFTextEncoder(Encoder):
     """A transformers encoder (BERT-style) from a config dict (random init) or ``pretrained`` weights.
@@ -59,6 +115,7 @@ class HFTextEncoder(Encoder):
 
     modality = "text"
     owns_tokenizer = True
+    supports_gradient_checkpointing = True
 
     def __init__(
         self,
@@ -107,6 +164,14 @@ class HFTextEncoder(Encoder):
         # The full HF config and no `pretrained`: the export rebuilds without the folder, the Hub or a network.
         return {"name": "hf", "config": self.model.config.to_dict(), "pooling": self.pooling}
 
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """transformers' checkpointing (non-reentrant; active in train mode); ``ValueError`` for models without."""
+        hf_checkpointing(self.model, enable, "hf")
+
+    def layer_groups(self) -> list[list[str]]:
+        """[embeddings], each transformer layer (the last with the pooler and any final norm): see :func:`hf_groups`."""
+        return hf_groups(self.model, "model.", "hf")
+
 
 class OpenCLIPTextEncoder(Encoder):
     """The text transformer of an open_clip model by name, with open_clip's own tokenizer for that model.
@@ -118,6 +183,7 @@ class OpenCLIPTextEncoder(Encoder):
 
     modality = "text"
     owns_tokenizer = True
+    supports_gradient_checkpointing = True
 
     def __init__(self, model: str, pretrained: str | bool | None = None, tokenizer: OpenCLIPTokenizer | None = None):
         super().__init__()
@@ -140,3 +206,41 @@ class OpenCLIPTextEncoder(Encoder):
 
     def spec(self) -> dict[str, Any]:
         return {"name": f"open_clip_text:{self.model_name}"}
+
+    def _hf_tower(self) -> nn.Module | None:
+        """The transformers model of an open_clip text tower built on one (``roberta-ViT-B-32``, ...), else None."""
+        from transformers import PreTrainedModel
+
+        transformer = getattr(self.text, "transformer", None)
+        return transformer if isinstance(transformer, PreTrainedModel) else None
+
+    def set_gradient_checkpointing(self, enable: bool = True) -> None:
+        """The text tower's ``set_grad_checkpointing(enable)``; for a CLIP model (text parts on the model) its text
+        transformer's ``grad_checkpointing`` flag, which is all CLIP's own switch sets besides the dropped vision
+        tower's; transformers towers through transformers."""
+        import open_clip
+
+        label = f"open_clip_text:{self.model_name}"
+        if self._hf_tower() is not None:
+            hf_checkpointing(self._hf_tower(), enable, label)  # type: ignore[arg-type]
+        elif isinstance(self.text, open_clip.CLIP):
+            self.text.transformer.grad_checkpointing = enable
+        else:
+            self.text.set_grad_checkpointing(enable)
+
+    def layer_groups(self) -> list[list[str]]:
+        """The groups of open_clip's ``lock_text_tower``: [token, positional and class embeddings], each block (the
+        last with ln_final and the rest), [text_projection]; transformers towers: :func:`hf_groups`, then [proj]."""
+        label = f"open_clip_text:{self.model_name}"
+        names = [name for name, _ in self.named_parameters()]
+        hf = self._hf_tower()
+        if hf is not None:
+            groups = hf_groups(hf, "text.transformer.", label)
+            rest = [name for name in names if not freezing.under(name, "text.transformer")]
+            return groups + [rest] if rest else groups
+        blocks = getattr(getattr(self.text, "transformer", None), "resblocks", None)
+        if blocks is None:
+            raise freezing.freezing_unsupported(label, f"unknown open_clip text tower {type(self.text).__name__}")
+        embed = [f"text.{n}" for n in ("token_embedding", "positional_embedding", "cls_emb")]
+        layers = [[f"text.transformer.resblocks.{i}"] for i in range(len(blocks))]
+        return freezing.prefix_groups(names, [embed, *layers, ["text.text_projection"]], rest=-2)

@@ -24,7 +24,7 @@ from mmvicreg.data.transforms import (
     build_transform,
     interpolation_mode,
 )
-from mmvicreg.encoders import Encoder, build_encoder
+from mmvicreg.encoders import Encoder, build_encoder, encoder_class
 from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
 
 BranchSection = BranchConfig | Mapping[str, Any]
@@ -201,7 +201,29 @@ def _build_one(
         encoder = build_encoder(section["encoder"], captions=captions, tokenizer=tokenizers.get(name))
         expander = Expander(encoder.output_dim, section.get("expander", DEFAULT_EXPANDER), norm)
     own = shares is None or expander is not built[shares].expander
+    if shares is None:  # a sharing branch trains its owner's encoder, which the owner's settings already set
+        if section.get("gradient_checkpointing"):
+            encoder.set_gradient_checkpointing(True)
+        if section.get("freeze"):
+            encoder.freeze(section.get("unfreeze_last") or 0)
     return Branch(encoder, expander, section.get("field"), section.get("transform"), shares, own_expander=own)
+
+
+def check_training_options(configs: Mapping[str, BranchSection]) -> None:
+    """Before anything is built: ``gradient_checkpointing`` only on encoders whose library has the switch.
+
+    Raises ``ValueError`` naming the branch, its encoder and the encoders that support it.
+    """
+    for name, config in configs.items():
+        section = BranchConfig.from_mapping(config, f"branches.{name}")
+        if section.gradient_checkpointing and section.shares is None and section.encoder is not None:
+            cls = encoder_class(section.encoder)
+            if not cls.supports_gradient_checkpointing:
+                spec = section.encoder if isinstance(section.encoder, str) else section.encoder.get("name")
+                raise ValueError(
+                    f"branches.{name}.gradient_checkpointing: encoder {spec!r} has no gradient checkpointing "
+                    f"switch; remove the key (supported: timm, open_clip and hf encoders)"
+                )
 
 
 def build_branches(
@@ -219,6 +241,7 @@ def build_branches(
     """
     if not configs:
         raise ValueError("a model needs at least one branch (config key `branches`)")
+    check_training_options(configs)
     sections = {n: BranchConfig.from_mapping(c, f"branches.{n}").model_section() for n, c in configs.items()}
     for name, section in sections.items():
         shares = section.get("shares")

@@ -164,6 +164,14 @@ class JointEmbedding(nn.Module):
                     out.append(f"branches.{name}.expander.")
         return out
 
+    def frozen_state_keys(self) -> set[str]:
+        """State-dict keys of the tensors training never changes: frozen encoders' (``freeze: true``)."""
+        return {
+            f"branches.{name}.encoder.{key}"
+            for name, b in self.branches.items()
+            for key in b.encoder.frozen_state_keys()
+        }
+
     def config(self) -> dict[str, Any]:
         """``{"format_version", "branches": {name: section}}``: the JSON that rebuilds this architecture."""
         return {"format_version": io.FORMAT_VERSION, "branches": {n: b.config() for n, b in self.branches.items()}}

@@ -214,12 +214,88 @@ def save_checkpoint(accelerator: Any, output_dir: Path, step: int, keep: int) ->
     return final
 
 
-def load_checkpoint(accelerator: Any, path: Path, num_custom: int) -> None:
+def load_checkpoint(accelerator: Any, path: Path, num_custom: int, frozen: FrozenWeights | None = None) -> None:
     """Verify every file of ``path`` (see the module docstring), then restore the Accelerate state from it.
 
     ``num_custom`` is the length of the run's list of checkpointed objects (``custom_checkpoint_<i>.pkl``).
+    With ``frozen`` weights, the checkpoint holds every other tensor (checked) and the frozen ones are read
+    from their one file.
     """
     custom = [f"custom_checkpoint_{i}.pkl" for i in range(num_custom)]
     rng = f"random_states_{accelerator.process_index}.pkl"
     verify_checkpoint(path, ["model.safetensors", "optimizer.bin", rng, *custom])
-    accelerator.load_state(str(path))
+    if frozen is None or not frozen.keys:
+        accelerator.load_state(str(path))
+        return
+    frozen.check_complement(path / "model.safetensors")
+    accelerator.load_state(str(path), strict=False)
+    frozen.load()
+
+
+FROZEN_FILE = "frozen_encoders.safetensors"
+
+
+class FrozenWeights:
+    """The tensors of frozen encoders (``freeze: true``): written once per run, left out of every checkpoint.
+
+    ``model`` is the unwrapped JointEmbedding; ``keys`` its state-dict keys that training never changes
+    (:meth:`~mmvicreg.model.JointEmbedding.frozen_state_keys`). The file lives beside the step folders,
+    ``checkpoints/frozen_encoders.safetensors``; a checkpoint's ``model.safetensors`` holds every other tensor.
+    """
+
+    def __init__(self, model: torch.nn.Module, keys: set[str], output_dir: Path) -> None:
+        self.model, self.keys = model, set(keys)
+        self.path = output_dir / CHECKPOINTS / FROZEN_FILE
+        self.shared = tuple(model.shared_prefixes())  # a shared encoder's tensors are saved under their owner
+
+    def save_once(self, resuming: bool) -> None:
+        """Write the file when a run starts (main process); a resumed run reads the one it started with (a
+        rebuilt encoder need not equal it: pretrained weights may have changed since)."""
+        if not self.keys or resuming:
+            return
+        from safetensors.torch import save_file
+
+        from mmvicreg.files import atomic_write
+
+        state = self.model.state_dict()
+        tensors = {k: state[k].detach().cpu().clone() for k in sorted(self.keys) if not k.startswith(self.shared)}
+        atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp)))
+
+    def drop_from(self, models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+        """Accelerate's save-state hook: the frozen tensors are taken out of the state dicts it saves."""
+        for state in weights:
+            for key in [k for k in state if k.removeprefix("module.") in self.keys]:
+                del state[key]
+
+    def check_complement(self, weights_file: Path) -> None:
+        """A checkpoint must hold every tensor of the model that is not frozen (else resume would lose work)."""
+        from safetensors import safe_open
+
+        with safe_open(str(weights_file), framework="pt") as f:
+            saved = {k.removeprefix("module.") for k in f.keys()}
+        missing = sorted(set(self.model.state_dict()) - saved - self.keys)
+        missing = [k for k in missing if not k.startswith(self.shared)]
+        if missing:
+            raise CheckpointError(
+                f"{weights_file} lacks {len(missing)} trained tensors ({', '.join(missing[:3])}, ...); it was not "
+                f"written by this configuration: check the branches' freeze settings against the run's config.yaml"
+            )
+
+    def load(self) -> None:
+        """Put the frozen tensors back from their file (it must hold every one)."""
+        from safetensors.torch import load_file
+
+        if not self.path.is_file():
+            raise CheckpointError(
+                f"{self.path} is missing: it holds the frozen encoders' weights that checkpoints leave out; "
+                f"restore it, or start the run again"
+            )
+        check_safetensors(self.path)
+        tensors = load_file(str(self.path))
+        missing = sorted(k for k in self.keys - set(tensors) if not k.startswith(self.shared))
+        if missing:
+            raise CheckpointError(
+                f"{self.path} lacks frozen tensors ({', '.join(missing[:3])}); the branches' freeze settings "
+                f"changed since the run started: restore config.yaml's settings"
+            )
+        self.model.load_state_dict(tensors, strict=False)

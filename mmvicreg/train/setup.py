@@ -16,13 +16,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmvicreg.config import ConfigError, RunConfig
+from mmvicreg.config_checks import divisor_near
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
 from mmvicreg.devices import resolve_device
 from mmvicreg.evaluation.labelled import labelled_memory
 from mmvicreg.model import JointEmbedding
+from mmvicreg.model.branch import check_training_options
 from mmvicreg.objective import build_objective, build_vcreg
-from mmvicreg.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_debris
+from mmvicreg.train.checkpoint import FrozenWeights, TrainState, latest_checkpoint, load_checkpoint, remove_debris
+from mmvicreg.train.chunked import batch_norm_branches
 from mmvicreg.train.optim import build_optimizer, build_scheduler, schedule_length
 
 
@@ -63,6 +66,10 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     """
     t, out_dir = config.train, Path(config.output_dir)
     resume_from = find_resume(config, out_dir)
+    try:  # gradient checkpointing on an encoder without the switch is named before anything is built
+        check_training_options(config.branches)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     accelerator = make_accelerator(config)
     train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
@@ -93,21 +100,44 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
         pin_memory=config.data.pin_memory,
         seed=t.seed,
     )
+    trainable = [p for p in model.parameters() if p.requires_grad] + objective_params
     run = Run(
         config, accelerator, out_dir, train_source, eval_source, model, unwrapped, objective,
-        build_vcreg(config.loss, unwrapped), optimizer, scheduler, [*model.parameters(), *objective_params],
+        build_vcreg(config.loss, unwrapped), optimizer, scheduler, trainable,
         sampler, loader, total_steps, reference_source=reference_source,
     )
     if objective_params:
         run.register_for_checkpointing(objective)
     run.register_for_checkpointing(scheduler)
     run.register_for_checkpointing(run.state)
+    frozen = FrozenWeights(unwrapped, unwrapped.frozen_state_keys(), out_dir)
+    accelerator.register_save_state_pre_hook(frozen.drop_from)
     if accelerator.is_main_process:
         remove_debris(out_dir)
+        frozen.save_once(resuming=resume_from is not None)
+    if t.micro_batch_size is not None and t.micro_batch_size < t.batch_size // accelerator.num_processes:
+        accelerator.print(chunking_note(config, accelerator.num_processes, unwrapped))
     if resume_from is not None:
-        load_checkpoint(accelerator, resume_from, len(run.checkpointed))
+        load_checkpoint(accelerator, resume_from, len(run.checkpointed), frozen)
         accelerator.print(f"resumed from {resume_from} at step {run.state.step}")
     return run
+
+
+def chunking_note(config: RunConfig, processes: int, model: JointEmbedding) -> str:
+    """The log line of a chunked run: what the objective sees, and what BatchNorm and VCReg see instead."""
+    t = config.train
+    per = t.batch_size // processes
+    note = (
+        f"train.micro_batch_size={t.micro_batch_size}: each process runs its {per} samples in "
+        f"{per // t.micro_batch_size} chunks (gradient cache); the objective sees the whole batch of {t.batch_size}"
+    )
+    norms = batch_norm_branches(model)
+    if norms:
+        note += (f"; BatchNorm in branches {', '.join(norms)} sees one chunk of {t.micro_batch_size} at a time "
+                 f"(expander_norm: layer and a BatchNorm-free encoder make a branch exact)")
+    if config.loss.vcreg_layers:
+        note += "; the VCReg penalty (loss.vcreg_layers) is computed per chunk and averaged"
+    return note
 
 
 def find_resume(config: RunConfig, out_dir: Path) -> Path | None:
@@ -171,6 +201,13 @@ def make_accelerator(config: RunConfig) -> Any:
         raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes ({world})")
     if t.batch_size // world < 2:
         raise ConfigError(f"train.batch_size {t.batch_size} over {world} processes leaves < 2 samples per process")
+    per, micro = t.batch_size // world, t.micro_batch_size
+    if micro is not None and (micro > per or per % micro):
+        raise ConfigError(
+            f"train.micro_batch_size {micro} does not divide each process's share of the batch, {per} "
+            f"(train.batch_size {t.batch_size} over {world} processes); choose a divisor of {per}, e.g. "
+            f"{divisor_near(per, micro)}"
+        )
     set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
     return accelerator
 

@@ -1,7 +1,8 @@
 """One optimisation step and its guard against non-finite numbers.
 
 A step: inputs to the device, forward under autocast, the objective (statistics in float32 whatever the
-autocast dtype) plus the VCReg hooks' penalty, backward, the gradient norm (clipped at ``train.grad_clip``),
+autocast dtype) plus the VCReg hooks' penalty, backward (whole, or in ``train.micro_batch_size`` chunks with the
+objective still on the whole batch: :mod:`mmvicreg.train.chunked`), the gradient norm (clipped at ``train.grad_clip``),
 then ONE host synchronisation reads whether the loss and the gradient norm are finite on every process. A finite
 step updates the weights and the schedule; a non-finite one stops the run (``train.on_nonfinite=stop``, naming
 the term and the last good checkpoint) or is skipped (``skip``), until ``train.max_consecutive_skips`` skips in a
@@ -18,6 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from mmvicreg.train.checkpoint import latest_checkpoint
+from mmvicreg.train.chunked import forward_backward
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,15 +68,10 @@ def optimisation_step(run: Any, batch: Mapping[str, torch.Tensor], guard: NonFin
     """
     accelerator, t = run.accelerator, run.config.train
     batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-    with accelerator.autocast():
-        zs = run.model(batch)
-    out = run.objective(zs)
-    if run.vcreg is not None:
-        out = out._replace(loss=out.loss + run.vcreg.loss())
-
-    # Backward always runs (under DDP it is a collective: every rank must join). The norm is needed anyway to
-    # catch non-finite gradients under a finite loss; with no train.grad_clip, clipping at inf only measures it.
-    accelerator.backward(out.loss)
+    # Backward always runs (under DDP it is a collective: every rank must join); whole or in micro-batches
+    # (chunked.py). The norm is needed anyway to catch non-finite gradients under a finite loss; with no
+    # train.grad_clip, clipping at inf only measures it.
+    out, zs = forward_backward(run, batch)
     grad_norm = accelerator.clip_grad_norm_(run.trainable, t.grad_clip or float("inf"))
     flags = torch.stack([out.loss.detach().float(), torch.as_tensor(grad_norm).float().to(out.loss.device)])
     bad_loss, bad_grad = accelerator.reduce((~torch.isfinite(flags)).float(), "sum").tolist()  # the one sync
