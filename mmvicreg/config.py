@@ -203,6 +203,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if tp is str and isinstance(value, bool):  # YAML 1.1 reads an unquoted no/yes (off/on) as a boolean
+        value = "yes" if value else "no"
     if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     expected = "a number" if tp is float else getattr(tp, "__name__", tp)

@@ -48,6 +48,16 @@ def test_switching_format_drops_keys_of_the_old_format(tmp_path):
         _load(tree, ["data.train.size=16"])
 
 
+def test_an_unquoted_no_is_the_word_for_a_text_key(tmp_path):
+    """YAML 1.1 reads `no` as false: ``train.mixed_precision=no`` (and ``mixed_precision: no``) mean the choice."""
+    assert _load(tiny_config(tmp_path), ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    tree = yaml.safe_load(yaml.safe_dump(tiny_config(tmp_path)) + "resume: false\n")
+    tree["train"]["mixed_precision"] = yaml.safe_load("no")
+    assert _load(tree).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.batch_size must be int, got bool False"):
+        _load(tiny_config(tmp_path), ["train.batch_size=no"])
+
+
 def test_parse_override_reads_yaml_values():
     assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
     assert parse_override("x=null") == ("x", None)

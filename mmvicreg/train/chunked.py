@@ -88,6 +88,7 @@ def cached_forward_backward(
     # 2. The objective on the whole batch; its backward stops at the embeddings (leaves) and the objective's
     #    own parameters. Under fp16 the gradient is scaled, and stays scaled through 3, as an unchunked one would.
     zs = {name: torch.cat([p[name] for p in parts]).requires_grad_() for name in parts[0]}
+    del parts
     out = run.objective(zs)
     accelerator.backward(out.loss)
     grads = {name: z.grad if z.grad is not None else torch.zeros_like(z) for name, z in zs.items()}

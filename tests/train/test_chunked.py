@@ -71,6 +71,30 @@ def test_chunked_gradients_equal_whole_gradients_in_float64(loss):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
+def test_each_chunk_replays_the_dropout_and_drop_path_of_its_first_forward():
+    """Reference: one graph over the chunks' forwards in order, drawing their masks from the same starting state.
+    Without the replay the second forward would draw new masks and the gradients would differ."""
+    vit = {"name": "test_vit", "image_size": 16, "patch_size": 8, "drop_path_rate": 0.3, "proj_drop_rate": 0.3}
+    spec = {"image": {"encoder": vit, "expander": "32-32", "expander_norm": "layer"},
+            "caption": {"encoder": {"name": "gru", "word_dim": 8, "hidden_dim": 16}, "expander": "32"}}
+    torch.manual_seed(0)
+    model, reference, batch = _twin_models(spec, torch.randn(32, 3, 16, 16, dtype=torch.float64))
+    objective = build_objective(LossConfig(), spec)
+    torch.manual_seed(1)
+    parts = [reference({k: v[i : i + 8] for k, v in batch.items()}) for i in range(0, 32, 8)]
+    objective({b: torch.cat([p[b] for p in parts]) for b in spec}).loss.backward()
+    torch.manual_seed(1)
+    _chunked_step(model, objective, batch, 8)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+    torch.manual_seed(2)  # other masks: a different gradient, so the comparison above could fail
+    model.zero_grad()
+    _chunked_step(model, objective, batch, 8)
+    gaps = [float((p.grad - q.grad).norm()) for p, q in zip(model.parameters(), reference.parameters())]
+    assert max(gaps) > 1e-6
+
+
 def _twin_models(spec, images):
     """Two float64 copies of one model and a batch of ``images`` with 32 captions of equal length."""
     captions = [f"a red circle number {i}" for i in range(40)]
