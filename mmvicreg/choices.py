@@ -21,7 +21,7 @@ VCREG_SPATIAL = ("locations", "pool", "flatten")
 # data
 CAPTION_FORMATS = ("coco", "karpathy", "csv", "hf", "shapes")
 IMAGE_FORMATS = ("folder", "digits", "hf")
-DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes")
+DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "webdataset")
 BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
 PAIRS_MODES = ("one", "all")
 KARPATHY_SPLITS = ("train", "restval", "val", "test")

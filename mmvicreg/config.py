@@ -82,6 +82,7 @@ class TrainConfig:
     batch_size: int = 256
     micro_batch_size: Optional[int] = None  # run each process's batch in chunks this size; the loss sees it whole
     epochs: int = 1
+    samples_per_epoch: Optional[int] = None  # streamed data: cap an epoch at this many samples (open_clip's)
     max_steps: Optional[int] = None
     checkpoint_every: int = 500
     seed: int = 0

@@ -21,6 +21,8 @@ hf         ``path``, ``images`` (folder of relative image paths), ``image_column
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
+webdataset ``shards`` (brace pattern, list or .txt file; local or ``pipe:``), ``shuffle_buffer``,
+           ``on_bad_image``, ``on_bad_caption``: streamed, training only (:mod:`mmvicreg.data.streaming`)
 =========  ===========================================================================================
 """
 
@@ -87,6 +89,13 @@ def _shapes(split: str, **options: Any) -> CaptionSource:
     return ShapesSource(split, **options)
 
 
+def _webdataset(split: str, shards: Any, shuffle_buffer: int = 1000, on_bad_image: str = "error",
+                on_bad_caption: str = "error") -> Any:
+    from mmvicreg.data.sources.stream import ShardSource  # webdataset is imported only by runs that stream
+
+    return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption)
+
+
 _BUILDERS: dict[str, tuple[Callable[..., Any], tuple[Callable[..., Any], ...]]] = {
     # format: (builder, the functions whose keyword options it also accepts)
     "coco": (_coco, (coco_captions,)),
@@ -96,6 +105,7 @@ _BUILDERS: dict[str, tuple[Callable[..., Any], tuple[Callable[..., Any], ...]]] 
     "folder": (_folder, (FolderImages,)),
     "digits": (_digits, (DigitsSource,)),
     "shapes": (_shapes, (ShapesSource,)),
+    "webdataset": (_webdataset, ()),
 }
 FORMATS = DATA_FORMATS
 if tuple(_BUILDERS) != DATA_FORMATS:  # the registry and the allowed-value list are one list

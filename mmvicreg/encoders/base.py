@@ -36,6 +36,11 @@ class Encoder(nn.Module):
     tokenizer: Any = None  # the text tokenizer of an encoder that owns one (``encode``, ``pad_id``, ``save``)
     output_dim: int
     supports_gradient_checkpointing: ClassVar[bool] = False
+
+    @classmethod
+    def learns_vocabulary(cls, spec: Any) -> bool:
+        """Whether building ``spec`` needs the training captions (a vocabulary learned from them)."""
+        return False
     _frozen: frozenset[str] = frozenset()  # parameter names frozen by freeze() (every name of a tied parameter)
     _eval_held: tuple[str, ...] = ()  # outermost modules kept in eval mode by train() (""= the whole encoder)
     _requires_grad_before: dict[str, bool] | None = None  # requires_grad of each parameter before the first freeze

@@ -78,6 +78,10 @@ class GRUTextEncoder(Encoder):
     modality = "text"
     owns_tokenizer = True
 
+    @classmethod
+    def learns_vocabulary(cls, spec: Any) -> bool:
+        return True
+
     def __init__(self, tokenizer: TextTokenizer, word_dim: int = 300, hidden_dim: int = 1024, num_layers: int = 1):
         super().__init__()
         self.tokenizer = tokenizer
@@ -115,6 +119,10 @@ class HFTextEncoder(Encoder):
 
     modality = "text"
     owns_tokenizer = True
+
+    @classmethod
+    def learns_vocabulary(cls, spec: Any) -> bool:
+        return not (isinstance(spec, dict) and spec.get("pretrained"))  # from a config: a word-piece vocabulary
     supports_gradient_checkpointing = True
 
     def __init__(

@@ -209,6 +209,13 @@ def _build_one(
     return Branch(encoder, expander, section.get("field"), section.get("transform"), shares, own_expander=own)
 
 
+def needs_vocabulary(configs: Mapping[str, BranchSection]) -> bool:
+    """Whether any branch's encoder learns its vocabulary from the training captions (``gru``; ``hf`` from a
+    config): a streamed source then reads its captions once before the model is built."""
+    sections = [BranchConfig.from_mapping(c, f"branches.{n}") for n, c in configs.items()]
+    return any(s.encoder is not None and encoder_class(s.encoder).learns_vocabulary(s.encoder) for s in sections)
+
+
 def check_training_options(configs: Mapping[str, BranchSection]) -> None:
     """Before anything is built: ``gradient_checkpointing`` only on encoders whose library has the switch.
 

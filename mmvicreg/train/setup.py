@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from mmvicreg.config import ConfigError, RunConfig
 from mmvicreg.config_checks import divisor_near
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
+from mmvicreg.data.streaming import StreamDataset, StreamLoader
 from mmvicreg.devices import resolve_device
 from mmvicreg.evaluation.labelled import labelled_memory
 from mmvicreg.model import JointEmbedding
-from mmvicreg.model.branch import check_training_options
+from mmvicreg.model.branch import check_training_options, needs_vocabulary
 from mmvicreg.objective import build_objective, build_vcreg
 from mmvicreg.train.checkpoint import FrozenWeights, TrainState, latest_checkpoint, load_checkpoint, remove_debris
 from mmvicreg.train.chunked import batch_norm_branches
@@ -46,8 +46,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     trainable: list[torch.nn.Parameter]
-    sampler: EpochBatchSampler
-    loader: DataLoader
+    sampler: Any  # set_epoch(epoch, start): EpochBatchSampler, or the StreamLoader of streamed data
+    loader: Any  # DataLoader, or StreamLoader
     total_steps: int
     state: TrainState = field(default_factory=TrainState)
     reference_source: Any = None  # eval.reference: the labelled k-NN memory (None: the training source)
@@ -73,7 +73,8 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     accelerator = make_accelerator(config)
     train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
-    steps_per_epoch = len(train_source) // t.batch_size
+    epoch_samples = min(len(train_source), t.samples_per_epoch or len(train_source))
+    steps_per_epoch = epoch_samples // t.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(
             f"data.train has {len(train_source)} samples, fewer than one batch of train.batch_size={t.batch_size}"
@@ -89,17 +90,7 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     scheduler = build_scheduler(optimizer, t, total_steps, warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: JointEmbedding = accelerator.unwrap_model(model)
-    sampler = EpochBatchSampler(
-        len(train_source), t.batch_size, t.seed, accelerator.process_index, accelerator.num_processes
-    )
-    loader = make_loader(
-        train_source,
-        unwrapped.preprocessors(train=True),
-        batch_sampler=sampler,
-        workers=config.data.workers,
-        pin_memory=config.data.pin_memory,
-        seed=t.seed,
-    )
+    sampler, loader = build_loader(config, train_source, unwrapped, accelerator)
     trainable = [p for p in model.parameters() if p.requires_grad] + objective_params
     run = Run(
         config, accelerator, out_dir, train_source, eval_source, model, unwrapped, objective,
@@ -138,6 +129,25 @@ def chunking_note(config: RunConfig, processes: int, model: JointEmbedding) -> s
     if config.loss.vcreg_layers:
         note += "; the VCReg penalty (loss.vcreg_layers) is computed per chunk and averaged"
     return note
+
+
+def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelerator: Any) -> tuple[Any, Any]:
+    """``(sampler, loader)``: the sampler's ``set_epoch(epoch, start)`` positions the loader's next epoch.
+
+    Map-style sources: :class:`EpochBatchSampler` over indices. Streamed ones (``webdataset``): the epoch plan
+    of :mod:`mmvicreg.data.streaming`, which is both.
+    """
+    t, data = config.train, config.data
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if getattr(source, "streaming", False):
+        dataset = StreamDataset(source, model.preprocessors(train=True), t.batch_size, t.seed, rank, world,
+                                data.workers, t.samples_per_epoch)
+        loader = StreamLoader(dataset, data.workers, data.pin_memory)
+        return loader, loader
+    sampler = EpochBatchSampler(len(source), t.batch_size, t.seed, rank, world)
+    loader = make_loader(source, model.preprocessors(train=True), batch_sampler=sampler, workers=data.workers,
+                         pin_memory=data.pin_memory, seed=t.seed)
+    return sampler, loader
 
 
 def find_resume(config: RunConfig, out_dir: Path) -> Path | None:
@@ -235,6 +245,8 @@ def build_model(config: RunConfig, train_source: Any, accelerator: Any) -> Joint
     captions = None
     if isinstance(train_source, CaptionSource):
         captions = [c for caps in train_source.captions for c in caps]
+    elif callable(getattr(train_source, "iter_captions", None)) and needs_vocabulary(config.branches):
+        captions = list(train_source.iter_captions())  # streamed: one pass over the shards' captions
     model = JointEmbedding.from_config(config.branches, captions=captions)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -1,0 +1,208 @@
+"""Streamed training data: shards read in a planned order, each sample once per epoch, resumable at any batch.
+
+The plan of an epoch (:class:`EpochPlan`) depends only on (shard sizes, global batch, seed, epoch, processes,
+workers):
+
+* the shards are permuted by (seed, epoch) and read as one stream of ``N = Σ sizes`` samples;
+* ``S = min(N, samples_per_epoch) // global_batch`` steps: only the final partial global batch is dropped;
+* process ``r`` reads the contiguous range ``[r·S·b, (r+1)·S·b)`` of the stream (``b`` = its share of the batch),
+  so every process yields the same ``S`` batches and no sample is read by two processes;
+* inside a process, batch ``j`` belongs to worker ``j mod W``; each worker reads its own contiguous part of the
+  process's range, through a shuffle buffer seeded by (seed, epoch, rank, worker), ``b`` samples per batch;
+* a batch's augmentations draw from RNGs seeded by (seed, epoch, rank, batch index), not from a worker's history.
+
+So batch ``j`` of an epoch is the same whether the run was interrupted or not: resuming at batch ``k`` (the
+checkpoint's ``TrainState.batch``), each worker skips its batches before ``k`` without decoding them (raw bytes
+through the same shuffle buffer). Hand-written because webdataset's own splitting (``split_by_node``,
+``split_by_worker``, ``with_epoch``) gives ranks unequal sample counts and repeats or drops samples to even them
+out, and its shuffle has no resumable position.
+
+Bad samples (a corrupt image, a sample without caption, a truncated shard) follow ``on_bad_image`` /
+``on_bad_caption``; under ``skip`` a bad sample's place in its batch is taken by another sample of the same
+batch, so the plan holds, and the counts per reason travel with the batches to :class:`StreamLoader`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mmvicreg.data.batching import Preprocessor, _as_preprocessor, collate
+
+BAD_KEY = "__bad_data__"
+
+
+def _mix(*numbers: int) -> int:
+    """A 63-bit seed from several integers (stable across processes and Python runs)."""
+    return int(np.random.SeedSequence([int(n) & 0xFFFFFFFF for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Which samples each process and worker reads in one epoch (module docstring)."""
+
+    sizes: tuple[int, ...]
+    global_batch: int
+    seed: int
+    epoch: int
+    rank: int = 0
+    world: int = 1
+    workers: int = 1
+    samples_per_epoch: int | None = None
+
+    @property
+    def local_batch(self) -> int:
+        return self.global_batch // self.world
+
+    @property
+    def steps(self) -> int:
+        n = sum(self.sizes)
+        if self.samples_per_epoch is not None:
+            n = min(n, self.samples_per_epoch)
+        return n // self.global_batch
+
+    def shard_order(self) -> list[int]:
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, 0x5A4D))
+        return torch.randperm(len(self.sizes), generator=g).tolist()
+
+    def batches_of(self, owner: int) -> list[int]:
+        """The batch indices of the epoch that worker ``owner`` makes: ``j ≡ owner (mod workers)``."""
+        return list(range(owner, self.steps, self.workers))
+
+    def segments(self, owner: int) -> list[tuple[int, int, int]]:
+        """``(shard index, first sample, end sample)`` pieces of the stream worker ``owner`` reads, in order."""
+        b = self.local_batch
+        before = sum(len(self.batches_of(o)) for o in range(owner))
+        start = self.rank * self.steps * b + before * b
+        stop = start + len(self.batches_of(owner)) * b
+        pieces, offset = [], 0
+        for shard in self.shard_order():
+            size = self.sizes[shard]
+            lo, hi = max(start, offset), min(stop, offset + size)
+            if lo < hi:
+                pieces.append((shard, lo - offset, hi - offset))
+            offset += size
+            if offset >= stop:
+                break
+        return pieces
+
+
+class ShuffleBuffer:
+    """Reservoir-style shuffle of a stream through ``size`` slots, from a seeded generator (size ≤ 1: in order)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.rng = size, random.Random(seed)
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        if self.size <= 1:
+            yield from items
+            return
+        buffer: list[Any] = []
+        for item in items:
+            if len(buffer) < self.size:
+                buffer.append(item)
+                continue
+            i = self.rng.randrange(len(buffer))
+            buffer[i], item = item, buffer[i]
+            yield item
+        self.rng.shuffle(buffer)
+        yield from buffer
+
+
+class StreamDataset(IterableDataset):
+    """The batches of one process for one epoch of a streamed source (``source``: shards, sizes, and
+    ``raw_samples(shard, skip, stop)`` / ``decode(raw, counts)``; see :mod:`mmvicreg.data.sources.stream`).
+
+    Call :meth:`set_epoch` before iterating (the training loop does, with the batches already consumed).
+    """
+
+    def __init__(self, source: Any, preprocessors: Mapping[str, Preprocessor | tuple], global_batch: int, seed: int,
+                 rank: int = 0, world: int = 1, workers: int = 0, samples_per_epoch: int | None = None) -> None:
+        self.source = source
+        self.preprocessors = {n: _as_preprocessor(n, p) for n, p in preprocessors.items()}
+        self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
+        self.workers, self.samples_per_epoch = max(1, workers), samples_per_epoch
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def plan(self) -> EpochPlan:
+        return EpochPlan(tuple(self.source.sizes), self.global_batch, self.seed, self.epoch, self.rank, self.world,
+                         self.workers, self.samples_per_epoch)
+
+    def __len__(self) -> int:
+        return max(0, self.plan().steps - self.start)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        slot = info.id if info is not None else 0
+        plan = self.plan()
+        owner = (slot + self.start) % plan.workers  # the DataLoader asks its workers in turn from slot 0
+        batches = plan.batches_of(owner)
+        skip = sum(1 for j in batches if j < self.start)
+        stream = ShuffleBuffer(self.source.shuffle_buffer, _mix(self.seed, self.epoch, self.rank, owner))(
+            self._raw(plan.segments(owner)))
+        b = plan.local_batch
+        for n, j in enumerate(batches):
+            raws = [next(stream) for _ in range(b)]
+            if n >= skip:
+                yield self._batch(raws, plan, j)
+
+    def _raw(self, segments: list[tuple[int, int, int]]) -> Iterator[Any]:
+        for shard, first, end in segments:
+            yield from self.source.raw_samples(shard, first, end)
+
+    def _batch(self, raws: list[Any], plan: EpochPlan, index: int) -> dict[str, Any]:
+        """Decode, preprocess and collate one batch under RNGs seeded by (seed, epoch, rank, batch index)."""
+        counts = self.source.new_counts()
+        seed = _mix(self.seed, plan.epoch, self.rank, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            state = random.getstate()
+            random.seed(seed)
+            try:
+                samples = [s for s in (self.source.decode(raw, counts) for raw in raws) if s is not None]
+                if not samples:
+                    raise ValueError(f"every sample of batch {index} of epoch {plan.epoch} is bad "
+                                     f"({counts.as_dict()}); check the shards (mmvicreg shards rewrites them)")
+                filler = random.Random(seed)
+                samples += [filler.choice(samples) for _ in range(len(raws) - len(samples))]
+                items = [self._preprocess(s) for s in samples]
+            finally:
+                random.setstate(state)
+        batch = collate(items, {name: p.pad_id for name, p in self.preprocessors.items()})
+        batch[BAD_KEY] = counts
+        return batch
+
+    def _preprocess(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: fn(sample[field]) for name, (field, fn, _) in self.preprocessors.items()}
+
+
+class StreamLoader:
+    """A DataLoader over a :class:`StreamDataset` that takes the bad-data counts off each batch and sums them.
+
+    ``set_epoch(epoch, start)`` positions the next iteration (as ``EpochBatchSampler.set_epoch`` does for
+    map-style data); each batch's counts are added to the source's ``counts`` (its ``data_report``).
+    """
+
+    def __init__(self, dataset: StreamDataset, workers: int = 0, pin_memory: bool = False) -> None:
+        self.dataset = dataset
+        self.counts = dataset.source.counts
+        self.loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.dataset.set_epoch(epoch, start)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            self.counts.merge(batch.pop(BAD_KEY))
+            yield batch
