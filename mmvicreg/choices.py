@@ -22,6 +22,7 @@ VCREG_SPATIAL = ("locations", "pool", "flatten")
 CAPTION_FORMATS = ("coco", "karpathy", "csv", "hf", "shapes")
 IMAGE_FORMATS = ("folder", "digits", "hf")
 DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "webdataset")
+SHARD_LAYOUTS = ("pair", "image")  # mmvicreg shards --per: a sample per image–caption pair, or per image
 BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
 PAIRS_MODES = ("one", "all")
 KARPATHY_SPLITS = ("train", "restval", "val", "test")

@@ -7,6 +7,7 @@
     mmvicreg index build --model RUN/model --images DIR [--captions FILE.txt] --out INDEX
     mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
     mmvicreg push --model RUN/model --repo-id ORG/NAME
+    mmvicreg shards --format csv --captions FILE.csv --images DIR --out SHARDS [--per image]
 
 Argument parsing only: the work is in :mod:`mmvicreg.train` and :mod:`mmvicreg.evaluation`. Problems with the
 config or the data stop the run before training with one line naming the cause (this module holds the one
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmvicreg.cli.evaluate import COMMANDS
     from mmvicreg.cli.hub import add_push_command
     from mmvicreg.cli.index import add_index_commands
+    from mmvicreg.cli.shards import add_shards_command
 
     parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(evaluate.add_parser(name, help=help_))
     add_push_command(sub)
     add_index_commands(sub)
+    add_shards_command(sub)
     return parser
 
 
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return run_train(args.config, args.overrides)
-        if args.command in ("push", "index", "search"):
+        if args.command in ("push", "index", "search", "shards"):
             return args.run(args)
         from mmvicreg.cli.evaluate import COMMANDS
 

@@ -119,11 +119,13 @@ class StreamDataset(IterableDataset):
     ``raw_samples(shard, skip, stop)`` / ``decode(raw, counts)``; see :mod:`mmvicreg.data.sources.stream`).
 
     Call :meth:`set_epoch` before iterating (the training loop does, with the batches already consumed).
+    ``extra_fields`` are decoded fields passed through unchanged (e.g. ``"key"``, to count what was read).
     """
 
     def __init__(self, source: Any, preprocessors: Mapping[str, Preprocessor | tuple], global_batch: int, seed: int,
-                 rank: int = 0, world: int = 1, workers: int = 0, samples_per_epoch: int | None = None) -> None:
-        self.source = source
+                 rank: int = 0, world: int = 1, workers: int = 0, samples_per_epoch: int | None = None,
+                 extra_fields: tuple[str, ...] = ()) -> None:
+        self.source, self.extra_fields = source, tuple(extra_fields)
         self.preprocessors = {n: _as_preprocessor(n, p) for n, p in preprocessors.items()}
         self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
         self.workers, self.samples_per_epoch = max(1, workers), samples_per_epoch
@@ -181,7 +183,8 @@ class StreamDataset(IterableDataset):
         return batch
 
     def _preprocess(self, sample: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: fn(sample[field]) for name, (field, fn, _) in self.preprocessors.items()}
+        out = {name: fn(sample[field]) for name, (field, fn, _) in self.preprocessors.items()}
+        return {**out, **{field: sample[field] for field in self.extra_fields}}
 
 
 class StreamLoader:

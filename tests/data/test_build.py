@@ -9,13 +9,13 @@ from mmvicreg.data.build import format_options
 
 
 def test_known_formats():
-    assert set(FORMATS) == {"coco", "karpathy", "csv", "hf", "folder", "digits", "shapes"}
+    assert set(FORMATS) == {"coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "webdataset"}
     assert FORMATS == DATA_FORMATS and all(format_options(f) is not None for f in DATA_FORMATS)
 
 
 def test_unknown_format_lists_known_ones():
-    with pytest.raises(ValueError, match="unknown data format 'webdataset'; known formats: coco, karpathy, csv"):
-        build_source({"format": "webdataset"}, "train")
+    with pytest.raises(ValueError, match="unknown data format 'tfrecord'; known formats: coco, karpathy, csv"):
+        build_source({"format": "tfrecord"}, "train")
 
 
 def test_unknown_option_lists_accepted_ones():
