@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--memory", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory:
         print(json.dumps(memory_worker(args.memory)))

@@ -21,8 +21,9 @@ hf         ``path``, ``images`` (folder of relative image paths), ``image_column
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
-webdataset ``shards`` (brace pattern, list or .txt file; local or ``pipe:``), ``shuffle_buffer``,
-           ``on_bad_image``, ``on_bad_caption``: streamed, training only (:mod:`mmvicreg.data.streaming`)
+webdataset ``shards`` (brace pattern, list, .txt file or folder; local or ``pipe:``), ``shuffle_buffer``,
+           ``on_bad_image``, ``on_bad_caption``, ``streaming`` (default: the train split streams,
+           :mod:`mmvicreg.data.streaming`; other splits are indexed for evaluation, :mod:`.shard_index`)
 =========  ===========================================================================================
 """
 
@@ -90,10 +91,16 @@ def _shapes(split: str, **options: Any) -> CaptionSource:
 
 
 def _webdataset(split: str, shards: Any, shuffle_buffer: int = 1000, on_bad_image: str = "error",
-                on_bad_caption: str = "error") -> Any:
-    from mmvicreg.data.sources.stream import ShardSource  # webdataset is imported only by runs that stream
+                on_bad_caption: str = "error", streaming: bool | None = None) -> Any:
+    # webdataset is imported only by runs that read shards
+    from mmvicreg.data.sources.shard_index import indexed_shards
+    from mmvicreg.data.sources.shards import expand_shards
+    from mmvicreg.data.sources.stream import ShardSource
 
-    return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption)
+    if streaming if streaming is not None else split == "train":
+        return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption)
+    urls = expand_shards(shards)
+    return indexed_shards(urls, f"webdataset:{split} ({len(urls)} shards)", on_bad_image, on_bad_caption)
 
 
 _BUILDERS: dict[str, tuple[Callable[..., Any], tuple[Callable[..., Any], ...]]] = {
