@@ -17,12 +17,13 @@ csv        ``captions``, ``images`` (default: the file's folder), ``image_column
            ``pairs``, ``on_bad_image``, ``on_bad_caption``, ``verify``
 hf         ``path``, ``images`` (folder of relative image paths), ``image_column``, ``caption_column``,
            ``group_by``, ``data_files``, ``cache_dir``, ``hf_split`` (default: the split), ...;
-           ``caption_column=None`` makes it image-only with ``label_column``
+           ``caption_column=None`` makes it image-only with ``label_column``; ``streaming: true`` streams
+           parquet files (``shuffle_buffer``; :mod:`.sources.hf_stream`)
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
 webdataset ``shards`` (brace pattern, list, .txt file or folder; local or ``pipe:``), ``shuffle_buffer``,
-           ``on_bad_image``, ``on_bad_caption``, ``streaming`` (default: the train split streams,
+           ``on_bad_image``, ``on_bad_caption``, ``resample``, ``streaming`` (default: the train split streams,
            :mod:`mmvicreg.data.streaming`; other splits are indexed for evaluation, :mod:`.shard_index`)
 =========  ===========================================================================================
 """
@@ -68,7 +69,13 @@ def _csv(split: str, captions: str, **options: Any) -> CaptionSource:
 
 def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any = "caption",
         label_column: str | None = None, group_by: str | None = "auto", pairs: str = "one",
-        **options: Any) -> CaptionSource | ImageSource:
+        streaming: bool = False, shuffle_buffer: int | None = None, **options: Any) -> Any:
+    if streaming:
+        if group_by != "auto" or pairs != "one":
+            raise ValueError("format 'hf' with streaming: true reads one sample per row: drop group_by and pairs")
+        return _hf_stream(split, path, hf_split, caption_column, label_column, shuffle_buffer, options)
+    if shuffle_buffer is not None:
+        raise ValueError("format 'hf': shuffle_buffer applies to streamed data only; set streaming: true or drop it")
     if caption_column is None:
         options.pop("on_bad_caption", None)  # an image-only source has no captions to judge
         return hf_images(path, hf_split or split, label_column=label_column, **options)
@@ -76,6 +83,19 @@ def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any 
         raise ValueError("format 'hf': label_column is for image-only sources; set caption_column=None to use it")
     return hf_captions(path, hf_split or split, caption_column=caption_column, group_by=group_by, pairs=pairs,
                        **options)
+
+
+def _hf_stream(split: str, path: str, hf_split: str | None, caption_column: Any, label_column: str | None,
+               shuffle_buffer: int | None, options: dict[str, Any]) -> Any:
+    from mmvicreg.data.sources.hf_stream import HFStreamSource
+
+    taken = ("image_column", "images", "data_files", "on_bad_image", "on_bad_caption")
+    other = sorted(set(options) - set(taken))
+    if other:
+        raise ValueError(f"format 'hf' with streaming: true does not take {other} (a streamed dataset is read "
+                         f"in file order through the epoch plan); it takes {sorted(taken)} and shuffle_buffer")
+    return HFStreamSource(split, path, caption_column=caption_column, label_column=label_column, hf_split=hf_split,
+                          shuffle_buffer=1000 if shuffle_buffer is None else shuffle_buffer, **options)
 
 
 def _folder(split: str, images: str, **options: Any) -> ImageSource:
@@ -91,14 +111,14 @@ def _shapes(split: str, **options: Any) -> CaptionSource:
 
 
 def _webdataset(split: str, shards: Any, shuffle_buffer: int = 1000, on_bad_image: str = "error",
-                on_bad_caption: str = "error", streaming: bool | None = None) -> Any:
+                on_bad_caption: str = "error", streaming: bool | None = None, resample: bool = False) -> Any:
     # webdataset is imported only by runs that read shards
     from mmvicreg.data.sources.shard_index import indexed_shards
     from mmvicreg.data.sources.shards import expand_shards
     from mmvicreg.data.sources.stream import ShardSource
 
     if streaming if streaming is not None else split == "train":
-        return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption)
+        return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption, resample)
     urls = expand_shards(shards)
     return indexed_shards(urls, f"webdataset:{split} ({len(urls)} shards)", on_bad_image, on_bad_caption)
 

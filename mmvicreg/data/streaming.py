@@ -24,6 +24,7 @@ batch, so the plan holds, and the counts per reason travel with the batches to :
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -46,7 +47,7 @@ def _mix(*numbers: int) -> int:
 class EpochPlan:
     """Which samples each process and worker reads in one epoch (module docstring)."""
 
-    sizes: tuple[int, ...]
+    sizes: tuple[int, ...] | None  # None: not known up front (then samples_per_epoch sets the epoch)
     global_batch: int
     seed: int
     epoch: int
@@ -54,6 +55,7 @@ class EpochPlan:
     world: int = 1
     workers: int = 1
     samples_per_epoch: int | None = None
+    shards: int = 0  # how many shards (needed when sizes is None)
 
     @property
     def local_batch(self) -> int:
@@ -61,14 +63,25 @@ class EpochPlan:
 
     @property
     def steps(self) -> int:
+        if self.sizes is None:
+            return (self.samples_per_epoch or 0) // self.global_batch
         n = sum(self.sizes)
         if self.samples_per_epoch is not None:
             n = min(n, self.samples_per_epoch)
         return n // self.global_batch
 
-    def shard_order(self) -> list[int]:
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, 0x5A4D))
-        return torch.randperm(len(self.sizes), generator=g).tolist()
+    def shard_order(self, cycle: int = 0) -> list[int]:
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, 0x5A4D, cycle))
+        return torch.randperm(len(self.sizes) if self.sizes is not None else self.shards, generator=g).tolist()
+
+    def shards_of(self, owner: int) -> Iterator[int]:
+        """Shards of unknown size (open_clip's way): reader ``rank·workers + owner`` takes every
+        ``world·workers``-th shard of each new seeded permutation, without end. Readers do not share shards
+        within a permutation, but an epoch's sample count is ``samples_per_epoch``, not the data's."""
+        slot, readers = self.rank * self.workers + owner, self.world * self.workers
+        for cycle in itertools.count():
+            order = self.shard_order(cycle)
+            yield from order[slot % len(order) :: readers]
 
     def batches_of(self, owner: int) -> list[int]:
         """The batch indices of the epoch that worker ``owner`` makes: ``j ≡ owner (mod workers)``."""
@@ -135,8 +148,12 @@ class StreamDataset(IterableDataset):
         self.epoch, self.start = epoch, start
 
     def plan(self) -> EpochPlan:
-        return EpochPlan(tuple(self.source.sizes), self.global_batch, self.seed, self.epoch, self.rank, self.world,
-                         self.workers, self.samples_per_epoch)
+        sizes = tuple(self.source.sizes) if self.source.sizes is not None else None
+        samples, shards = self.samples_per_epoch, len(sizes) if sizes is not None else len(self.source.urls)
+        if getattr(self.source, "resample", False):  # shards drawn again and again, whatever their sizes
+            samples, sizes = min(samples or sum(sizes or ()), sum(sizes)) if sizes else samples, None
+        return EpochPlan(sizes, self.global_batch, self.seed, self.epoch, self.rank, self.world, self.workers,
+                         samples, shards)
 
     def __len__(self) -> int:
         return max(0, self.plan().steps - self.start)
@@ -148,8 +165,8 @@ class StreamDataset(IterableDataset):
         owner = (slot + self.start) % plan.workers  # the DataLoader asks its workers in turn from slot 0
         batches = plan.batches_of(owner)
         skip = sum(1 for j in batches if j < self.start)
-        stream = ShuffleBuffer(self.source.shuffle_buffer, _mix(self.seed, self.epoch, self.rank, owner))(
-            self._raw(plan.segments(owner)))
+        raw = self._raw(plan.segments(owner)) if plan.sizes is not None else self._unsized(plan, owner)
+        stream = ShuffleBuffer(self.source.shuffle_buffer, _mix(self.seed, self.epoch, self.rank, owner))(raw)
         b = plan.local_batch
         for n, j in enumerate(batches):
             raws = [next(stream) for _ in range(b)]
@@ -159,6 +176,10 @@ class StreamDataset(IterableDataset):
     def _raw(self, segments: list[tuple[int, int, int]]) -> Iterator[Any]:
         for shard, first, end in segments:
             yield from self.source.raw_samples(shard, first, end)
+
+    def _unsized(self, plan: EpochPlan, owner: int) -> Iterator[Any]:
+        for shard in plan.shards_of(owner):
+            yield from self.source.raw_samples(shard, 0, None)
 
     def _batch(self, raws: list[Any], plan: EpochPlan, index: int) -> dict[str, Any]:
         """Decode, preprocess and collate one batch under RNGs seeded by (seed, epoch, rank, batch index)."""

@@ -73,7 +73,12 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     accelerator = make_accelerator(config)
     train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
-    epoch_samples = min(len(train_source), t.samples_per_epoch or len(train_source))
+    if getattr(train_source, "sizes", ()) is None:  # streamed shards of unknown size
+        if not t.samples_per_epoch:
+            raise ConfigError(f"{train_source.unsized}")
+        epoch_samples = t.samples_per_epoch
+    else:
+        epoch_samples = min(len(train_source), t.samples_per_epoch or len(train_source))
     steps_per_epoch = epoch_samples // t.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(

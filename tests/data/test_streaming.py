@@ -38,11 +38,20 @@ class FakeShards:
     def raw_samples(self, shard, first, end):
         yield from ({"key": k} for k in self.keys[shard][first:end])
 
+
     def decode(self, raw, counts):
         if raw["key"] in self.bad:
             counts.add("corrupt image")
             return None
         return {"key": raw["key"], "noise": None}
+
+
+class UnsizedShards(FakeShards):
+    """Shards whose sizes are not known up front (pipe: shards without sizes.json)."""
+
+    def __init__(self, sizes, **options):
+        super().__init__(sizes, **options)
+        self.urls, self.sizes = [f"pipe:cat {i}.tar" for i in range(len(sizes))], None
 
 
 KEY = {"key": ("key", lambda k: torch.tensor([k, int(torch.randint(0, 10**6, ()))]), None)}
@@ -105,3 +114,30 @@ def test_bad_samples_are_replaced_within_their_batch_and_counted():
     keys = [k for b in loader for k in _keys(b)]
     assert len(keys) == 32 and not {3, 20} & set(keys)
     assert source.counts.as_dict() == {"corrupt image": 2}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shards_of_unknown_size_give_samples_per_epoch_and_resume_exactly(workers):
+    source = UnsizedShards((10, 7, 13, 6, 12), shuffle_buffer=4)
+    lengths, first = [], None
+    for rank in range(2):
+        loader = StreamLoader(StreamDataset(source, KEY, 8, seed=0, rank=rank, world=2, workers=workers,
+                                            samples_per_epoch=100), workers)
+        loader.set_epoch(0)
+        batches = [b["key"] for b in loader]
+        lengths.append(len(batches))
+        first = first or batches
+    assert lengths == [12, 12]  # 100 // 8 steps for every process, more than the data holds: shards come again
+    loader = StreamLoader(StreamDataset(source, KEY, 8, seed=0, rank=0, world=2, workers=workers,
+                                        samples_per_epoch=100), workers)
+    loader.set_epoch(0, 5)
+    assert all(torch.equal(a, b) for a, b in zip(first[5:], [b["key"] for b in loader]))
+
+
+def test_resampled_shards_draw_an_epoch_of_the_requested_size():
+    source = FakeShards((10, 7, 13, 6, 12), shuffle_buffer=4)
+    source.resample, source.urls = True, [str(i) for i in range(5)]
+    loader = StreamLoader(StreamDataset(source, KEY, 8, seed=0, samples_per_epoch=200), 0)
+    loader.set_epoch(0)
+    keys = [k for b in loader for k in _keys(b)]
+    assert len(keys) == 48 // 8 * 8 and len(set(keys)) < len(keys)  # capped at the data's 48; shards repeat

@@ -305,6 +305,15 @@ class BadDataCounts:
         """``{reason: count}`` sorted by reason, as ``data_report.json`` holds it."""
         return dict(sorted(self.counts.items()))
 
+    def report(self, source: str, samples: int) -> dict[str, Any]:
+        """A streamed source's ``data_report.json`` entry: skipped images and captions, each per reason."""
+        reasons = self.as_dict()
+        captions = {k: v for k, v in reasons.items() if "caption" in k}
+        images = {k: v for k, v in reasons.items() if k not in captions}
+        return {"source": source, "samples": samples, "skipped_images": sum(images.values()),
+                "skipped_image_reasons": images, "skipped_captions": sum(captions.values()),
+                "skipped_caption_reasons": captions}
+
     def __repr__(self) -> str:
         return f"BadDataCounts({self.as_dict()})"
 

@@ -6,7 +6,10 @@ as a brace pattern, a list or a ``.txt`` file listing them, local files or ``pip
 training (``sizes.json`` beside the shards, as ``mmvicreg shards`` and open_clip write it, or a scan of local
 tar headers), because the epoch plan (:mod:`mmvicreg.data.streaming`) gives each process and worker its exact
 range of the stream. What :class:`~mmvicreg.data.streaming.StreamDataset` asks of a source lives here:
-``sizes``, ``shuffle_buffer``, ``raw_samples``, ``decode``, ``new_counts``.
+``sizes``, ``shuffle_buffer``, ``raw_samples``, ``decode``, ``new_counts``. ``resample: true`` draws the
+shards as open_clip's ``--dataset-resampled`` does (each reader its own shards of each new permutation, without
+end; an epoch is ``train.samples_per_epoch`` samples, default the data's count), which is also how shards of
+unknown size are read.
 """
 
 from __future__ import annotations
@@ -26,29 +29,36 @@ class ShardSource:
     streaming = True
 
     def __init__(self, split: str, shards: str | Sequence[str], shuffle_buffer: int = 1000,
-                 on_bad_image: str = "error", on_bad_caption: str = "error") -> None:
+                 on_bad_image: str = "error", on_bad_caption: str = "error", resample: bool = False) -> None:
         if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be a number of samples >= 0, got {shuffle_buffer!r}")
-        self.split, self.shuffle_buffer = split, shuffle_buffer
+        self.split, self.shuffle_buffer, self.resample = split, shuffle_buffer, bool(resample)
         self.urls = expand_shards(shards)
-        self.sizes = shard_sizes(self.urls)
+        try:
+            self.sizes: list[int] | None = shard_sizes(self.urls)
+            self.unsized = ""
+        except ValueError as e:  # pipe: shards without sizes.json: an epoch then needs train.samples_per_epoch
+            self.sizes, self.unsized = None, str(e)
         self.policy = BadDataPolicy(on_bad_image, on_bad_caption)
         self.counts = BadDataCounts()  # what the training loader met, summed over its batches
         self.name = f"webdataset:{len(self.urls)} shards"
 
     def __len__(self) -> int:
+        if self.sizes is None:
+            raise TypeError(f"{self.name} has no known length: {self.unsized}")
         return sum(self.sizes)
 
     def new_counts(self) -> BadDataCounts:
         return BadDataCounts()
 
-    def raw_samples(self, shard: int, first: int, end: int) -> Iterator[dict[str, Any]]:
-        """Samples ``first..end-1`` of shard ``shard``, undecoded; a shard cut short pads with ``MISSING``."""
+    def raw_samples(self, shard: int, first: int, end: int | None) -> Iterator[dict[str, Any]]:
+        """Samples ``first..end-1`` (None: to the end) of shard ``shard``, undecoded; a shard cut short of
+        ``end`` pads with ``MISSING``."""
         got = 0
-        for raw in itertools.islice(read_shard(self.urls[shard], skip=first), end - first):
+        for raw in itertools.islice(read_shard(self.urls[shard], skip=first), None if end is None else end - first):
             got += 1
             yield raw
-        for _ in range(end - first - got):
+        for _ in range(0 if end is None else end - first - got):
             yield {MISSING: self.urls[shard]}
 
     def decode(self, raw: dict[str, Any], counts: BadDataCounts) -> dict[str, Any] | None:
@@ -63,7 +73,7 @@ class ShardSource:
 
     def iter_captions(self) -> Iterator[str]:
         """Every caption of the shards, in shard order (for a vocabulary learned from the training captions)."""
-        for url in self.urls:
+        for url in self.urls:  # pipe: shards are read once more here
             for raw in read_shard(url):
                 text = raw.get("txt")
                 if isinstance(text, bytes):
@@ -75,9 +85,4 @@ class ShardSource:
                     yield text
 
     def data_report(self) -> dict[str, Any]:
-        reasons = self.counts.as_dict()
-        captions = {k: v for k, v in reasons.items() if "caption" in k}
-        images = {k: v for k, v in reasons.items() if k not in captions}
-        return {"source": self.name, "samples": len(self), "skipped_images": sum(images.values()),
-                "skipped_image_reasons": images, "skipped_captions": sum(captions.values()),
-                "skipped_caption_reasons": captions}
+        return self.counts.report(self.name, len(self) if self.sizes is not None else -1)
