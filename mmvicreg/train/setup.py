@@ -216,6 +216,13 @@ def make_accelerator(config: RunConfig) -> Any:
         raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes ({world})")
     if t.batch_size // world < 2:
         raise ConfigError(f"train.batch_size {t.batch_size} over {world} processes leaves < 2 samples per process")
+    check_micro_batch(t, world)
+    set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
+    return accelerator
+
+
+def check_micro_batch(t: Any, world: int) -> None:
+    """``train.micro_batch_size`` must divide each of ``world`` processes' share of the global batch."""
     per, micro = t.batch_size // world, t.micro_batch_size
     if micro is not None and (micro > per or per % micro):
         raise ConfigError(
@@ -223,8 +230,6 @@ def make_accelerator(config: RunConfig) -> Any:
             f"(train.batch_size {t.batch_size} over {world} processes); choose a divisor of {per}, e.g. "
             f"{divisor_near(per, micro)}"
         )
-    set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
-    return accelerator
 
 
 def build_sources(config: RunConfig) -> tuple[Any, Any, Any]:

@@ -201,6 +201,17 @@ def test_bad_micro_batch_sizes_are_one_line(tmp_path, micro, message):
         load_config(_config(tmp_path, micro=micro), format_keys=format_options)
 
 
+def test_a_micro_batch_that_does_not_divide_each_process_share_is_one_line(tmp_path):
+    from mmvicreg.train.setup import check_micro_batch
+
+    train_section = load_config(_config(tmp_path, micro=64), format_keys=format_options).train  # 128 / 64: fine
+    check_micro_batch(train_section, 2)
+    with pytest.raises(ConfigError, match=r"train.micro_batch_size 64 does not divide each process's share of the "
+                                          r"batch, 32 \(train.batch_size 128 over 4 processes\); choose a divisor "
+                                          r"of 32, e.g. 32"):
+        check_micro_batch(train_section, 4)
+
+
 @pytest.mark.timeout(600)
 def test_two_chunked_processes_follow_one_whole_process(tmp_path):
     _run(_config(tmp_path / "single"))
