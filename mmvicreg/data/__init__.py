@@ -3,7 +3,7 @@
 =============  ===================================================================================
 sources/       map-style datasets of raw samples (``{"image", "caption", "image_id"}`` or
                ``{"image", "label"}``), each made of records, an image store and a bad-data policy
-transforms.py  image transforms: the VICReg view pair, a light recipe, evaluation
+transforms.py  image transforms: the VICReg view pair, a light recipe, evaluation; decode_views
 batching.py    the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)
 build.py       ``build_source(section)``: a config's ``data.*`` section -> a source
 =============  ===================================================================================
@@ -24,6 +24,7 @@ from mmvicreg.data.batching import (
     select_branches,
 )
 from mmvicreg.data.build import FORMATS, build_source, format_options
+from mmvicreg.data.transforms import decode_views
 from mmvicreg.data.sources import (
     ArrayStore,
     BadDataPolicy,
@@ -83,6 +84,7 @@ __all__ = [
     "collate",
     "collate_branches",
     "csv_captions",
+    "decode_views",
     "format_options",
     "generate_shapes",
     "hf_captions",

@@ -7,6 +7,8 @@ All take an RGB PIL image (or a uint8 tensor image) and return a float tensor (3
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Sequence
 
 import torch
@@ -142,3 +144,28 @@ def build_transform(
     if name == "light":
         return light_train(size, mean, std, interpolation)
     return eval_transform(size, mean, std, crop_pct if crop_pct is not None else DEFAULT_CROP_PCT, interpolation)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_transform(name: str, size: int, mean: tuple | None, std: tuple | None, interpolation: str | None,
+                      crop_pct: float | None) -> v2.Compose:
+    return build_transform(name, size, mean, std, interpolation, crop_pct)
+
+
+def decode_views(
+    path: str | os.PathLike,
+    names: Sequence[str] = ("vicreg_view1", "vicreg_view2"),
+    size: int = 224,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    interpolation: str | None = None,
+) -> list[torch.Tensor]:
+    """The views of the image file at ``path``, exactly as the training loader's workers make them: the file
+    decoded as RGB (as every file-backed source decodes it), then each transform of ``names`` at ``size``
+    (:func:`build_transform`), drawing from torch's global RNG. One entry for the whole input path, to measure
+    and reuse it (``benchmarks/input_pipeline.py``)."""
+    from mmvicreg.data.sources.io import open_image  # transforms take images; this entry also reads the file
+
+    image = open_image(path)
+    spec = (tuple(mean) if mean is not None else None, tuple(std) if std is not None else None, interpolation, None)
+    return [_cached_transform(name, size, *spec)(image) for name in names]

@@ -136,3 +136,22 @@ def test_build_transform_by_name_and_unknown_name():
     assert IMAGENET_MEAN[0] == 0.485 and IMAGENET_STD[2] == 0.225
     with pytest.raises(ValueError, match="known: vicreg_view1"):
         build_transform("bogus", 24)
+
+
+def test_decode_views_is_the_loader_path_of_an_image_file(tmp_path):
+    """decode_views = the file decoded as RGB as a file source does, then each named transform, in order."""
+    from mmvicreg.data import decode_views
+    from mmvicreg.data.sources.io import open_image
+    from mmvicreg.data.transforms import build_transform
+
+    path = tmp_path / "a.jpg"
+    Image.new("RGB", (120, 90), (30, 140, 200)).save(path)
+    torch.manual_seed(3)
+    views = decode_views(path, ("vicreg_view1", "vicreg_view2", "eval"), size=64)
+    torch.manual_seed(3)
+    image = open_image(path)
+    expected = [build_transform(name, 64)(image) for name in ("vicreg_view1", "vicreg_view2", "eval")]
+    assert [tuple(v.shape) for v in views] == [(3, 64, 64)] * 3
+    assert all(torch.equal(a, b) for a, b in zip(views, expected))
+    with pytest.raises(ValueError, match="unknown transform 'vicreg_view3'"):
+        decode_views(path, ("vicreg_view3",))
