@@ -31,7 +31,7 @@ class Preprocessor(NamedTuple):
     pad_id: int | None = None
 
 
-def _as_preprocessor(name: str, spec: Any) -> Preprocessor:
+def as_preprocessor(name: str, spec: Any) -> Preprocessor:
     if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], str) and callable(spec[1])):
         raise ValueError(f"preprocessor of branch {name!r} must be (field, fn, pad_id); got {spec!r}")
     return Preprocessor(*spec)
@@ -48,7 +48,7 @@ class BranchDataset(Dataset):
                  extra_fields: Sequence[str] = ()) -> None:
         if not preprocessors:
             raise ValueError("preprocessors is empty: give at least one branch (name -> (field, fn, pad_id))")
-        self.preprocessors = {name: _as_preprocessor(name, spec) for name, spec in preprocessors.items()}
+        self.preprocessors = {name: as_preprocessor(name, spec) for name, spec in preprocessors.items()}
         clash = set(extra_fields) & set(preprocessors)
         if clash:
             raise ValueError(f"extra_fields {sorted(clash)} collide with branch names")
@@ -59,16 +59,21 @@ class BranchDataset(Dataset):
         return len(self.source)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.source[index]
-        out: dict[str, Any] = {}
-        for name, (field, fn, _) in self.preprocessors.items():
-            if field not in sample:
-                raise KeyError(f"branch {name!r} reads field {field!r}, but samples of this source have "
-                               f"{sorted(sample)}; select the branches that read those fields")
-            out[name] = fn(sample[field])
-        for field in self.extra_fields:
-            out[field] = sample[field]
-        return out
+        return preprocess_sample(self.source[index], self.preprocessors, self.extra_fields)
+
+
+def preprocess_sample(sample: Mapping[str, Any], preprocessors: Mapping[str, Preprocessor],
+                      extra_fields: Sequence[str] = ()) -> dict[str, Any]:
+    """``{branch: fn(sample[field])}`` for every branch, plus the ``extra_fields`` copied through unchanged."""
+    out: dict[str, Any] = {}
+    for name, (field, fn, _) in preprocessors.items():
+        if field not in sample:
+            raise KeyError(f"branch {name!r} reads field {field!r}, but samples of this source have "
+                           f"{sorted(sample)}; select the branches that read those fields")
+        out[name] = fn(sample[field])
+    for field in extra_fields:
+        out[field] = sample[field]
+    return out
 
 
 class RawItems(Dataset):
@@ -120,7 +125,7 @@ def collate_branches(pad_ids: Mapping[str, int | None]) -> BranchCollator:
 
 def select_branches(preprocessors: Mapping[str, Preprocessor | tuple], field: str) -> dict[str, Preprocessor]:
     """The branches that read ``field``: e.g. the image branches to embed a retrieval set's images."""
-    return {name: _as_preprocessor(name, spec) for name, spec in preprocessors.items() if spec[0] == field}
+    return {name: as_preprocessor(name, spec) for name, spec in preprocessors.items() if spec[0] == field}
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -185,7 +190,7 @@ def make_loader(
     """
     if (batch_size is None) == (batch_sampler is None):
         raise ValueError("give make_loader either batch_size or batch_sampler (exactly one)")
-    preprocessors = {name: _as_preprocessor(name, spec) for name, spec in preprocessors.items()}
+    preprocessors = {name: as_preprocessor(name, spec) for name, spec in preprocessors.items()}
     branches = BranchDataset(dataset, preprocessors, extra_fields)
     batching: dict[str, Any] = {"batch_sampler": batch_sampler}
     if batch_size is not None:

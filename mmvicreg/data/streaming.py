@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mmvicreg.data.batching import Preprocessor, _as_preprocessor, collate
+from mmvicreg.data.batching import Preprocessor, as_preprocessor, collate, preprocess_sample
 
 BAD_KEY = "__bad_data__"
 
@@ -139,7 +139,7 @@ class StreamDataset(IterableDataset):
                  rank: int = 0, world: int = 1, workers: int = 0, samples_per_epoch: int | None = None,
                  extra_fields: tuple[str, ...] = ()) -> None:
         self.source, self.extra_fields = source, tuple(extra_fields)
-        self.preprocessors = {n: _as_preprocessor(n, p) for n, p in preprocessors.items()}
+        self.preprocessors = {n: as_preprocessor(n, p) for n, p in preprocessors.items()}
         self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
         self.workers, self.samples_per_epoch = max(1, workers), samples_per_epoch
         self.epoch, self.start = 0, 0
@@ -196,16 +196,12 @@ class StreamDataset(IterableDataset):
                                      f"({counts.as_dict()}); check the shards (mmvicreg shards rewrites them)")
                 filler = random.Random(seed)
                 samples += [filler.choice(samples) for _ in range(len(raws) - len(samples))]
-                items = [self._preprocess(s) for s in samples]
+                items = [preprocess_sample(s, self.preprocessors, self.extra_fields) for s in samples]
             finally:
                 random.setstate(state)
         batch = collate(items, {name: p.pad_id for name, p in self.preprocessors.items()})
         batch[BAD_KEY] = counts
         return batch
-
-    def _preprocess(self, sample: Mapping[str, Any]) -> dict[str, Any]:
-        out = {name: fn(sample[field]) for name, (field, fn, _) in self.preprocessors.items()}
-        return {**out, **{field: sample[field] for field in self.extra_fields}}
 
 
 class StreamLoader:

@@ -15,9 +15,10 @@ from mmvicreg.config import ConfigError, LossConfig, load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.model import JointEmbedding
 from mmvicreg.objective import build_objective
-from mmvicreg.train import Callback, train
+from mmvicreg.train import train
 from mmvicreg.train.chunked import cached_forward_backward
 from tests.helpers.configs import tiny_config
+from tests.helpers.interrupt import DieAfterCheckpoint, Interrupted
 
 
 def _config(run_dir, micro=None, loss="vicreg", norm="layer", **train_options):
@@ -155,16 +156,6 @@ def test_batchnorm_sees_each_chunk_as_a_batch_of_its_own():
     assert max(gaps) > 1e-3
 
 
-class _Stop(Exception):
-    pass
-
-
-class _DieAfterCheckpoint(Callback):
-    def on_checkpoint_end(self, step, path):
-        if step == 2:
-            raise _Stop
-
-
 def test_a_killed_chunked_run_resumes_to_the_same_weights(tmp_path):
     options = dict(micro=32, max_steps=4)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -173,8 +164,8 @@ def test_a_killed_chunked_run_resumes_to_the_same_weights(tmp_path):
     _run(tree)
     tree = _config(resumed, **options)
     tree["train"]["checkpoint_every"] = 2
-    with pytest.raises(_Stop):
-        _run(tree, callbacks=[_DieAfterCheckpoint()])
+    with pytest.raises(Interrupted):
+        _run(tree, callbacks=[DieAfterCheckpoint(2)])
     tree["resume"] = True
     _run(tree)
     a, b = _weights(straight), _weights(resumed)

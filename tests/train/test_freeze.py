@@ -7,10 +7,11 @@ from safetensors.torch import load_file
 
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data.build import format_options
-from mmvicreg.train import Callback, train
+from mmvicreg.train import train
 from mmvicreg.train.checkpoint import FROZEN_FILE
 from mmvicreg.train.setup import setup
 from tests.helpers.configs import tiny_config
+from tests.helpers.interrupt import DieAfterCheckpoint, Interrupted
 
 
 def _config(run_dir, **image):
@@ -64,21 +65,11 @@ def test_the_optimiser_holds_no_frozen_parameter(tmp_path):
     assert all(id(p) in held for p in run.unwrapped.branch("image").expander.parameters())
 
 
-class _Stop(Exception):
-    pass
-
-
-class _DieAfterCheckpoint(Callback):
-    def on_checkpoint_end(self, step, path):
-        if step == 2:
-            raise _Stop
-
-
 def test_a_partly_frozen_run_resumes_to_the_same_weights(tmp_path):
     options = {"freeze": True, "unfreeze_last": 1}
     train(_load(_config(tmp_path / "straight", **options)))
-    with pytest.raises(_Stop):
-        train(_load(_config(tmp_path / "resumed", **options)), callbacks=[_DieAfterCheckpoint()])
+    with pytest.raises(Interrupted):
+        train(_load(_config(tmp_path / "resumed", **options)), callbacks=[DieAfterCheckpoint(2)])
     tree = _config(tmp_path / "resumed", **options)
     tree["resume"] = True
     train(_load(tree))

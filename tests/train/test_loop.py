@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.objective import build_objective
-from mmvicreg.train import Callback, NonFiniteLossError, train
+from mmvicreg.train import NonFiniteLossError, train
 from mmvicreg.train.setup import tracker_init
 from tests.helpers.configs import tiny_config
+from tests.helpers.interrupt import DieAfterCheckpoint, Interrupted
 
 
 def _run(tree, overrides=(), **kwargs):
@@ -60,21 +61,11 @@ def test_tracker_settings_come_from_the_config(tmp_path):
         _run(tree)
 
 
-class _Stop(Exception):
-    pass
-
-
-class _DieAfterCheckpoint(Callback):
-    def on_checkpoint_end(self, step, path):  # the process dies right after step 4's checkpoint
-        if step == 4:
-            raise _Stop
-
-
 def test_resume_gives_identical_weights(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _run(tiny_config(straight, max_steps=8, checkpoint_every=2))
-    with pytest.raises(_Stop):
-        _run(tiny_config(resumed, max_steps=8, checkpoint_every=2), callbacks=[_DieAfterCheckpoint()])
+    with pytest.raises(Interrupted):
+        _run(tiny_config(resumed, max_steps=8, checkpoint_every=2), callbacks=[DieAfterCheckpoint(4)])
     assert not (resumed / "model").exists()
     cfg = tiny_config(resumed, max_steps=8, checkpoint_every=2)
     cfg["resume"] = True

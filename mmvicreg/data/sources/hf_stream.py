@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from mmvicreg.data.sources.io import BadImageError, PathLike, caption_problem, caption_text, to_rgb
 from mmvicreg.data.sources.policy import BadDataPolicy
 from mmvicreg.data.sources.shards import BadDataCounts
-from mmvicreg.data.sources.stream import MISSING
+from mmvicreg.data.sources.stream import MISSING, missing_sample, reject_missing
 
 logger = logging.getLogger("mmvicreg.data")
 
@@ -299,15 +299,13 @@ class HFStreamSource:
                 problem, detail = "unreadable shard", f"cannot read {file} ({_one_line(exc)})"
                 logger.warning("%s: %s", problem, detail)
         for _ in range(end - first - got):
-            yield {MISSING: file, "__reason__": problem, "__detail__": detail}
+            yield missing_sample(file, problem, detail)
 
     def decode(self, raw: dict[str, Any], counts: BadDataCounts) -> dict[str, Any] | None:
         """``{"image": RGB PIL, "caption": str, "captions": [str], "key"}`` or ``{"image", "label": int, "key"}``;
         None for a bad row (counted in ``counts``) under a skip policy; one-line error under ``error``."""
         if MISSING in raw:
-            if self.policy.on_bad_image == "error":
-                raise ValueError(f"{raw['__detail__']}; set on_bad_image: skip to train past it, or rewrite it")
-            counts.add(raw["__reason__"])
+            reject_missing(raw, self.policy, counts)
             return None
         key = raw["__key__"]
         where = f"row {raw['__row__']} of {raw['__url__']}"

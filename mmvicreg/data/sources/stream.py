@@ -23,6 +23,18 @@ from mmvicreg.data.sources.shards import BadDataCounts, decode_sample, expand_sh
 MISSING = "__missing__"  # a raw sample the shard promised (sizes) but could not give (truncated)
 
 
+def missing_sample(url: str, reason: str, detail: str) -> dict[str, Any]:
+    """The stand-in for a sample a shard promised but could not give: the plan's counts stay whole."""
+    return {MISSING: url, "__reason__": reason, "__detail__": detail}
+
+
+def reject_missing(raw: dict[str, Any], policy: BadDataPolicy, counts: BadDataCounts) -> None:
+    """A :func:`missing_sample` under ``on_bad_image``: one line under ``error``, else counted by its reason."""
+    if policy.on_bad_image == "error":
+        raise ValueError(f"{raw['__detail__']}; set on_bad_image: skip to train past it, or rewrite it")
+    counts.add(raw["__reason__"])
+
+
 class ShardSource:
     """Webdataset shards as a streamed training source (module docstring)."""
 
@@ -58,16 +70,15 @@ class ShardSource:
         for raw in itertools.islice(read_shard(self.urls[shard], skip=first), None if end is None else end - first):
             got += 1
             yield raw
+        url = self.urls[shard]
         for _ in range(0 if end is None else end - first - got):
-            yield {MISSING: self.urls[shard]}
+            yield missing_sample(url, "truncated shard", f"shard {url} holds fewer samples than its size says "
+                                                         f"(truncated?)")
 
     def decode(self, raw: dict[str, Any], counts: BadDataCounts) -> dict[str, Any] | None:
         """``{"image", "caption" | "label", ...}``, or None for a bad sample (counted) under a skip policy."""
         if MISSING in raw:
-            if self.policy.on_bad_image == "error":
-                raise ValueError(f"shard {raw[MISSING]} holds fewer samples than its size says (truncated?); "
-                                 f"set on_bad_image: skip to train past it, or rewrite it")
-            counts.add("truncated shard")
+            reject_missing(raw, self.policy, counts)
             return None
         return decode_sample(raw, self.policy, counts)
 
