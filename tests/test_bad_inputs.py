@@ -303,7 +303,7 @@ MODEL_ROWS = [
     ("model/caption-to-image-branch", lambda t, a: a["net"].encode("image", ["a red circle"]), TypeError,
      "is a caption routed to an image branch?"),
     ("model/forward-wrong-shape", lambda t, a: a["net"]({"image": torch.zeros(2, 3)}), ValueError,
-     "needs float images (batch, 3, H, W), got torch.float32 tensor of shape (2, 3)"),
+     "needs images (batch, 3, H, W), uint8 as the loader makes them or float normalised, got torch.float32 tensor of shape (2, 3)"),
     ("model/forward-unknown-key", lambda t, a: a["net"]({"txt": torch.zeros(2, 3)}), KeyError,
      "batch has keys ['txt'] that are not branches"),
 ]

@@ -10,7 +10,10 @@ LongTensor of token ids), and ``pad_id`` is the id that right-pads 1-D tensors t
 (text), or None for tensors that are stacked as they are.
 
 Preprocessing runs inside ``BranchDataset.__getitem__``, hence in DataLoader workers. Two branches may read the
-same field (two augmented views of one image for siamese training): each applies its own ``fn`` to it.
+same field (two augmented views of one image for siamese training): each applies its own ``fn`` to it. When
+every branch that reads ``"image"`` takes encoded images (``fn.accepts_encoded``: this library's transforms),
+images are read but not decoded (the source's ``sample(i, encoded=True)``) and the transforms decode only what
+their crops need; an image whose decode fails there goes back to the source's bad-data policy.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from mmvicreg.data.sources.io import BadImageError
+from mmvicreg.data.transforms import accepts_encoded
 
 
 class Preprocessor(NamedTuple):
@@ -54,12 +60,22 @@ class BranchDataset(Dataset):
             raise ValueError(f"extra_fields {sorted(clash)} collide with branch names")
         self.source = source
         self.extra_fields = tuple(extra_fields)
+        image_fns = [fn for field, fn, _ in self.preprocessors.values() if field == "image"]
+        self.encoded = (callable(getattr(source, "sample", None)) and bool(image_fns)
+                        and all(accepts_encoded(fn) for fn in image_fns))
 
     def __len__(self) -> int:
         return len(self.source)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return preprocess_sample(self.source[index], self.preprocessors, self.extra_fields)
+        if not self.encoded:
+            return preprocess_sample(self.source[index], self.preprocessors, self.extra_fields)
+        while True:  # each failure marks one more image bad (or raises): this ends
+            sample = self.source.sample(index, encoded=True)
+            try:
+                return preprocess_sample(sample, self.preprocessors, self.extra_fields)
+            except BadImageError as exc:
+                self.source.reject_image(sample["image"].index, exc)
 
 
 def preprocess_sample(sample: Mapping[str, Any], preprocessors: Mapping[str, Preprocessor],

@@ -1,22 +1,32 @@
 """Image transforms (torchvision.transforms.v2): the VICReg view pair, a light image–text recipe, evaluation.
 
-All take an RGB PIL image (or a uint8 tensor image) and return a float tensor (3, size, size), normalised with
-``mean``/``std`` (ImageNet's unless the weights or the config say otherwise) and resized with ``interpolation``
-(``"bicubic"`` unless the weights were trained with another).
+All take an RGB PIL image, a uint8 tensor (3, H, W) or an :class:`~mmvicreg.data.sources.encoded.EncodedImage`
+(what file sources give a training loader: bytes and header, not yet decoded) and return a **uint8** tensor
+(3, size, size), resized with ``interpolation`` (``"bicubic"`` unless the weights were trained with another).
+Images stay uint8 until the training device: :func:`normalize_images` turns a batch into the float input an
+encoder reads, on the device (a branch does it in ``forward``), 4× less memory traffic than float workers.
+
+Speed, per image at 224 px on one core (measured in ``benchmarks/input_pipeline.py``): the random crop is drawn
+from the header's size and a JPEG is decoded at the largest DCT reduction that keeps the crop at least the
+output size (:class:`DecodeResizedCrop`); the crop is resized by torchvision's uint8 tensor kernel (about 3×
+PIL's bicubic); the colour operations run on the 224 px crop with PIL, which is the fastest at hue and blur.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from PIL import Image, ImageFilter
+from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from mmvicreg.choices import TRANSFORMS, did_you_mean
+from mmvicreg.data.sources.encoded import EncodedImage, largest_reduction
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,14 +44,73 @@ def interpolation_mode(name: str) -> InterpolationMode:
     return InterpolationMode(name)
 
 
-def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(images / 255 - mean) / std`` for a uint8 batch (B, 3, H, W) or image (3, H, W), in float32, where the
+    images are (the training device): the same operations, hence the same values, as torchvision's CPU
+    ``ToDtype(float32, scale=True)`` then ``Normalize``. Float input is taken as already in [0, 1]."""
+    if images.dtype == torch.uint8:
+        images = F.to_dtype(images, torch.float32, scale=True)
+    return F.normalize(images, mean=list(mean), std=list(std))
 
 
 def _blur_kernel(size: int) -> int:
     """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe's PIL blur)."""
     k = max(3, int(0.1 * size))
     return k if k % 2 == 1 else k + 1
+
+
+class DecodeResizedCrop(v2.RandomResizedCrop):
+    """``v2.RandomResizedCrop`` whose box is drawn from the image's size before it is decoded.
+
+    The box is torchvision's own draw (``make_params``: the published scale and ratio distribution) on the full
+    image's size; an :class:`EncodedImage` JPEG is then decoded at the largest DCT reduction ``r`` (8, 4, 2, 1)
+    that leaves the box at least ``size`` pixels each way, the box is mapped to the reduced pixels
+    (``round(x / r)``), and cropped and resized there. Returns a uint8 tensor (3, size, size). Decoded inputs (PIL
+    images, uint8 tensors) are crops of the full image, as ``v2.RandomResizedCrop`` gives.
+    """
+
+    def forward(self, *inputs: Any) -> torch.Tensor:
+        image = EncodedImage.wrap(inputs[0] if len(inputs) == 1 else inputs)
+        canvas = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(image.height, image.width))
+        return self.transform(image, self.make_params([canvas]))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, EncodedImage):
+            return super().transform(inpt, params)
+        out_h, out_w = self.size
+        reduction = largest_reduction(params["height"], params["width"], out_h, out_w)
+        pixels, r = inpt.decode(reduction)
+        top, left = min(round(params["top"] / r), pixels.shape[0] - 1), min(round(params["left"] / r), pixels.shape[1] - 1)
+        height = max(1, min(round(params["height"] / r), pixels.shape[0] - top))
+        width = max(1, min(round(params["width"] / r), pixels.shape[1] - left))
+        # (H, W, 3) viewed as (3, H, W): channels-last memory, which torchvision's uint8 resize kernel prefers
+        return F.resized_crop(pixels.permute(2, 0, 1), top, left, height, width, list(self.size),
+                              interpolation=self.interpolation, antialias=True)
+
+
+class DecodedPIL(v2.Transform):
+    """Any image input (an :class:`EncodedImage`, a PIL image, a uint8 tensor) as a full-size RGB PIL image."""
+
+    def forward(self, *inputs: Any) -> Image.Image:
+        image = inputs[0] if len(inputs) == 1 else inputs
+        if isinstance(image, Image.Image):
+            return image if image.mode == "RGB" else image.convert("RGB")
+        return EncodedImage.wrap(image).to_pil()
+
+
+class PlanesToPIL(v2.Transform):
+    """A uint8 tensor (3, H, W) as an RGB PIL image, by merging its three planes in C.
+
+    Written here because ``v2.ToPILImage`` first makes the (H, W, 3) copy PIL wants with a strided permute: 0.35
+    ms per 224 px image, against 0.05 ms for ``Image.merge`` of the planes (the same bytes)."""
+
+    def forward(self, *inputs: Any) -> Any:
+        image = inputs[0] if len(inputs) == 1 else inputs
+        if not isinstance(image, torch.Tensor):
+            return image
+        planes = image.contiguous().numpy()
+        size = (planes.shape[2], planes.shape[1])
+        return Image.merge("RGB", [Image.frombuffer("L", size, plane, "raw", "L", 0, 1) for plane in planes])
 
 
 class GaussianBlurPIL(v2.GaussianBlur):
@@ -57,115 +126,109 @@ class GaussianBlurPIL(v2.GaussianBlur):
         return super().transform(inpt, params)
 
 
-def vicreg_view(
-    size: int = 224,
-    view: int = 1,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    interpolation: str = DEFAULT_INTERPOLATION,
-) -> v2.Compose:
+def vicreg_crop(size: int = 224, interpolation: str = DEFAULT_INTERPOLATION, flip: bool = True) -> list[v2.Transform]:
+    """The geometric half of a VICReg view: RandomResizedCrop (scale 0.08–1) from the header, then flip 0.5."""
+    crop = DecodeResizedCrop(size, scale=(0.08, 1.0), interpolation=interpolation_mode(interpolation), antialias=True)
+    return [crop, v2.RandomHorizontalFlip(p=0.5)] if flip else [crop]
+
+
+def vicreg_view(size: int = 224, view: int = 1, interpolation: str = DEFAULT_INTERPOLATION) -> v2.Compose:
     """One of the two published VICReg views (Bardes et al. 2022, appendix; facebookresearch/vicreg).
 
-    RandomResizedCrop(scale 0.08–1, bicubic unless ``interpolation`` says otherwise), horizontal flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8,
-    grayscale p 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p 1.0 (view 1) / 0.1 (view 2), solarisation p 0.0 / 0.2.
+    RandomResizedCrop(scale 0.08–1, bicubic unless ``interpolation`` says otherwise), horizontal flip 0.5,
+    ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p 1.0
+    (view 1) / 0.1 (view 2), solarisation p 0.0 / 0.2; a uint8 tensor out.
     """
     if view not in (1, 2):
         raise ValueError(f"view must be 1 or 2, got {view!r}")
     blur_p, solarize_p = (1.0, 0.0) if view == 1 else (0.1, 0.2)
     return v2.Compose(
         [
-            v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=interpolation_mode(interpolation), antialias=True),
-            v2.RandomHorizontalFlip(p=0.5),
+            *vicreg_crop(size, interpolation),
+            PlanesToPIL(),  # on the 224 px crop, PIL is the fastest at hue and blur (benchmarks/input_pipeline.py)
             v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
             v2.RandomApply([GaussianBlurPIL(kernel_size=_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
             v2.RandomSolarize(threshold=128, p=solarize_p),
-            *_to_normalised_tensor(mean, std),
+            v2.PILToTensor(),
         ]
     )
 
 
-def light_train(
-    size: int = 224,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    interpolation: str = DEFAULT_INTERPOLATION,
-) -> v2.Compose:
-    """Image–text training: a mild random resized crop (scale 0.5–1).
+def light_train(size: int = 224, interpolation: str = DEFAULT_INTERPOLATION) -> v2.Compose:
+    """Image–text training: a mild random resized crop (scale 0.5–1); a uint8 tensor out.
 
     No horizontal flip: captions name left and right ("a dog left of a man"), and a flip would contradict them.
     """
     return v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interpolation_mode(interpolation), antialias=True),
-            *_to_normalised_tensor(mean, std),
-        ]
+        [DecodeResizedCrop(size, scale=(0.5, 1.0), interpolation=interpolation_mode(interpolation), antialias=True)]
     )
 
 
-def eval_transform(
-    size: int = 224,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    crop_pct: float = DEFAULT_CROP_PCT,
-    interpolation: str = DEFAULT_INTERPOLATION,
-) -> v2.Compose:
-    """Resize the short side to ``size / crop_pct`` (256 for 224 at 0.875), then centre-crop ``size``."""
+def eval_transform(size: int = 224, crop_pct: float = DEFAULT_CROP_PCT,
+                   interpolation: str = DEFAULT_INTERPOLATION) -> v2.Compose:
+    """Resize the short side to ``size / crop_pct`` (256 for 224 at 0.875), then centre-crop ``size``; uint8 out.
+
+    Evaluation decodes at full size and resizes with PIL, as the published protocols do, so that its numbers do
+    not depend on the training pipeline's shortcuts.
+    """
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     return v2.Compose(
         [
+            DecodedPIL(),
             v2.Resize(round(size / crop_pct), interpolation=interpolation_mode(interpolation), antialias=True),
             v2.CenterCrop(size),
-            *_to_normalised_tensor(mean, std),
+            v2.PILToTensor(),
         ]
     )
+
+
+def accepts_encoded(transform: Any) -> bool:
+    """Whether ``transform`` takes an :class:`EncodedImage` (it decodes its input itself): this module's
+    transforms, and any callable that says so with an ``accepts_encoded`` attribute."""
+    said = getattr(transform, "accepts_encoded", None)
+    if isinstance(said, bool):
+        return said
+    return isinstance(transform, v2.Compose) and isinstance(transform.transforms[0], (DecodeResizedCrop, DecodedPIL))
 
 
 def build_transform(
     name: str,
     size: int,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     interpolation: str | None = None,
     crop_pct: float | None = None,
 ) -> v2.Compose:
     """A transform by name: ``vicreg_view1``, ``vicreg_view2``, ``light`` or ``eval``; None means the default.
 
-    ``crop_pct`` (the eval centre crop's fraction of the resized image) only affects ``eval``.
+    ``crop_pct`` (the eval centre crop's fraction of the resized image) only affects ``eval``. The result is
+    uint8: normalise batches with :func:`normalize_images` (a branch does it on the device).
     """
     if name not in TRANSFORMS:
         raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORMS)}; known: {', '.join(TRANSFORMS)}")
-    mean = tuple(mean) if mean is not None else IMAGENET_MEAN
-    std = tuple(std) if std is not None else IMAGENET_STD
     interpolation = interpolation or DEFAULT_INTERPOLATION
     if name in ("vicreg_view1", "vicreg_view2"):
-        return vicreg_view(size, 1 if name == "vicreg_view1" else 2, mean, std, interpolation)
+        return vicreg_view(size, 1 if name == "vicreg_view1" else 2, interpolation)
     if name == "light":
-        return light_train(size, mean, std, interpolation)
-    return eval_transform(size, mean, std, crop_pct if crop_pct is not None else DEFAULT_CROP_PCT, interpolation)
+        return light_train(size, interpolation)
+    return eval_transform(size, crop_pct if crop_pct is not None else DEFAULT_CROP_PCT, interpolation)
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_transform(name: str, size: int, mean: tuple | None, std: tuple | None, interpolation: str | None,
-                      crop_pct: float | None) -> v2.Compose:
-    return build_transform(name, size, mean, std, interpolation, crop_pct)
+def _cached_transform(name: str, size: int, interpolation: str | None) -> v2.Compose:
+    return build_transform(name, size, interpolation)
 
 
 def decode_views(
     path: str | os.PathLike,
     names: Sequence[str] = ("vicreg_view1", "vicreg_view2"),
     size: int = 224,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     interpolation: str | None = None,
 ) -> list[torch.Tensor]:
-    """The views of the image file at ``path``, exactly as the training loader's workers make them: the file
-    decoded as RGB (as every file-backed source decodes it), then each transform of ``names`` at ``size``
-    (:func:`build_transform`), drawing from torch's global RNG. One entry for the whole input path, to measure
-    and reuse it (``benchmarks/input_pipeline.py``)."""
-    from mmvicreg.data.sources.io import open_image  # transforms take images; this entry also reads the file
-
-    image = open_image(path)
-    spec = (tuple(mean) if mean is not None else None, tuple(std) if std is not None else None, interpolation, None)
-    return [_cached_transform(name, size, *spec)(image) for name in names]
+    """The views of the image file at ``path``, exactly as the training loader's workers make them (uint8
+    tensors (3, size, size), before the device normalises them): the file read and its header checked as a file
+    source reads it (:meth:`EncodedImage.open`), then each transform of ``names`` at ``size``
+    (:func:`build_transform`) on that one read, drawing from torch's global RNG. One entry for the whole input
+    path, to measure and reuse it (``benchmarks/input_pipeline.py``)."""
+    image = EncodedImage.open(path)
+    return [_cached_transform(name, size, interpolation)(image) for name in names]

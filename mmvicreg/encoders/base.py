@@ -63,9 +63,10 @@ class Encoder(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"branch {branch!r} expects a tensor batch, got {type(x).__name__}")
         if self.modality == "image":
-            if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+            if x.ndim != 4 or x.shape[1] != 3 or not (x.is_floating_point() or x.dtype == torch.uint8):
                 raise ValueError(
-                    f"branch {branch!r} has an image encoder and needs float images (batch, 3, H, W), got "
+                    f"branch {branch!r} has an image encoder and needs images (batch, 3, H, W), uint8 as the "
+                    f"loader makes them or float normalised, got "
                     f"{x.dtype} tensor of shape {tuple(x.shape)}; is a text field routed to an image branch?"
                 )
         elif x.ndim != 2 or x.is_floating_point():

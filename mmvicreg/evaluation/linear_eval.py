@@ -217,14 +217,15 @@ class RGBTransform:
 
 def linear_eval_transforms(spec: dict[str, Any]) -> tuple[RGBTransform, RGBTransform]:
     """``(train, test)`` transforms of the protocol from a branch's resolved ``transform_spec``."""
+    normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(spec["mean"]), std=list(spec["std"]))]
     train = v2.Compose([
         v2.RandomResizedCrop(spec["size"], scale=(0.08, 1.0), interpolation=interpolation_mode(spec["interpolation"]),
                              antialias=True),
         v2.RandomHorizontalFlip(p=0.5),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(spec["mean"]), std=list(spec["std"])),
+        v2.ToImage(), *normalise,
     ])
-    test = build_transform(spec["eval"], spec["size"], spec["mean"], spec["std"], spec["interpolation"],
-                           spec["crop_pct"])
+    # the protocol feeds the encoder itself (not a branch, which would normalise uint8 images): float here
+    test = v2.Compose([build_transform(spec["eval"], spec["size"], spec["interpolation"], spec["crop_pct"]), *normalise])
     return RGBTransform(train), RGBTransform(test)
 
 

@@ -21,9 +21,12 @@ from mmvicreg.data.transforms import (
     DEFAULT_INTERPOLATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    accepts_encoded,
     build_transform,
     interpolation_mode,
+    normalize_images,
 )
+from mmvicreg.data.sources.encoded import EncodedImage
 from mmvicreg.encoders import Encoder, build_encoder, encoder_class
 from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
 
@@ -86,12 +89,17 @@ class ItemPreprocessor:
     def __init__(self, field: str, tokenizer: Any = None, transform: Callable | None = None) -> None:
         self.field, self.tokenizer, self.transform = field, tokenizer, transform
 
+    @property
+    def accepts_encoded(self) -> bool:
+        """Whether it takes images read but not decoded (``EncodedImage``): the loader then lets it decode."""
+        return self.tokenizer is None and accepts_encoded(self.transform)
+
     def __call__(self, item: Any) -> torch.Tensor:
         if self.tokenizer is not None:
             return self.tokenizer.encode(item)
         if isinstance(item, Image.Image):
             item = item if item.mode == "RGB" else item.convert("RGB")
-        elif not isinstance(item, (torch.Tensor, np.ndarray)):
+        elif not isinstance(item, (torch.Tensor, np.ndarray, EncodedImage)):
             raise TypeError(
                 f"this branch reads images (field {self.field!r}), got {type(item).__name__}; "
                 f"is a caption routed to an image branch?"
@@ -146,9 +154,19 @@ class Branch(nn.Module):
         return self.expander.output_dim
 
     def forward(self, x: torch.Tensor, return_representation: bool = False):
-        h = self.encoder(x)
+        """``z`` (and ``h``) of a batch. Images arrive as the loader makes them, uint8 (B, 3, H, W), and are
+        normalised here, on their device, with the branch's ``transform`` mean and std; float images are taken
+        as already normalised."""
+        h = self.encoder(self.normalize(x))
         z = self.expander(h)
         return (z, h) if return_representation else z
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images (what :meth:`preprocess` gives) as the encoder reads them: ``(x / 255 - mean) / std``
+        with this branch's ``transform`` mean and std, on ``x``'s device; anything else is returned as it is."""
+        if x.dtype != torch.uint8 or self.transform_spec is None:
+            return x
+        return normalize_images(x, self.transform_spec["mean"], self.transform_spec["std"])
 
     def preprocess(self, item: Any, train: bool = False) -> torch.Tensor:
         """One raw item (PIL image or str) -> the tensor this branch's encoder reads (before batching)."""
@@ -161,9 +179,8 @@ class Branch(nn.Module):
             transform = None
             if self.modality == "image":
                 t = self.transform_spec
-                transform = build_transform(
-                    t["train" if train else "eval"], t["size"], t["mean"], t["std"], t["interpolation"], t["crop_pct"]
-                )
+                transform = build_transform(t["train" if train else "eval"], t["size"], t["interpolation"],
+                                            t["crop_pct"])
             self._preprocessors[train] = ItemPreprocessor(self.field, self.tokenizer, transform)
         return self._preprocessors[train]
 

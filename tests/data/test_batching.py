@@ -39,7 +39,7 @@ def test_branch_dataset_applies_each_branch_to_its_field(shapes):
     ds = BranchDataset(shapes, image_text_preprocessors(), extra_fields=("image_id",))
     item = ds[4]
     assert set(item) == {"image", "text", "image_id"}
-    assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.float32
+    assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.uint8  # normalised on the device
     assert item["text"].dtype == torch.long and item["image_id"] == 4
 
 

@@ -95,7 +95,7 @@ def test_images_fed_to_text_branch(image_text):
         image_text({"caption": image_batch(2)})
     with pytest.raises(TypeError, match="reads images .* got str"):
         image_text.encode("image", ["a caption"])
-    with pytest.raises(ValueError, match="branch 'image' has an image encoder and needs float images"):
+    with pytest.raises(ValueError, match="branch 'image' has an image encoder and needs images"):
         image_text({"image": _texts(image_text, "caption")})
 
 

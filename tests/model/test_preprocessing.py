@@ -22,8 +22,10 @@ def _normalised_grey(mean, std) -> torch.Tensor:
 
 def _assert_normalises_with(model: JointEmbedding, mean, std, size: int) -> None:
     grey = Image.new("RGB", (size + 13, size + 5), (GREY, GREY, GREY))
-    out = model.branch("image").preprocess(grey, train=False)
-    assert out.shape == (3, size, size)
+    branch = model.branch("image")
+    pixels = branch.preprocess(grey, train=False)
+    assert pixels.shape == (3, size, size) and pixels.dtype == torch.uint8  # uint8 until the device
+    out = branch.normalize(pixels[None])[0]
     expected = _normalised_grey(mean, std)[:, None, None].expand_as(out)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 

@@ -103,8 +103,21 @@ class _Source(Dataset):
         """Image ``i`` as RGB PIL; raises FileNotFoundError / BadImageError (whatever the policy)."""
         return self.store.load(i)
 
-    def _load_with_policy(self, i: int) -> tuple[int, Image.Image]:
-        return self.policy.load(i, self.store, self.name)
+    def _load_with_policy(self, i: int, encoded: bool = False) -> tuple[int, Any]:
+        return self.policy.load(i, self.store, self.name, encoded)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` with its image decoded (an RGB PIL image)."""
+        return self.sample(index)
+
+    def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
+        """Sample ``index``; ``encoded``: its image read but not decoded (an ``EncodedImage`` whose transforms
+        decode it), and a decode that fails later goes back to :meth:`reject_image`."""
+        raise NotImplementedError
+
+    def reject_image(self, i: int, exc: Exception) -> None:
+        """Image ``i`` of the store failed after loading (e.g. its decode): the bad-data policy decides."""
+        self.policy.reject(i, self.store, self.name, exc)
 
     def _check_index(self, index: int) -> None:
         if not 0 <= index < len(self):  # type: ignore[arg-type]
@@ -180,14 +193,14 @@ class CaptionSource(_Source):
     def __len__(self) -> int:
         return self.num_images if self.pairs == "one" else self.num_pairs
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
         self._check_index(index)
         if self.pairs == "one":
             i, j = index, None
         else:
             i = bisect.bisect_right(self._offsets, index) - 1
             j = index - self._offsets[i]
-        used, image = self._load_with_policy(i)
+        used, image = self._load_with_policy(i, encoded)
         captions = self.captions[used]
         if j is None or used != i:
             j = int(torch.randint(len(captions), ()).item())
@@ -247,9 +260,9 @@ class ImageSource(_Source):
     def __len__(self) -> int:
         return self.num_images
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
         self._check_index(index)
-        used, image = self._load_with_policy(index)
+        used, image = self._load_with_policy(index, encoded)
         return {"image": image, "label": self.labels[used]}
 
     def __repr__(self) -> str:

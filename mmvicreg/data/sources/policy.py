@@ -22,8 +22,6 @@ import logging
 import os
 from typing import Any, Sequence
 
-from PIL import Image
-
 from mmvicreg.choices import BAD_DATA_POLICIES, did_you_mean
 from mmvicreg.data.sources.io import BadImageError, caption_problem
 from mmvicreg.data.sources.stores import ImageStore
@@ -93,23 +91,35 @@ class BadDataPolicy:
                 keep = good
         return keep
 
-    def load(self, index: int, store: ImageStore, name: str) -> tuple[int, Image.Image]:
-        """``(index_used, image)``: under ``skip`` a bad image is replaced by the next good one (and remembered)."""
+    def load(self, index: int, store: ImageStore, name: str, encoded: bool = False) -> tuple[int, Any]:
+        """``(index_used, image)``: under ``skip`` a bad image is replaced by the next good one (and remembered).
+
+        ``encoded``: the image read but not decoded (``store.load_encoded``, its ``index`` set), for a loader
+        whose transforms decode; a decode that then fails comes back through :meth:`reject`.
+        """
         n = len(store)
         for step in range(n):
             i = (index + step) % n
             if i in self._bad:
                 continue
             try:
-                return i, store.load(i)
+                if not encoded:
+                    return i, store.load(i)
+                image = store.load_encoded(i)
+                image.index = i
+                return i, image
             except (FileNotFoundError, BadImageError) as exc:
-                if self.on_bad_image == "error":
-                    raise
-                self._bad.add(i)
-                self.skipped.append((store.describe(i), "missing" if isinstance(exc, FileNotFoundError) else "corrupt"))
-                logger.warning("%s: skipped image %d (%d skipped so far in this process): %s",
-                               name, i, len(self.skipped), exc)
+                self.reject(i, store, name, exc)
         raise BadImageError(f"{name}: every one of its {n} images failed to load; see the warnings above")
+
+    def reject(self, i: int, store: ImageStore, name: str, exc: Exception) -> None:
+        """Image ``i`` of ``store`` could not be used: raise ``exc`` under ``error``; under ``skip`` remember it
+        (``load`` passes it by from now on), report it and warn."""
+        if self.on_bad_image == "error":
+            raise exc
+        self._bad.add(i)
+        self.skipped.append((store.describe(i), "missing" if isinstance(exc, FileNotFoundError) else "corrupt"))
+        logger.warning("%s: skipped image %d (%d skipped so far in this process): %s", name, i, len(self.skipped), exc)
 
     # -- captions ---------------------------------------------------------------------------------------------
     def usable_captions(

@@ -23,6 +23,7 @@ from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
 from mmvicreg.data.sources.base import CaptionSource, ImageSource
+from mmvicreg.data.sources.encoded import EncodedImage
 from mmvicreg.data.sources.io import to_rgb
 from mmvicreg.data.sources.policy import BadDataPolicy
 from mmvicreg.data.sources.shards import IMAGE_EXTENSIONS
@@ -40,12 +41,17 @@ class TarMemberStore(ImageStore):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def load(self, i: int) -> Image.Image:
+    def _read(self, i: int) -> bytes:
         path, offset, size = self.entries[i]
         with open(path, "rb") as f:
             f.seek(offset)
-            data = f.read(size)
-        return to_rgb(data, what=f"image {i} of shard {path}")
+            return f.read(size)
+
+    def load(self, i: int) -> Image.Image:
+        return to_rgb(self._read(i), what=self.describe(i))
+
+    def load_encoded(self, i: int) -> EncodedImage:
+        return EncodedImage(self._read(i), self.describe(i))
 
     def subset(self, indices: Sequence[int]) -> TarMemberStore:
         return TarMemberStore([self.entries[i] for i in indices])

@@ -1,7 +1,9 @@
 """Image stores: where a source's images live, behind one small interface.
 
 A store holds the images of a source in order: ``load(i)`` decodes image ``i`` as RGB PIL (raising
-``FileNotFoundError`` / ``BadImageError`` with the file named), ``path(i)`` is the file behind it when there is
+``FileNotFoundError`` / ``BadImageError`` with the file named), ``load_encoded(i)`` reads it without decoding
+(an :class:`~mmvicreg.data.sources.encoded.EncodedImage`: bytes and header, for a training loader whose crops
+decode only what they need; stores of decoded images wrap them), ``path(i)`` is the file behind it when there is
 one (so that missing files are found without decoding), and ``subset(indices)`` is a store of those images in
 that order (how a source applies the bad-data policy's decision once). Stores are picklable, for DataLoader
 workers.
@@ -21,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from mmvicreg.data.sources.encoded import EncodedImage
 from mmvicreg.data.sources.io import PathLike, open_image, to_rgb
 
 
@@ -35,6 +38,10 @@ class ImageStore:
 
     def subset(self, indices: Sequence[int]) -> "ImageStore":
         raise NotImplementedError
+
+    def load_encoded(self, i: int) -> EncodedImage:
+        """Image ``i`` read but not decoded when its store holds encoded bytes; here: decoded, then wrapped."""
+        return EncodedImage.wrap(self.load(i), self.describe(i))
 
     def path(self, i: int) -> str | None:
         """The file behind image ``i``, or None when the image is not a file of its own."""
@@ -56,6 +63,9 @@ class FileStore(ImageStore):
 
     def load(self, i: int) -> Image.Image:
         return open_image(self.paths[i])
+
+    def load_encoded(self, i: int) -> EncodedImage:
+        return EncodedImage.open(self.paths[i])
 
     def path(self, i: int) -> str:
         return self.paths[i]
@@ -89,6 +99,15 @@ class HFColumnStore(ImageStore):
         if self.paths is not None:
             return open_image(self.paths[row])
         return to_rgb(self.dataset[row][self.column], self.images, f"{self.name} row {row}")
+
+    def load_encoded(self, i: int) -> EncodedImage:
+        row = self.rows[i]
+        if self.paths is not None:
+            return EncodedImage.open(self.paths[row])
+        cell = self.dataset[row][self.column]
+        if isinstance(cell, dict) and cell.get("bytes") is not None:
+            return EncodedImage(cell["bytes"], f"{self.name} row {row}")
+        return super().load_encoded(i)
 
     def path(self, i: int) -> str | None:
         return self.paths[self.rows[i]] if self.paths is not None else None
