@@ -27,6 +27,7 @@ BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
 PAIRS_MODES = ("one", "all")
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 TRANSFORMS = ("vicreg_view1", "vicreg_view2", "light", "eval")
+AUGMENT_PLACES = ("workers", "device")  # transform.augment_on: where a VICReg view's colour half runs
 # Data keys renamed to the one vocabulary (caption file `captions`, image folder `images`): old -> new.
 RENAMED_DATA_KEYS = {"image_root": "images", "annotations": "captions", "path": "captions", "root": "images"}
 

@@ -5,7 +5,7 @@ runs, per image and after the random resized crop and the horizontal flip::
 
     RandomApply([ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8)
     RandomGrayscale(p=0.2)
-    RandomApply([GaussianBlur(kernel_size=_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p)
+    RandomApply([GaussianBlur(kernel_size=blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p)
     RandomSolarize(threshold=128, p=solarize_p)
 
 with ``(blur_p, solarize_p) = (1.0, 0.0)`` for view 1 and ``(0.1, 0.2)`` for view 2. :class:`DeviceViewAugment` does
@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from mmvicreg.data.transforms import _blur_kernel
+from mmvicreg.data.transforms import blur_kernel_size
 
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 JITTER_P = 0.8
@@ -227,7 +227,7 @@ class DeviceViewAugment(torch.nn.Module):
 
     ``forward(images)``: float32 ``(B, 3, H, W)`` in [0, 1] (or uint8, read as ``x / 255``) on any device ->
     float32 ``(B, 3, H, W)`` in [0, 1] on the same device; with ``return_params=True`` also the per-sample
-    parameters of :func:`sample_params`. The blur kernel is ``_blur_kernel(size)`` (23 at 224), as the CPU recipe's.
+    parameters of :func:`sample_params`. The blur kernel is ``blur_kernel_size(size)`` (23 at 224), as the CPU recipe's.
     """
 
     def __init__(self, view: int, size: int = 224) -> None:
@@ -238,7 +238,7 @@ class DeviceViewAugment(torch.nn.Module):
             raise ValueError(f"size must be a positive int, got {size!r}")
         self.view = view
         self.size = size
-        self.kernel_size = _blur_kernel(size)
+        self.kernel_size = blur_kernel_size(size)
         self.blur_p, self.solarize_p = VIEW_PROBS[view]
 
     def extra_repr(self) -> str:
@@ -260,9 +260,12 @@ class DeviceViewAugment(torch.nn.Module):
     def forward(
         self, images: torch.Tensor, return_params: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Augment ``images``; draws from the global RNG of ``images.device`` (seeded runs repeat)."""
+        """Augment ``images``; draws from the global RNG of ``images.device`` (seeded runs repeat). Always in
+        float32: under a training step's bf16/fp16 autocast the blur's convolution would otherwise drop to half
+        precision."""
         self._check(images)
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
         params = sample_params(x.shape[0], self.view, x.device)
-        out = apply_params(x, params, self.kernel_size)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = apply_params(x, params, self.kernel_size)
         return (out, params) if return_params else out

@@ -53,7 +53,7 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[
     return F.normalize(images, mean=list(mean), std=list(std))
 
 
-def _blur_kernel(size: int) -> int:
+def blur_kernel_size(size: int) -> int:
     """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe's PIL blur)."""
     k = max(3, int(0.1 * size))
     return k if k % 2 == 1 else k + 1
@@ -148,7 +148,7 @@ def vicreg_view(size: int = 224, view: int = 1, interpolation: str = DEFAULT_INT
             PlanesToPIL(),  # on the 224 px crop, PIL is the fastest at hue and blur (benchmarks/input_pipeline.py)
             v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([GaussianBlurPIL(kernel_size=_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
+            v2.RandomApply([GaussianBlurPIL(kernel_size=blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p),
             v2.RandomSolarize(threshold=128, p=solarize_p),
             v2.PILToTensor(),
         ]

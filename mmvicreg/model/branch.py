@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torchvision.transforms import v2
 
-from mmvicreg.choices import TRANSFORMS, check_choice, did_you_mean
+from mmvicreg.choices import AUGMENT_PLACES, TRANSFORMS, check_choice, did_you_mean
 from mmvicreg.config import BranchConfig
 from mmvicreg.data.transforms import (
     DEFAULT_CROP_PCT,
@@ -25,7 +26,9 @@ from mmvicreg.data.transforms import (
     build_transform,
     interpolation_mode,
     normalize_images,
+    vicreg_crop,
 )
+from mmvicreg.data.device_augment import DeviceViewAugment
 from mmvicreg.data.sources.encoded import EncodedImage
 from mmvicreg.encoders import Encoder, build_encoder, encoder_class
 from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
@@ -39,6 +42,7 @@ TRANSFORM_DEFAULTS: dict[str, Any] = {
     "std": list(IMAGENET_STD),
     "interpolation": DEFAULT_INTERPOLATION,
     "crop_pct": DEFAULT_CROP_PCT,
+    "augment_on": "workers",
 }
 TRANSFORM_KEYS = tuple(TRANSFORM_DEFAULTS)
 
@@ -46,6 +50,8 @@ TRANSFORM_KEYS = tuple(TRANSFORM_DEFAULTS)
 def _checked(key: str, value: Any) -> Any:
     if key in ("train", "eval"):
         check_choice(value, TRANSFORMS, f"transform.{key}")
+    elif key == "augment_on":
+        check_choice(value, AUGMENT_PLACES, "transform.augment_on")
     elif key in ("mean", "std"):
         if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
             raise ValueError(f"transform.{key} must be 3 numbers (one per RGB channel), got {value!r}")
@@ -80,6 +86,10 @@ def transform_spec(spec: Mapping[str, Any] | None, weights: Mapping[str, Any] | 
                 break
         else:
             resolved[key] = default
+    if resolved["augment_on"] == "device" and resolved["train"] not in ("vicreg_view1", "vicreg_view2"):
+        raise ValueError(f"transform.augment_on: device moves the colour half of a VICReg view to the device, but "
+                         f"transform.train is {resolved['train']!r}; use vicreg_view1/vicreg_view2 or "
+                         f"augment_on: workers")
     return resolved
 
 
@@ -131,6 +141,10 @@ class Branch(nn.Module):
         self.field = field or ("image" if encoder.modality == "image" else "caption")
         image = encoder.modality == "image"
         self.transform_spec = transform_spec(transform, encoder.preprocessing()) if image else None
+        t = self.transform_spec
+        # augment_on: device: workers crop and flip; the colour half runs here, on the batch, in training mode
+        self.device_augment = (DeviceViewAugment(1 if t["train"] == "vicreg_view1" else 2, t["size"])
+                               if t is not None and t["augment_on"] == "device" else None)
         self.shares = shares
         self.own_expander = own_expander
         self._preprocessors: dict[bool, ItemPreprocessor] = {}
@@ -155,17 +169,19 @@ class Branch(nn.Module):
 
     def forward(self, x: torch.Tensor, return_representation: bool = False):
         """``z`` (and ``h``) of a batch. Images arrive as the loader makes them, uint8 (B, 3, H, W), and are
-        normalised here, on their device, with the branch's ``transform`` mean and std; float images are taken
-        as already normalised."""
+        normalised here (:meth:`normalize`), on their device; float images are taken as already normalised."""
         h = self.encoder(self.normalize(x))
         z = self.expander(h)
         return (z, h) if return_representation else z
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images (what :meth:`preprocess` gives) as the encoder reads them: ``(x / 255 - mean) / std``
-        with this branch's ``transform`` mean and std, on ``x``'s device; anything else is returned as it is."""
+        with this branch's ``transform`` mean and std, on ``x``'s device; anything else is returned as it is.
+        With ``augment_on: device``, in training mode, the view's colour augmentation runs first."""
         if x.dtype != torch.uint8 or self.transform_spec is None:
             return x
+        if self.training and self.device_augment is not None:
+            x = self.device_augment(x)  # the colour half of the view, per sample: float in [0, 1]
         return normalize_images(x, self.transform_spec["mean"], self.transform_spec["std"])
 
     def preprocess(self, item: Any, train: bool = False) -> torch.Tensor:
@@ -179,8 +195,11 @@ class Branch(nn.Module):
             transform = None
             if self.modality == "image":
                 t = self.transform_spec
-                transform = build_transform(t["train" if train else "eval"], t["size"], t["interpolation"],
-                                            t["crop_pct"])
+                if train and self.device_augment is not None:
+                    transform = v2.Compose(vicreg_crop(t["size"], t["interpolation"]))
+                else:
+                    transform = build_transform(t["train" if train else "eval"], t["size"], t["interpolation"],
+                                                t["crop_pct"])
             self._preprocessors[train] = ItemPreprocessor(self.field, self.tokenizer, transform)
         return self._preprocessors[train]
 

@@ -19,7 +19,7 @@ from mmvicreg.data.device_augment import (
     sample_params,
     solarize,
 )
-from mmvicreg.data.transforms import _blur_kernel
+from mmvicreg.data.transforms import blur_kernel_size
 
 ATOL = 1e-5
 TV_JITTER = {
@@ -78,7 +78,7 @@ def test_grayscale_equals_torchvision():
 
 @pytest.mark.parametrize("size", [16, 50, 90, 224])
 def test_blur_equals_torchvision_per_sample_sigma(size):
-    k = _blur_kernel(size)
+    k = blur_kernel_size(size)
     assert DeviceViewAugment(1, size).kernel_size == k
     x = _images(n=6, size=24)
     sigma = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0, 0.77])
@@ -218,3 +218,15 @@ def test_bad_view_is_a_clear_error(view):
 def test_bad_images_are_one_clear_error(images):
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         DeviceViewAugment(1, size=50)(images)
+
+
+def test_augmentation_stays_float32_under_autocast():
+    """A training step runs the branch under bf16 autocast: the augmentation must not drop to half precision."""
+    images = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(0)
+    expected = DeviceViewAugment(1, 16)(images)
+    torch.manual_seed(0)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = DeviceViewAugment(1, 16)(images)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)

@@ -92,3 +92,31 @@ def test_the_config_wins_over_the_weights(augreg_weights, tmp_path):
 def test_bad_transform_values_are_named(transform, message):
     with pytest.raises(ValueError, match=message):
         JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": "none", "transform": transform}})
+
+
+def test_augment_on_device_moves_the_colour_half_of_the_view_to_the_batch():
+    """Workers crop and flip only (a grey image stays grey); in training mode the branch jitters the batch, per
+    sample, on its device; in eval mode it only normalises."""
+    model = JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": "8",
+                                                  "transform": {"size": 32, "augment_on": "device"}}})
+    branch = model.branch("image")
+    grey = Image.new("RGB", (60, 45), (GREY, GREY, GREY))
+    pixels = torch.stack([branch.preprocess(grey, train=True) for _ in range(16)])
+    assert pixels.dtype == torch.uint8 and bool((pixels == GREY).all())  # no colour op ran in the worker
+    plain = _normalised_grey(IMAGENET_MEAN, IMAGENET_STD)[None, :, None, None].expand(16, 3, 32, 32)
+    branch.eval()
+    torch.testing.assert_close(branch.normalize(pixels), plain, atol=1e-5, rtol=0)
+    branch.train()
+    torch.manual_seed(0)
+    jittered = branch.normalize(pixels)
+    moved = (jittered - plain).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 6 <= int(moved.sum()) < 16  # brightness/contrast jitter (p 0.8) moves most samples, not all
+    assert model.config()["branches"]["image"]["transform"]["augment_on"] == "device"
+
+
+def test_augment_on_device_needs_a_vicreg_view():
+    with pytest.raises(ValueError, match="augment_on: device .* transform.train is 'light'"):
+        JointEmbedding.from_config({"image": {"encoder": "test_resnet", "transform": {"train": "light",
+                                                                                      "augment_on": "device"}}})
+    with pytest.raises(ValueError, match="transform.augment_on"):
+        JointEmbedding.from_config({"image": {"encoder": "test_resnet", "transform": {"augment_on": "gpu"}}})
