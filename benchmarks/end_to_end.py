@@ -1,7 +1,8 @@
 """End-to-end training samples/s of a VICReg image recipe: colour augmentation in the workers or on the device.
 
     python benchmarks/end_to_end.py --images DIR [--encoder resnet50] [--batch 256] [--workers 16] [--steps 40]
-        [--modes workers device] [--size 224] [--precision bf16] [--label TEXT] [--no-write]
+        [--expander 8192-8192-8192] [--modes workers device] [--size 224] [--precision bf16] [--label TEXT]
+        [--section TITLE] [--no-write]
 
 Runs ``mmvicreg train`` on the published siamese recipe (``examples/imagenet_resnet50.yaml``: two views, one
 ResNet-50 and one 8192-8192-8192 expander, LARS) over the JPEGs of ``DIR`` (one class folder is made of them,
@@ -49,7 +50,7 @@ def run(mode: str, data: Path, args: argparse.Namespace, work: Path) -> float:
     keys = [f"output_dir={out}", f"data.train.images={data}", "data.eval=null", f"data.workers={args.workers}",
             f"train.batch_size={args.batch}", f"train.max_steps={args.steps}", "train.log_every=5",
             "train.checkpoint_every=100000", f"train.mixed_precision={args.precision}", "train.warmup_epochs=0",
-            f"branches.view1.encoder.name={args.encoder}", f"data.pin_memory={str(torch.cuda.is_available()).lower()}"]
+            f"branches.view1.encoder.name={args.encoder}", f"branches.view1.expander={args.expander}", f"data.pin_memory={str(torch.cuda.is_available()).lower()}"]
     if mode != "legacy":  # a checkout from before issue 17 has no augment_on
         keys += [f"branches.{b}.transform.augment_on={mode}" for b in ("view1", "view2")]
     keys += [f"branches.{b}.transform.size={args.size}" for b in ("view1", "view2")]
@@ -66,6 +67,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("--encoder", default="resnet50")
+    p.add_argument("--expander", default="8192-8192-8192", help="a smaller one makes a CPU run input-bound")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--steps", type=int, default=40)
@@ -87,7 +89,7 @@ def main() -> None:
     ratio = (f"\n\ndevice / workers: **{rates['device'] / rates['workers']:.2f}×**"
              if {"device", "workers"} <= set(rates) else "")
     body = (f"`python benchmarks/end_to_end.py {' '.join(sys.argv[1:])}` on {device}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__}: {args.encoder} siamese VICReg recipe, batch {args.batch}, {args.size} px, "
+            f"torch {torch.__version__}: {args.encoder} (expander {args.expander}) siamese VICReg recipe, batch {args.batch}, {args.size} px, "
             f"{args.workers} workers, {args.precision}, median samples/s over {args.steps} steps after start-up."
             f"\n\n| code | augment_on | samples/s |\n|---|---|---:|\n" + "\n".join(rows) + ratio + "\n")
     print(body)

@@ -8,6 +8,8 @@
     mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
     mmvicreg push --model RUN/model --repo-id ORG/NAME
     mmvicreg shards --format csv --captions FILE.csv --images DIR --out SHARDS [--per image]
+    mmvicreg sweep CONFIG.yaml --grid loss.gamma=0.5,1 [--grid ...] | --optuna train.lr=1e-4:1e-2:log --trials N
+        --out SWEEP [--metric rsum] [--jobs 2] [dotted.key=value ...]
 
 Argument parsing only: the work is in :mod:`mmvicreg.train` and :mod:`mmvicreg.evaluation`. Problems with the
 config or the data stop the run before training with one line naming the cause (this module holds the one
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmvicreg.cli.hub import add_push_command
     from mmvicreg.cli.index import add_index_commands
     from mmvicreg.cli.shards import add_shards_command
+    from mmvicreg.cli.sweep import add_sweep_command
 
     parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_push_command(sub)
     add_index_commands(sub)
     add_shards_command(sub)
+    add_sweep_command(sub)
     return parser
 
 
@@ -62,12 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return run_train(args.config, args.overrides)
-        if args.command in ("push", "index", "search", "shards"):
+        if args.command in ("push", "index", "search", "shards", "sweep"):
             return args.run(args)
         from mmvicreg.cli.evaluate import COMMANDS
 
         COMMANDS[args.eval_command][1](args)
-    except (ConfigError, NonFiniteLossError, CheckpointError, OSError, ValueError, KeyError, TypeError) as e:
+    except (ConfigError, NonFiniteLossError, CheckpointError, OSError, ValueError, KeyError, TypeError,
+            RuntimeError, ImportError) as e:
         if os.environ.get("MMVICREG_DEBUG"):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

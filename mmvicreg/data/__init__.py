@@ -3,7 +3,9 @@
 =============  ===================================================================================
 sources/       map-style datasets of raw samples (``{"image", "caption", "image_id"}`` or
                ``{"image", "label"}``), each made of records, an image store and a bad-data policy
-transforms.py  image transforms: the VICReg view pair, a light recipe, evaluation; decode_views
+transforms.py  image transforms (uint8 out): the VICReg view pair, a light recipe, evaluation; decode_views;
+               ``normalize_images`` (on the device)
+device_augment.py  ``DeviceViewAugment``: a VICReg view's colour half on a batch (``augment_on: device``)
 batching.py    the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)
 build.py       ``build_source(section)``: a config's ``data.*`` section -> a source
 =============  ===================================================================================

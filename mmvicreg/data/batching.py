@@ -75,7 +75,10 @@ class BranchDataset(Dataset):
             try:
                 return preprocess_sample(sample, self.preprocessors, self.extra_fields)
             except BadImageError as exc:
-                self.source.reject_image(sample["image"].index, exc)
+                index = getattr(sample.get("image"), "index", None)
+                if index is None:  # not an image this loader read undecoded: nothing to hand back
+                    raise
+                self.source.reject_image(index, exc)
 
 
 def preprocess_sample(sample: Mapping[str, Any], preprocessors: Mapping[str, Preprocessor],
