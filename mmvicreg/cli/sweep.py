@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
-def add_sweep_command(sub: argparse._SubParsersAction) -> None:
+def add_sweep_command(sub: Any) -> None:
     p = sub.add_parser("sweep", help="run a config many times over a grid or an Optuna search; tabulate a metric",
                        description="Each trial is an ordinary run directory under --out; a sweep started again "
                                    "skips finished trials and resumes the others.")
     p.add_argument("config", help="YAML config file (see examples/)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides applied to every trial")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a key and its values (repeat for a Cartesian product)")
+                   help="a key and its values (repeat for a Cartesian product; a+b=... sets keys a and b alike)")
     p.add_argument("--optuna", action="append", default=[], metavar="KEY=LOW:HIGH[:log]",
                    help="a key and its range for an Optuna search (needs --trials; pip install 'mmvicreg[sweep]')")
     p.add_argument("--trials", type=int, default=None, help="how many Optuna trials in all")

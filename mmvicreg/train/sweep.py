@@ -53,7 +53,10 @@ def _value(text: str) -> Any:
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """``["train.lr=0.1,0.3", ...]`` -> ``{"train.lr": [0.1, 0.3]}``; each value is a number or YAML."""
+    """``["train.lr=0.1,0.3", ...]`` -> ``{"train.lr": [0.1, 0.3]}``; each value is a number or YAML.
+
+    Keys joined by ``+`` take the same value in every trial (``branches.image.expander+branches.caption.expander=
+    512-512,1024-1024``: two branches whose embeddings must keep one width)."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
@@ -152,7 +155,8 @@ class Sweep:
         if not done.exists():
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out / "trial.json", {"number": number, "values": values})
-            keys = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in values.items()]
+            keys = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+                    for tied, v in values.items() for k in tied.split("+")]
             cmd = [sys.executable, "-m", "mmvicreg", "train", str(self.config), *self.overrides, *keys,
                    f"output_dir={out}", "resume=true"]
             status = self.runner(cmd, out / "sweep.log")
@@ -203,7 +207,8 @@ class Sweep:
 
     # -- the report -----------------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
-        """One row per trial folder: its number, values, metric (None until finished) and steps."""
+        """One row per trial folder: its number, values, metric (None until finished), steps and median
+        training samples/s."""
         rows = []
         for path in sorted(self.folder.glob("trial_*/trial.json")):
             trial = json.loads(path.read_text())
@@ -211,7 +216,8 @@ class Sweep:
             result = json.loads(done.read_text()) if done.exists() else None
             rows.append({"trial": trial["number"], **trial["values"],
                          self.metric: metric_of(result, self.metric) if result else None,
-                         "step": result.get("step") if result else None})
+                         "step": result.get("step") if result else None,
+                         "samples_per_s": _median_rate(path.parent / "metrics.jsonl") if result else None})
         return rows
 
     def write_table(self) -> list[dict[str, Any]]:
@@ -229,9 +235,18 @@ class Sweep:
         lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in ranked]
         atomic_write_text(self.folder / TABLE_MD, "\n".join(lines) + "\n")
-        plot_sweep(rows, [k for k in keys if k not in ("trial", self.metric, "step")], self.metric,
+        plot_sweep(rows, [k for k in keys if k not in ("trial", self.metric, "step", "samples_per_s")], self.metric,
                    self.folder / PLOT)
         return rows
+
+
+def _median_rate(metrics: Path) -> float | None:
+    """The median logged ``samples_per_s`` of a run after its first window (start-up), or None."""
+    if not metrics.exists():
+        return None
+    rates = [json.loads(line).get("samples_per_s") for line in metrics.read_text().splitlines() if line.strip()]
+    rates = sorted(r for r in rates[1:] if r is not None)
+    return rates[len(rates) // 2] if rates else None
 
 
 def _cell(value: Any) -> str:

@@ -67,7 +67,8 @@ def test_a_killed_grid_sweep_resumes_without_rerunning_finished_trials(tmp_path)
     assert again.calls == [{"loss.gamma": 1.0, "train.lr": 0.1}, {"loss.gamma": 1.0, "train.lr": 0.2}]
     assert sorted(r["rsum"] for r in rows) == pytest.approx([50.1, 50.2, 100.1, 100.2])
     table = (tmp_path / "sweep.md").read_text().splitlines()
-    assert table[0] == "| trial | loss.gamma | train.lr | rsum | step |" and table[2].startswith("| 3 | 1 | 0.2 | 100.2")
+    assert table[0] == "| trial | loss.gamma | train.lr | rsum | step | samples_per_s |"
+    assert table[2].startswith("| 3 | 1 | 0.2 | 100.2")
     assert (tmp_path / "sweep.csv").read_text().count("\n") == 5 and (tmp_path / "sweep.png").stat().st_size > 0
 
 
@@ -97,8 +98,22 @@ def test_sweep_command_runs_real_trials_and_a_failing_trial_is_named(tmp_path, c
             "--grid", "loss.gamma=0.5,1", "--out", str(tmp_path / "s")]
     assert main(args) == 0
     table = capsys.readouterr().out
-    assert "| trial | loss.gamma | rsum | step |" in table and table.count("| 4 |") == 2
+    assert "| trial | loss.gamma | rsum | step | samples_per_s |" in table and table.count("| 4 |") == 2
     assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == ["trial_000", "trial_001"]
     bad = ["sweep", str(QUICKSTART), "train.max_steps=4", "--grid", "loss.gama=1", "--out", str(tmp_path / "b")]
     assert main(bad) == 2
     assert "trial 0 ({'loss.gama': 1}) failed (exit 2); see" in capsys.readouterr().err
+
+
+def test_tied_keys_take_one_value_in_each_trial(tmp_path):
+    seen = []
+
+    def runner(cmd, log):
+        seen.append([a for a in cmd if a.startswith("branches.")])
+        (Path(dict(a.split("=", 1) for a in cmd if "=" in a)["output_dir"]) / "eval.json").write_text('{"rsum": 1}')
+        return 0
+
+    grid = parse_grid(["branches.image.expander+branches.caption.expander=64-64,128"])
+    Sweep(tmp_path, QUICKSTART, Search(grid=grid), runner=runner).run()
+    assert seen == [["branches.image.expander=64-64", "branches.caption.expander=64-64"],
+                    ["branches.image.expander=128", "branches.caption.expander=128"]]
