@@ -9,7 +9,7 @@ trials and resumes unfinished ones from their last checkpoint (``resume=true``).
 Two searches: a **grid** (``key=v1,v2,...``: the Cartesian product, values parsed as YAML) and **Optuna**
 (``key=low:high[:log]``, an optional extra: ``pip install 'mmvicreg[sweep]'``). Optuna's study lives in the folder
 (``optuna.db``, SQLite), so a sweep started again continues its study; a trial a kill interrupted is marked failed
-and asked again with the same values. Trials run as separate processes, ``jobs`` at a time.
+and asked again with the same values, resuming in its folder. Trials run as separate processes, ``jobs`` at a time.
 """
 
 from __future__ import annotations
@@ -188,11 +188,14 @@ class Sweep:
         except ImportError:
             raise ImportError("an Optuna sweep needs optuna: pip install 'mmvicreg[sweep]'") from None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name="sweep", storage=f"sqlite:///{self.folder / STUDY}",
-                                    load_if_exists=True, direction=self.direction,
-                                    sampler=optuna.samplers.TPESampler(seed=0))
+        storage = f"sqlite:///{self.folder / STUDY}"
+        before = len(optuna.create_study(study_name="sweep", storage=storage, load_if_exists=True,
+                                         direction=self.direction).get_trials(deepcopy=False))
+        # seeded by the trials so far: a resumed study draws new values, not the first run's again
+        study = optuna.create_study(study_name="sweep", storage=storage, load_if_exists=True,
+                                    direction=self.direction, sampler=optuna.samplers.TPESampler(seed=before))
         stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
-        for t in stale:  # interrupted by a kill: fail it, ask the same values again
+        for t in stale:  # interrupted by a kill: fail it, ask the same values again (its folder resumes)
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params)
         finished = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
@@ -200,10 +203,19 @@ class Sweep:
         def objective(trial: Any) -> float:
             values = {k: (trial.suggest_int if all(isinstance(b, int) for b in (lo, hi)) else trial.suggest_float)(
                 k, lo, hi, log=log) for k, (lo, hi, log) in self.search.ranges.items()}
-            return self._guarded(trial.number, values)
+            return self._guarded(self._unfinished_with(values, trial.number), values)
 
         if self.search.trials > finished:
             study.optimize(objective, n_trials=self.search.trials - finished, n_jobs=self.jobs, catch=(RuntimeError,))
+
+    def _unfinished_with(self, values: dict[str, Any], number: int) -> int:
+        """The number of an unfinished trial folder with these ``values`` (a killed trial resumes there), else
+        ``number``."""
+        for path in sorted(self.folder.glob("trial_*/trial.json")):
+            trial = json.loads(path.read_text())
+            if trial["values"] == values and not (path.parent / "eval.json").exists():
+                return trial["number"]
+        return number
 
     # -- the report -----------------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
