@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import publish, run
+from common import publish, run, UNTUNED_QUICKSTART
 
 
 def main() -> None:
@@ -19,7 +19,8 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for mu in args.weights:
-        r = run("quickstart.yaml", [f"train.max_steps={args.steps}", f"branches.image.variance_weight={mu}",
+        r = run("quickstart.yaml", [*UNTUNED_QUICKSTART, f"train.max_steps={args.steps}",
+                                    f"branches.image.variance_weight={mu}",
                                     f"train.rankme_every={args.steps}"])
         m, e = r["last"], r["eval"]
         rows.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import publish, run
+from common import publish, run, UNTUNED_QUICKSTART
 
 VARIANTS = {
     "invariance only (μ = ν = 0)": ["loss.variance_weight=0", "loss.covariance_weight=0"],
@@ -25,7 +25,8 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for name, extra in VARIANTS.items():
-        r = run("quickstart.yaml", [f"train.max_steps={args.steps}", f"train.rankme_every={args.steps}", *extra])
+        r = run("quickstart.yaml", [*UNTUNED_QUICKSTART, f"train.max_steps={args.steps}",
+                                    f"train.rankme_every={args.steps}", *extra])
         m, e = r["last"], r["eval"]
         cells = [f"{m[f'std/{b}']:.3f} / {m[f'std_min/{b}']:.3f}" for b in ("image", "caption")]
         cells += [f"{m[f'rankme/{b}']:.1f}" for b in ("image", "caption")]

@@ -15,6 +15,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _measure import write_section  # noqa: E402
 
 RESULTS = ROOT / "docs" / "RESULTS.md"
+# the quickstart's settings before the tuning of §5: sections 1, 2 and 4 compare objectives on these
+UNTUNED_QUICKSTART = ["branches.image.expander=512-512", "branches.caption.expander=512-512",
+                      "loss.variance_weight=25", "train.optimizer.lr=0.002"]
 
 
 def run(base: str, overrides: Sequence[str], keep: str | None = None, after=None) -> dict[str, Any]:

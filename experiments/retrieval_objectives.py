@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import mean_std, publish, run
+from common import mean_std, publish, run, UNTUNED_QUICKSTART
 
 OBJECTIVES = {
     "vicreg": [],
@@ -30,7 +30,8 @@ def main() -> None:
     for name, extra in OBJECTIVES.items():
         per_key: dict[str, list[float]] = {k: [] for k in KEYS}
         for seed in args.seeds:
-            r = run("quickstart.yaml", [f"train.max_steps={args.steps}", f"train.seed={seed}", *extra])["eval"]
+            r = run("quickstart.yaml", [*UNTUNED_QUICKSTART, f"train.max_steps={args.steps}", f"train.seed={seed}",
+                                        *extra])["eval"]
             for k in KEYS:
                 per_key[k].append(r[k])
             print(name, seed, {k: round(r[k], 1) for k in KEYS}, flush=True)

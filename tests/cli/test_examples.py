@@ -16,7 +16,7 @@ SHORT = ["train.max_steps=2", "train.batch_size=16", "train.progress=false"]
 
 def test_expected_examples_exist():
     names = {p.name for p in EXAMPLES}
-    assert {"quickstart.yaml", "digits_siamese.yaml", "coco_resnet152_gru.yaml", "coco_vit_transformer.yaml",
+    assert {"quickstart.yaml", "quickstart_infonce.yaml", "digits_siamese.yaml", "coco_resnet152_gru.yaml", "coco_vit_transformer.yaml",
             "imagenet_resnet50.yaml", "siamese_r50_vits.yaml"} <= names
 
 
