@@ -58,7 +58,7 @@ def _observed_boxes(crop, data: bytes, reduced: bool, draws: int) -> tuple[np.nd
     for _ in range(draws):
         image = EncodedImage(data, "coordinates") if reduced else EncodedImage.wrap(Image.open(io.BytesIO(data)))
         out = crop(image).double()
-        used.append(min(image._decoded))  # the reduction the decode ran at (a test may look inside)
+        used.append(min(image.reductions))  # the reduction the decode ran at
         # edge pixel centres sit half an output pixel inside the box: extrapolate to the box's edges
         x0, x1 = out[0, :, 0].mean() / 255 * W, out[0, :, -1].mean() / 255 * W
         y0, y1 = out[1, 0, :].mean() / 255 * H, out[1, -1, :].mean() / 255 * H

@@ -90,6 +90,11 @@ class EncodedImage:
         return cls(None, name, decoded=torch.from_numpy(np.ascontiguousarray(array)))
 
     @property
+    def reductions(self) -> list[int]:
+        """The reductions this image has been decoded at so far (1 for a wrapped, already decoded image)."""
+        return sorted(self._decoded)
+
+    @property
     def size(self) -> tuple[int, int]:
         """``(width, height)``, as PIL gives it."""
         return self.width, self.height
