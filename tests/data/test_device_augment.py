@@ -32,12 +32,7 @@ OURS = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturatio
         "hue": adjust_hue}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/data/conftest.py
 
 
 def _images(n=8, size=16, seed=0):

@@ -30,12 +30,7 @@ from mmvicreg.data.transforms import (
 W, H, OUT = 512, 384, 32  # crops of 64+ px (scale >~ 0.03) decode at 1/2, 128+ px at 1/4, 256+ px at 1/8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/data/conftest.py
 
 
 def _jpeg(array: np.ndarray, quality: int = 95) -> bytes:

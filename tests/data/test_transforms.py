@@ -32,13 +32,7 @@ def _image(size=48, seed=0):
     return Image.fromarray(torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8).numpy())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-image ops on tiny tensors: extra threads only add contention on a shared CPU (workers use one, too)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/data/conftest.py
 
 
 def _runs_at(cls):

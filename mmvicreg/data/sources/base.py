@@ -104,7 +104,7 @@ class _Source(Dataset):
         return self.store.load(i)
 
     def _load_with_policy(self, i: int, encoded: bool = False) -> tuple[int, Any]:
-        return self.policy.load(i, self.store, self.name, encoded and self.store.holds_encoded)
+        return self.policy.load(i, self.store, self.name, encoded)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index`` with its image decoded (an RGB PIL image)."""
@@ -112,7 +112,7 @@ class _Source(Dataset):
 
     def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
         """Sample ``index``; ``encoded``: its image read but not decoded (an ``EncodedImage`` whose transforms
-        decode it) when the store holds encoded images, and a decode that fails later goes back to
+        decode it; a store of decoded images wraps them), and a decode that fails later goes back to
         :meth:`reject_image`."""
         raise NotImplementedError
 

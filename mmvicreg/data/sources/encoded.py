@@ -42,9 +42,14 @@ class EncodedImage:
     """
 
     def __init__(self, data: bytes | None, name: str, index: int | None = None,
-                 decoded: torch.Tensor | None = None) -> None:
+                 decoded: torch.Tensor | None = None, image: Image.Image | None = None) -> None:
         self.data, self.name, self.index = data, name, index
         self._decoded: dict[int, torch.Tensor] = {}
+        self._image = image  # an RGB PIL image it wraps: handed back as it is, made a tensor once if asked
+        if image is not None:
+            self.width, self.height = image.size
+            self.format = None
+            return
         if decoded is not None:
             self._decoded[1] = decoded
             self.height, self.width, self.format = int(decoded.shape[0]), int(decoded.shape[1]), None
@@ -75,8 +80,8 @@ class EncodedImage:
         if isinstance(image, EncodedImage):
             return image
         if isinstance(image, Image.Image):
-            array = np.array(image if image.mode == "RGB" else image.convert("RGB"))
-        elif isinstance(image, np.ndarray):
+            return cls(None, name, image=image if image.mode == "RGB" else image.convert("RGB"))
+        if isinstance(image, np.ndarray):
             array = image
         elif isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
@@ -105,6 +110,9 @@ class EncodedImage:
         if usable:
             r = max(usable)
             return self._decoded[r], r
+        if self._image is not None:
+            self._decoded[1] = torch.from_numpy(np.array(self._image))
+            return self._decoded[1], 1
         r = reduction if self.format == "JPEG" else 1
         try:
             with Image.open(io.BytesIO(self.data)) as img:
@@ -121,7 +129,7 @@ class EncodedImage:
 
     def to_pil(self) -> Image.Image:
         """The full-size RGB PIL image."""
-        return Image.fromarray(self.decode(1)[0].numpy())
+        return self._image if self._image is not None else Image.fromarray(self.decode(1)[0].numpy())
 
     def __repr__(self) -> str:
         return f"EncodedImage({self.name!r}, {self.width}x{self.height}, {self.format or 'decoded'})"

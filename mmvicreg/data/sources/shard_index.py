@@ -35,8 +35,6 @@ SMALL_MEMBERS = ("txt", "json", "cls")
 class TarMemberStore(ImageStore):
     """Image ``i`` is ``size`` bytes at ``offset`` in the tar ``path`` (picklable: three numbers per image)."""
 
-    holds_encoded = True
-
     def __init__(self, entries: Sequence[tuple[str, int, int]]) -> None:
         self.entries = list(entries)
 

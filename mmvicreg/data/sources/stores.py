@@ -30,7 +30,6 @@ from mmvicreg.data.sources.io import PathLike, open_image, to_rgb
 class ImageStore:
     """The interface (see the module docstring); subclasses implement ``__len__``, ``load`` and ``subset``."""
 
-    holds_encoded = False  # whether load_encoded saves a decode (files, bytes) rather than wrapping one
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -41,7 +40,8 @@ class ImageStore:
         raise NotImplementedError
 
     def load_encoded(self, i: int) -> EncodedImage:
-        """Image ``i`` read but not decoded when its store holds encoded bytes; here: decoded, then wrapped."""
+        """Image ``i`` read but not decoded when its store holds encoded bytes; here: decoded, then wrapped (the
+        wrap holds the PIL image as it is, so that both views of a sample share one conversion)."""
         return EncodedImage.wrap(self.load(i), self.describe(i))
 
     def path(self, i: int) -> str | None:
@@ -56,7 +56,6 @@ class ImageStore:
 class FileStore(ImageStore):
     """``paths[i]`` is image ``i``."""
 
-    holds_encoded = True
     def __init__(self, paths: Sequence[PathLike]) -> None:
         self.paths = [os.fspath(p) for p in paths]
 
@@ -83,8 +82,6 @@ class HFColumnStore(ImageStore):
     same error and policy as a file) or, with ``path_strings``, file paths relative to ``images`` (a folder;
     None: as written). ``name`` names the dataset in messages.
     """
-
-    holds_encoded = True
 
     def __init__(self, dataset: Any, column: str, rows: Sequence[int], *, images: PathLike | None = None,
                  path_strings: bool = False, name: str = "dataset") -> None:
