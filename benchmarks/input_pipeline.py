@@ -38,10 +38,14 @@ def ours():
 
 
 def before():
-    from PIL import Image
+    from PIL import Image, ImageFilter
     from torchvision.transforms import InterpolationMode, v2
 
-    from mmvicreg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, GaussianBlurPIL
+    from mmvicreg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    class GaussianBlurPIL(v2.GaussianBlur):  # the published blur: PIL's, radius = σ
+        def transform(self, inpt, params):
+            return inpt.filter(ImageFilter.GaussianBlur(radius=params["sigma"][0]))
 
     def view(blur_p, solarize_p):
         return v2.Compose([
@@ -113,7 +117,7 @@ def main() -> None:
     missing = [str(d) for d in SETS.values() if not d.is_dir()]
     if missing:
         sys.exit(f"{missing[0]} is absent: this benchmark reads the real JPEGs of ../shared/data")
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # (OpenCV runs single-threaded once mmvicreg.data is imported)
     sides = {"mmvicreg": ours(), "lightly": lightly(), "before": before(), "device share": device_share()}
     sides = {k: v for k, v in sides.items() if v is not None}
     rows = []

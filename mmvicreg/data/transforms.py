@@ -9,7 +9,8 @@ encoder reads, on the device (a branch does it in ``forward``), 4× less memory 
 Speed, per image at 224 px on one core (measured in ``benchmarks/input_pipeline.py``): the random crop is drawn
 from the header's size and a JPEG is decoded at the largest DCT reduction that keeps the crop at least the
 output size (:class:`DecodeResizedCrop`); the crop is resized by torchvision's uint8 tensor kernel (about 3×
-PIL's bicubic); the colour operations run on the 224 px crop with PIL, which is the fastest at hue and blur.
+PIL's bicubic); the colour operations and the blur run on the 224 px crop with OpenCV's kernels, which compute
+torchvision's formulas to one level, 3–4× faster than PIL (:mod:`mmvicreg.data.opencv_kernels`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import os
 from typing import Any, Sequence
 
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from mmvicreg.choices import TRANSFORMS, did_you_mean
+from mmvicreg.data.opencv_kernels import as_cv_image
 from mmvicreg.data.sources.encoded import EncodedImage, largest_reduction
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +56,7 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[
 
 
 def blur_kernel_size(size: int) -> int:
-    """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe's PIL blur)."""
+    """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe)."""
     k = max(3, int(0.1 * size))
     return k if k % 2 == 1 else k + 1
 
@@ -98,32 +100,9 @@ class DecodedPIL(v2.Transform):
         return EncodedImage.wrap(image).to_pil()
 
 
-class PlanesToPIL(v2.Transform):
-    """A uint8 tensor (3, H, W) as an RGB PIL image, by merging its three planes in C.
-
-    Written here because ``v2.ToPILImage`` first makes the (H, W, 3) copy PIL wants with a strided permute: 0.35
-    ms per 224 px image, against 0.05 ms for ``Image.merge`` of the planes (the same bytes)."""
-
-    def forward(self, *inputs: Any) -> Any:
-        image = inputs[0] if len(inputs) == 1 else inputs
-        if not isinstance(image, torch.Tensor):
-            return image
-        planes = image.contiguous().numpy()
-        size = (planes.shape[2], planes.shape[1])
-        return Image.merge("RGB", [Image.frombuffer("L", size, plane, "raw", "L", 0, 1) for plane in planes])
-
-
-class GaussianBlurPIL(v2.GaussianBlur):
-    """``v2.GaussianBlur`` that blurs PIL images with PIL, as the published code does (radius = σ).
-
-    At 224 px PIL's blur takes about a sixth of the time of the 23-tap convolution torchvision runs, and the blur
-    fires on every view-1 image: it was the slowest step of the pipeline. Tensor images keep torchvision's kernel.
-    """
-
-    def transform(self, inpt, params):
-        if isinstance(inpt, Image.Image):
-            return inpt.filter(ImageFilter.GaussianBlur(radius=params["sigma"][0]))
-        return super().transform(inpt, params)
+def as_plain_tensor(image: torch.Tensor) -> torch.Tensor:
+    """``image`` as a plain ``torch.Tensor`` (what a view returns; the loader stacks these)."""
+    return image.as_subclass(torch.Tensor)
 
 
 def vicreg_crop(size: int = 224, interpolation: str = DEFAULT_INTERPOLATION, flip: bool = True) -> list[v2.Transform]:
@@ -145,12 +124,12 @@ def vicreg_view(size: int = 224, view: int = 1, interpolation: str = DEFAULT_INT
     return v2.Compose(
         [
             *vicreg_crop(size, interpolation),
-            PlanesToPIL(),  # on the 224 px crop, PIL is the fastest at hue and blur (benchmarks/input_pipeline.py)
+            as_cv_image,  # the colour half runs OpenCV's kernels on the crop (mmvicreg.data.opencv_kernels)
             v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([GaussianBlurPIL(kernel_size=blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p),
             v2.RandomSolarize(threshold=128, p=solarize_p),
-            v2.PILToTensor(),
+            as_plain_tensor,
         ]
     )
 
