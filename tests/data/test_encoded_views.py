@@ -7,6 +7,7 @@ two-sample Kolmogorov–Smirnov test. Late decode failures must still follow the
 
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,42 @@ def test_a_user_transform_that_wants_pil_images_gets_them(truncated):
     assert not dataset.encoded
     dataset[0]
     assert seen == [Image.Image] or issubclass(seen[0], Image.Image)
+
+
+def _pillow_decode(data: bytes, r: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        if r > 1:
+            img.draft("RGB", (img.width // r, img.height // r))
+        return np.asarray(img.convert("RGB"))
+
+
+def _jpegs() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:203, 0:317]
+    photo = np.stack([(x + y) % 256, (3 * x) % 256, (5 * y) % 256], axis=-1).astype(np.uint8)
+    photo = np.clip(photo + rng.normal(0, 8, photo.shape), 0, 255).astype(np.uint8)
+    grey, rotated = io.BytesIO(), io.BytesIO()
+    Image.fromarray(photo[:, :, 0]).save(grey, "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° on display": neither decoder applies it
+    Image.fromarray(photo).save(rotated, "JPEG", exif=exif)
+    jpegs = [("rgb", _jpeg(photo)), ("grey", grey.getvalue()), ("exif-rotated", rotated.getvalue())]
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco-mini" / "val2017"  # real ones if present
+    return jpegs + [(p.name, p.read_bytes()) for p in sorted(shared.glob("*.jpg"))[:6]]
+
+
+@pytest.mark.parametrize("reduction", [1, 2, 4, 8])
+def test_the_jpeg_decode_gives_pillows_pixels_at_every_reduction(reduction):
+    for name, data in _jpegs():
+        pixels, r = EncodedImage(data, name).decode(reduction)
+        assert r == reduction
+        expected = _pillow_decode(data, reduction)
+        assert pixels.shape == expected.shape and np.array_equal(pixels.numpy(), expected), name
+
+
+def test_a_jpeg_opencv_does_not_take_goes_to_pillow():
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((24, 32, 3), (200, 40, 90), np.uint8)).convert("CMYK").save(buffer, "JPEG")
+    image = EncodedImage(buffer.getvalue(), "cmyk.jpg")
+    assert image.mode == "CMYK"
+    assert np.array_equal(image.decode(1)[0].numpy(), _pillow_decode(buffer.getvalue(), 1))

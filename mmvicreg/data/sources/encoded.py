@@ -5,6 +5,11 @@ crop is known and then run at the largest JPEG DCT reduction (1/2, 1/4, 1/8: Pil
 leaves the crop at least the output size. A 224 px crop of a 2000 px photo then decodes a quarter or a
 sixteenth of the pixels. Other formats (PNG, WebP, ...) decode at full size.
 
+RGB and greyscale JPEGs decode with OpenCV's ``imdecode`` (the same libjpeg-turbo settings as Pillow's: the
+pixels are equal to Pillow's at every reduction, tested; about 20% faster), EXIF orientation ignored as Pillow
+does. Anything OpenCV will not decode (a truncated file, CMYK) goes to Pillow, which decodes it or raises as
+before, so the error contract and Pillow's leniency stay as they were.
+
 Errors keep the contract of ``open_image``: a file that is absent raises ``FileNotFoundError`` when it is read, a
 header that no decoder recognises raises ``BadImageError`` when it is read, and a body that is corrupt raises
 ``BadImageError`` when it is decoded; each message names the image and the fix. ``index`` is the position of the
@@ -17,6 +22,7 @@ import io
 import os
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -25,6 +31,11 @@ from mmvicreg.data.sources.io import BadImageError, PathLike
 
 REDUCTIONS = (8, 4, 2, 1)  # the DCT scalings libjpeg offers through Pillow's draft
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+# imdecode flags per reduction: the IMREAD_REDUCED_GRAYSCALE_r constants are the bare reduction bits (2 -> 16, ...),
+# and IMREAD_COLOR_RGB asks for three channels in RGB order
+_CV2_REDUCED = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+_CV2_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def largest_reduction(height: int, width: int, need_height: float, need_width: float) -> int:
@@ -33,7 +44,7 @@ def largest_reduction(height: int, width: int, need_height: float, need_width: f
 
 
 class EncodedImage:
-    """An image's encoded bytes and header (``width``, ``height``, ``format``), or an image already decoded.
+    """An image's encoded bytes and header (``width``, ``height``, ``format``, ``mode``), or an image already decoded.
 
     ``decode(reduction)`` returns ``(image, r)``: the RGB image as a uint8 tensor (H, W, 3) decoded at the
     reduction ``r`` it got (JPEGs: ``reduction``; other formats and decoded images: 1), where pixel ``(y, x)``
@@ -48,16 +59,16 @@ class EncodedImage:
         self._image = image  # an RGB PIL image it wraps: handed back as it is, made a tensor once if asked
         if image is not None:
             self.width, self.height = image.size
-            self.format = None
+            self.format = self.mode = None
             return
         if decoded is not None:
             self._decoded[1] = decoded
-            self.height, self.width, self.format = int(decoded.shape[0]), int(decoded.shape[1]), None
+            self.height, self.width, self.format, self.mode = int(decoded.shape[0]), int(decoded.shape[1]), None, None
             return
         try:
             with Image.open(io.BytesIO(data)) as img:
                 self.width, self.height = img.size
-                self.format = img.format
+                self.format, self.mode = img.format, img.mode
         except _DECODE_ERRORS as exc:
             raise BadImageError(f"cannot decode image {name} ({type(exc).__name__}: {exc}); replace the file or "
                                 f"pass on_bad_image='skip'") from None
@@ -114,6 +125,11 @@ class EncodedImage:
             self._decoded[1] = torch.from_numpy(np.array(self._image))
             return self._decoded[1], 1
         r = reduction if self.format == "JPEG" else 1
+        if self.format == "JPEG" and self.mode in ("RGB", "L"):
+            pixels = cv2.imdecode(np.frombuffer(self.data, np.uint8), _CV2_REDUCED[r] | _CV2_FLAGS)
+            if pixels is not None:
+                self._decoded[r] = torch.from_numpy(pixels)
+                return self._decoded[r], r
         try:
             with Image.open(io.BytesIO(self.data)) as img:
                 if r > 1:
