@@ -16,10 +16,10 @@ lookup-table ones are exact), truncating where torchvision truncates so that no 
   under 1e-4 of the kernel) and at ``kernel_size``
 - ``solarize``: ``255 − x`` where ``x ≥ threshold`` (exact, a lookup table)
 
-Why by hand (benchmarks/input_pipeline.py, one core, 224 px): torchvision's uint8 tensor kernels take 3.8 ms
-for hue and 10.6 ms for the 23-tap blur; PIL's, which the published code calls, take 1.95 ms for hue and 2.0 ms
-for its blur, a three-box approximation up to 18 levels off the Gaussian. OpenCV's SIMD kernels take 0.6 ms for
-hue and about 0.45 ms for the blur, and under 0.1 ms for each of the others.
+Why by hand (``benchmarks/colour_ops.py``, one core, a 224 px crop): torchvision's uint8 tensor kernels take
+about 5 ms for hue and 12 ms for the 23-tap blur; PIL's, which the published code calls, about 2 ms for each (its
+blur a three-box approximation, up to 18 levels off the Gaussian). OpenCV's SIMD kernels take 0.7 ms for hue,
+0.4 ms for the blur and under 0.2 ms for each of the others. None of torch, torchvision or PIL has these faster.
 
 Importing this module sets OpenCV to run single-threaded (``cv2.setNumThreads(0)``), as PyTorch runs one thread
 per DataLoader worker: the loader parallelises across worker processes, and an OpenCV thread pool started in the

@@ -10,7 +10,8 @@ Speed, per image at 224 px on one core (measured in ``benchmarks/input_pipeline.
 from the header's size and a JPEG is decoded at the largest DCT reduction that keeps the crop at least the
 output size (:class:`DecodeResizedCrop`); the crop is resized by torchvision's uint8 tensor kernel (about 3×
 PIL's bicubic); the colour operations and the blur run on the 224 px crop with OpenCV's kernels, which compute
-torchvision's formulas to one level, 3–4× faster than PIL (:mod:`mmvicreg.data.opencv_kernels`).
+torchvision's formulas to one level: about 3× PIL's speed at hue and 5× at the blur
+(:mod:`mmvicreg.data.opencv_kernels`, ``benchmarks/colour_ops.py``).
 """
 
 from __future__ import annotations
