@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-from _measure import write_section  # benchmarks/ is on sys.path
+from _measure import median_seconds, write_section  # benchmarks/ is on sys.path
 from PIL import Image, ImageFilter
 from torchvision.transforms.v2 import functional as F
 
@@ -38,16 +36,6 @@ OPS = {
 }
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=200)
@@ -61,10 +49,11 @@ def main() -> None:
     cv_image = as_cv_image(tensor.permute(1, 2, 0).contiguous().permute(2, 0, 1))
     rows = []
     for name, (functional, op_args) in OPS.items():
-        ms = {side: median_ms(lambda: functional(image, *op_args), args.repeats)
+        ms = {side: 1e3 * median_seconds(lambda: functional(image, *op_args), args.repeats)
               for side, image in (("opencv", cv_image), ("PIL", pil), ("tensor", tensor))}
         if name == "gaussian blur":  # torchvision blurs a PIL image as a tensor; the published code calls PIL's own
-            ms["PIL"] = median_ms(lambda: pil.filter(ImageFilter.GaussianBlur(radius=1.05)), args.repeats)
+            ms["PIL"] = 1e3 * median_seconds(lambda: pil.filter(
+                ImageFilter.GaussianBlur(radius=1.05)), args.repeats)
         rows.append(f"| {name} | {ms['opencv']:.3f} | {ms['PIL']:.3f} | {ms['tensor']:.3f} | "
                     f"**{ms['PIL'] / ms['opencv']:.1f}×** | {ms['tensor'] / ms['opencv']:.1f}× |")
         print(rows[-1], flush=True)

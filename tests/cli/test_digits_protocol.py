@@ -35,14 +35,6 @@ QUICK = [
 ]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_digits_can_withhold_their_labels():
     config = load_config(EXAMPLE, [], format_keys=format_options)
     assert config.data.train["labels"] is False and "labels" not in config.data.eval

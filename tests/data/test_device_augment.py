@@ -32,7 +32,7 @@ OURS = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturatio
         "hue": adjust_hue}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/data/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _images(n=8, size=16, seed=0):

@@ -31,7 +31,7 @@ from mmvicreg.data.transforms import (
 W, H, OUT = 512, 384, 32  # crops of 64+ px (scale >~ 0.03) decode at 1/2, 128+ px at 1/4, 256+ px at 1/8
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/data/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _jpeg(array: np.ndarray, quality: int = 95) -> bytes:

@@ -32,7 +32,7 @@ def _image(size=48, seed=0):
     return Image.fromarray(torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8).numpy())
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/data/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _runs_at(cls):
