@@ -153,7 +153,8 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     output_dir: str = "runs/default"
-    resume: bool = False
+    resume: bool = False  # continue the run in output_dir from its last checkpoint
+    overwrite: bool = False  # replace the earlier run in output_dir (its files only) and start afresh
     branches: dict[str, BranchConfig] = field(default_factory=dict)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)

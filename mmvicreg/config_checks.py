@@ -52,6 +52,9 @@ def check_config(config: RunConfig, format_keys: Callable[[str], set[str] | None
             raise ConfigError(f"train.{key} must be at least 1, got {getattr(t, key)}")
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigError(f"train.max_steps must be at least 1 (or null for epochs), got {t.max_steps}")
+    if config.resume and config.overwrite:
+        raise ConfigError("resume=true and overwrite=true ask for opposite things (continue the run in output_dir, "
+                          "or replace it); set one of them")
     _check_ranges(config)
     _check_micro_batch(config)
     if not config.branches:

@@ -26,11 +26,12 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import torch
+import yaml
 
-from mmvicreg.files import publish_dir
+from mmvicreg.files import folder_bytes, publish_dir, space_note
 
 CHECKPOINTS = "checkpoints"
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
@@ -64,7 +65,7 @@ def _refusal(path: Path, error: Exception) -> UnsafeCheckpointError:
     return UnsafeCheckpointError(
         f"refused to load {path}: its pickle asks for {what}, which loading would import and may call, so the "
         f"file could run code; mmvicreg reads checkpoint pickles with torch.load(weights_only=True) only. Use "
-        f"checkpoints written by mmvicreg, or remove this checkpoint folder"
+        f"checkpoints written by mmvicreg"
     )
 
 
@@ -83,9 +84,12 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
                     return torch.load(path, map_location=map_location, weights_only=True)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only" in str(e) or "global" in str(e).lower():
+        if asks_for_global(e):
             raise _refusal(path, e) from None
-        raise CheckpointError(f"{path} is damaged and cannot be read ({first_line(e)})") from None
+        raise CheckpointError(
+            f"{path} is damaged and cannot be read (not a pickle torch wrote: {unpickling_cause(e)}); it was "
+            f"probably cut short by a crash or a full disk, or replaced"
+        ) from None
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
     except (EOFError, RuntimeError, ValueError, OSError, AttributeError, TypeError, IndexError, KeyError) as e:
@@ -93,6 +97,18 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} is damaged and cannot be read ({type(e).__name__}: {first_line(e)}); it was probably cut "
             f"short by a crash or a full disk"
         ) from None
+
+
+def asks_for_global(error: Exception) -> bool:
+    """Whether weights-only unpickling refused a global (code the pickle would import), not broken bytes."""
+    return bool(re.search(r"GLOBAL [\w.]+|Unsupported global", str(error)))
+
+
+def unpickling_cause(error: Exception) -> str:
+    """The line of torch's weights-only message that says what was wrong with the bytes."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "(1)", "(2)", "Please", "In PyTorch"))]
+    return (useful[0] if useful else lines[0] if lines else type(error).__name__)[:160]
 
 
 def first_line(e: BaseException) -> str:
@@ -116,8 +132,9 @@ def verify_checkpoint(directory: str | os.PathLike, required: Iterable[str] = ()
     missing = [name for name in required if not (directory / name).is_file()]
     if missing:
         raise CheckpointError(
-            f"checkpoint {directory} is incomplete: {', '.join(missing)} missing; remove this folder to resume "
-            f"from the checkpoint before it"
+            f"checkpoint {directory} lacks {', '.join(missing)}, which this run's configuration expects; it was "
+            f"written with other settings (compare the config.yaml beside it with yours) or files were removed "
+            f"from it. Nothing was changed"
         )
     for path in sorted(directory.iterdir()):
         if not path.is_file():
@@ -181,11 +198,14 @@ def remove_debris(output_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def save_checkpoint(accelerator: Any, output_dir: Path, step: int, keep: int) -> Path:
+def save_checkpoint(
+    accelerator: Any, output_dir: Path, step: int, keep: int, config: Mapping[str, Any] | None = None
+) -> Path:
     """Accelerate state written to a temporary folder, then renamed: a crash mid-save keeps the last checkpoint.
 
-    Keeps the newest ``keep`` checkpoints. A failed write (a full disk, a quota, a vanished mount) raises
-    :class:`CheckpointError` naming the last complete checkpoint, which is left intact.
+    ``config`` (the run's, as a tree) is written inside it as ``config.yaml``: what a resumed run is checked
+    against. Keeps the newest ``keep`` checkpoints. A failed write (a full disk, a quota, a vanished mount) raises
+    :class:`CheckpointError` naming the last complete checkpoint, which is left intact, and the space needed.
     """
     root = output_dir / CHECKPOINTS
     final, tmp = root / f"step_{step:08d}", root / f".tmp_step_{step:08d}"
@@ -196,15 +216,20 @@ def save_checkpoint(accelerator: Any, output_dir: Path, step: int, keep: int) ->
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()  # every rank's RNG file is in
         if accelerator.is_main_process:
+            if config is not None:
+                (tmp / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
             publish_dir(tmp, final)  # flushed to disk, then renamed: now the checkpoint to resume from
     except BaseException as e:
+        written = folder_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(e, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
             raise
+        last = latest_checkpoint(output_dir)
+        needed = folder_bytes(last) if last is not None else written
         raise CheckpointError(
-            f"could not write the checkpoint of step {step} to {tmp} ({type(e).__name__}: {first_line(e)}); the "
-            f"last complete checkpoint, {latest_checkpoint(output_dir) or 'none'}, is intact: free space and rerun "
-            f"with resume=true"
+            f"could not write the checkpoint of step {step} to {tmp} ({type(e).__name__}: {first_line(e)}); "
+            f"{space_note(root, needed)}; the last complete checkpoint, {last or 'none'}, is intact: free space "
+            f"and rerun with resume=true"
         ) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

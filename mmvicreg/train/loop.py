@@ -31,7 +31,17 @@ def train(
     ``objective`` replaces the one ``config.loss`` names; ``callbacks`` are told of checkpoints (see Callback).
     """
     # ---- the parts: accelerator, data, model, objective, optimiser, loader; resumed when asked
-    run = setup(config, objective)
+    run = setup(config, objective)  # holds the run folder's lock until the run ends
+    try:
+        return train_run(run, callbacks)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def train_run(run: Run, callbacks: Sequence[Callback]) -> dict[str, Any]:
+    """The loop of :func:`train` over parts already built."""
+    config = run.config
     accelerator, state, t = run.accelerator, run.state, config.train
     rundir = RunDir(run.output_dir, accelerator.is_main_process)
     sources = {"train": run.train_source, "eval": run.eval_source}
@@ -99,7 +109,8 @@ def checkpoint(run: Run, callbacks: Sequence[Callback]) -> None:
     step = run.state.step
     for cb in callbacks:
         cb.on_checkpoint_start(step)
-    path = save_checkpoint(run.accelerator, run.output_dir, step, run.config.train.keep_checkpoints)
+    path = save_checkpoint(run.accelerator, run.output_dir, step, run.config.train.keep_checkpoints,
+                           config=run.config.to_dict())
     for cb in callbacks:
         cb.on_checkpoint_end(step, path)
 

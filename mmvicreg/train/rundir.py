@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from mmvicreg.config import RunConfig, dump_config
-from mmvicreg.files import atomic_write_json, atomic_write_text
+from mmvicreg.files import atomic_write_json, atomic_write_text, reporting_full_disk
 from mmvicreg.model.card import write_model_card
 from mmvicreg.objective.diagnostics import embedding_std, rankme
 
@@ -41,8 +41,10 @@ class RunDir:
 
     def log(self, record: Mapping[str, Any]) -> None:
         if self._metrics is not None:
-            self._metrics.write(json.dumps(record) + "\n")
-            self._metrics.flush()
+            with reporting_full_disk(self.path / METRICS, then="the checkpoints are intact: free space and rerun "
+                                                            "with resume=true"):
+                self._metrics.write(json.dumps(record) + "\n")
+                self._metrics.flush()
 
     def write_card(self, model: Any, config: Any, metrics: Mapping[str, Any]) -> None:
         """Rewrite the exported model's card with the final evaluation (the export precedes it)."""
@@ -72,12 +74,17 @@ class RunDir:
         report, draw the plots."""
         if not self.is_main:
             return
-        model.save_pretrained(self.path / "model", training_config=config.to_dict(), metrics=metrics or None)
+        export = self.path / "model"
+        weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        then = "the checkpoints are intact: free space and rerun with resume=true to export again"
+        with reporting_full_disk(export, needed=weights, then=then):
+            model.save_pretrained(export, training_config=config.to_dict(), metrics=metrics or None)
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
         self.write_data_report(sources, None)
-        plot_metrics(self.path)
+        with reporting_full_disk(self.path / PLOTS, then=f"the model is exported to {export}"):
+            plot_metrics(self.path)
 
 
 def log_record(run: Any, out: Any, zs: Mapping[str, torch.Tensor], last_rankme: dict[str, float]) -> dict[str, Any]:

@@ -24,9 +24,11 @@ from mmvicreg.evaluation.labelled import labelled_memory
 from mmvicreg.model import JointEmbedding
 from mmvicreg.model.branch import check_training_options, needs_vocabulary
 from mmvicreg.objective import build_objective, build_vcreg
-from mmvicreg.train.checkpoint import FrozenWeights, TrainState, latest_checkpoint, load_checkpoint, remove_debris
+from mmvicreg.train.checkpoint import FrozenWeights, TrainState, load_checkpoint, remove_debris
 from mmvicreg.train.chunked import batch_norm_branches
 from mmvicreg.train.optim import build_optimizer, build_scheduler, schedule_length
+from mmvicreg.train.resume_check import check_resume
+from mmvicreg.train.runfolder import RunFolderLock, claim_run_folder
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     reference_source: Any = None  # eval.reference: the labelled k-NN memory (None: the training source)
     checkpointed: list[Any] = field(default_factory=list)
+    lock: RunFolderLock | None = None  # held on the main process until train() ends
 
     def register_for_checkpointing(self, obj: Any) -> None:
         self.checkpointed.append(obj)
@@ -65,12 +68,28 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     ``loss, invariance, variance, covariance, per_branch``).
     """
     t, out_dir = config.train, Path(config.output_dir)
-    resume_from = find_resume(config, out_dir)
     try:  # gradient checkpointing on an encoder without the switch is named before anything is built
         check_training_options(config.branches)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     accelerator = make_accelerator(config)
+    lock = RunFolderLock(out_dir)
+    resume_from = claim_folder(config, out_dir, accelerator, lock)
+    try:
+        return build_run(config, objective, accelerator, resume_from, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def build_run(
+    config: RunConfig, objective: torch.nn.Module | None, accelerator: Any, resume_from: Path | None,
+    lock: RunFolderLock,
+) -> Run:
+    """The parts of the run, with the run folder claimed (``lock`` held) and the checkpoint to resume chosen."""
+    t, out_dir = config.train, Path(config.output_dir)
+    if resume_from is not None:  # before anything is built: a refused change is named at once
+        check_resume(config, resume_from, accelerator.print)
     train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
     if getattr(train_source, "sizes", ()) is None:  # streamed shards of unknown size
@@ -100,7 +119,7 @@ def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     run = Run(
         config, accelerator, out_dir, train_source, eval_source, model, unwrapped, objective,
         build_vcreg(config.loss, unwrapped), optimizer, scheduler, trainable,
-        sampler, loader, total_steps, reference_source=reference_source,
+        sampler, loader, total_steps, reference_source=reference_source, lock=lock,
     )
     if objective_params:
         run.register_for_checkpointing(objective)
@@ -155,15 +174,25 @@ def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelera
     return sampler, loader
 
 
-def find_resume(config: RunConfig, out_dir: Path) -> Path | None:
-    """The checkpoint to resume from (``resume=true``), or None; refuses to overwrite an earlier run."""
-    latest = latest_checkpoint(out_dir)
-    if not config.resume and latest is not None:
-        raise ConfigError(
-            f"{out_dir} already holds checkpoints of an earlier run; set resume=true to continue it, "
-            f"or choose another output_dir"
-        )
-    return latest if config.resume else None
+def claim_folder(config: RunConfig, out_dir: Path, accelerator: Any, lock: RunFolderLock) -> Path | None:
+    """The main process locks ``out_dir`` and checks what it holds (:mod:`mmvicreg.train.runfolder`); every
+    process gets the checkpoint to resume from, or the same one-line refusal."""
+    from accelerate.utils import broadcast_object_list
+
+    answer: list[Any] = [None, None]  # (checkpoint path, refusal)
+    if accelerator.is_main_process:
+        try:
+            lock.acquire()
+            found = claim_run_folder(config, out_dir)
+            answer = [str(found) if found is not None else None, None]
+        except ConfigError as e:
+            lock.release()
+            answer = [None, str(e)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(answer)
+    if answer[1] is not None:
+        raise ConfigError(answer[1])
+    return Path(answer[0]) if answer[0] is not None else None
 
 
 # The init option through which each tracker takes a run's name (Accelerate passes `project_name` as the project).
