@@ -1,10 +1,12 @@
 """Who may write a run folder: one run at a time (a lock), and never over an earlier run unless asked.
 
-* **The lock.** The main process holds ``output_dir/.mmvicreg.lock`` (``fcntl.flock``, exclusive, non-blocking)
+* **The lock.** The main process holds ``output_dir/.mmvicreg.lock`` (``fcntl.lockf``, exclusive, non-blocking)
   for the whole run; the file records the holder's host, pid and start time. A second run on the same folder stops
   at once naming the first. The operating system drops the lock when its process dies, so a run killed with
-  ``kill -9`` leaves nothing to clean up and ``resume=true`` takes the folder again. (Where ``fcntl`` does not
-  exist, on Windows, there is no lock.) Advisory locks on network file systems are as reliable as the mount.
+  ``kill -9`` leaves nothing to clean up and ``resume=true`` takes the folder again. A POSIX record lock rather
+  than ``flock``: it belongs to the process, so DataLoader workers forked from it (which outlive a killed parent
+  for a moment) do not keep holding it. (Where ``fcntl`` does not exist, on Windows, there is no lock.) Advisory
+  locks on network file systems are as reliable as the mount; NFS supports POSIX locks.
 * **An earlier run.** A folder that holds a run's files (``config.yaml``, ``metrics.jsonl``, ``model/``,
   ``eval.json``, checkpoints) is refused unless ``resume=true`` (continue from its last checkpoint) or
   ``overwrite=true`` (remove exactly those files, nothing else in the folder, then start afresh). A finished run
@@ -49,7 +51,7 @@ class RunFolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -67,7 +69,7 @@ class RunFolderLock:
 
     def release(self) -> None:
         if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
 

@@ -3,6 +3,8 @@
 import os
 import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -11,7 +13,7 @@ from mmvicreg.cli import main
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data.build import format_options
 from mmvicreg.train import train
-from mmvicreg.train.runfolder import LOCK_FILE, RunFolderLock
+from mmvicreg.train.runfolder import LOCK_FILE
 from tests.helpers.configs import tiny_config
 
 
@@ -47,16 +49,20 @@ def _files(folder):
 
 def test_a_second_run_on_a_locked_folder_stops_at_once_naming_the_first(tmp_path, capsys):
     run = tmp_path / "run"
-    holder = RunFolderLock(run)
-    holder.acquire()  # a run in progress (flock: another open of the file conflicts, even in this process)
+    holder = subprocess.Popen(  # a run in progress: another process holds the folder's lock
+        [sys.executable, "-c", "import sys, time; from mmvicreg.train.runfolder import RunFolderLock; "
+         "lock = RunFolderLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout.readline().strip() == "locked"
         code, err = _cli(tmp_path, tiny_config(run, max_steps=2), capsys)
     finally:
-        holder.release()
+        holder.kill()
+        holder.wait()
     assert code == 2 and len(err.splitlines()) == 1
-    assert f"{run} is in use by another run" in err and f'"pid": {os.getpid()}' in err
+    assert f"{run} is in use by another run" in err and f'"pid": {holder.pid}' in err
     assert not (run / "config.yaml").exists() and not (run / "metrics.jsonl").exists()
-    _run(tiny_config(run, max_steps=2, checkpoint_every=2))  # the lock is released with its holder
+    _run(tiny_config(run, max_steps=2, checkpoint_every=2))  # its holder killed, the lock is gone with it
 
 
 def test_a_finished_run_without_checkpoints_is_refused_not_replaced(finished, tmp_path, capsys):
