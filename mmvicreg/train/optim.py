@@ -31,7 +31,7 @@ def build_optimizer(
     """LARS, SGD or AdamW (``train.optimizer``) over the model and ``extra_params`` (the objective's own, never
     decayed: InfoNCE's temperature)."""
     opt = train.optimizer
-    lr = opt.lr if opt.lr is not None else opt.base_lr * train.batch_size / 256
+    lr = peak_lr(train)
     groups = param_groups(model, opt.weight_decay)
     groups[1]["params"] = groups[1]["params"] + list(extra_params)
     if opt.name == "lars":
@@ -41,6 +41,28 @@ def build_optimizer(
     if opt.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas))  # type: ignore[arg-type]
+
+
+def peak_lr(train: TrainConfig) -> float:
+    """``train.optimizer.lr``, or ``base_lr · batch_size / 256``."""
+    opt = train.optimizer
+    return opt.lr if opt.lr is not None else opt.base_lr * train.batch_size / 256
+
+
+def apply_resumed_lr(optimizer: torch.optim.Optimizer, scheduler: Any, train: TrainConfig) -> None:
+    """After a checkpoint is restored, make the config's learning rate and weight decay the ones that train.
+
+    The checkpoint restores the optimiser's groups and the scheduler's base rates as the run started; a resumed
+    run that lowers its rate (after a divergence, say) continues the same schedule from the current step at the
+    new peak: ``lr = peak · factor(step)``. Group 0 is the decayed one (:func:`param_groups`).
+    """
+    lr = peak_lr(train)
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    factor = scheduler.lr_lambdas[0]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(scheduler.last_epoch)
+    optimizer.param_groups[0]["weight_decay"] = train.optimizer.weight_decay
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:

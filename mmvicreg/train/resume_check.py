@@ -2,10 +2,11 @@
 
 A checkpoint restores the weights, the optimiser (its learning rates and weight decays included), the
 scheduler's base rates, the RNGs and the data position. So a resumed run that changes the model, the objective,
-the data, the batch size, the seed or the optimiser would be recorded in ``config.yaml`` and silently not be
-what ran (or would shift where the data resumes); those differences are refused, each named. Settings read
+the data, the batch size, the seed or the optimiser's kind would be recorded in ``config.yaml`` and silently not
+be what ran (or would shift where the data resumes); those differences are refused, each named. Settings read
 afresh on every run (evaluation, logging, checkpoint cadence, the run's length and schedule shape, precision,
-micro-batching, workers) are applied, and each change is logged.
+micro-batching, workers) are applied, and so are a new learning rate and weight decay (written over the restored
+optimiser's); each change is logged.
 
 The checkpoint's config is the ``config.yaml`` written inside it; checkpoints from before that file existed are
 compared with the run folder's ``config.yaml``.
@@ -22,6 +23,8 @@ from mmvicreg.config import ConfigError, RunConfig
 
 CHECKPOINT_CONFIG = "config.yaml"
 
+# Restored with the optimiser, then written over by the config's (optim.apply_resumed_lr).
+LR_KEYS = ("train.optimizer.lr", "train.optimizer.base_lr", "train.optimizer.weight_decay")
 # Dotted keys (or prefixes ending in ".") that a resumed run reads afresh, so a change takes effect.
 MAY_CHANGE = (
     "output_dir", "resume", "overwrite", "eval.", "data.eval", "data.workers", "data.pin_memory",
@@ -30,6 +33,7 @@ MAY_CHANGE = (
     "train.eval_every", "train.progress", "train.trackers", "train.project", "train.run_name",
     "train.tracker_init", "train.on_nonfinite", "train.max_consecutive_skips", "train.micro_batch_size",
     "train.mixed_precision", "train.cpu", "train.grad_clip",
+    *LR_KEYS,
 )
 MAY_CHANGE_IN_BRANCH = ("gradient_checkpointing",)  # memory only: the same numbers
 
@@ -84,12 +88,16 @@ def read_saved_config(checkpoint: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_resume(config: RunConfig, checkpoint: Path, say: Callable[[str], None]) -> None:
-    """Refuse (``ConfigError`` naming every key) what a resumed run cannot change; ``say`` each applied change."""
+def check_resume(config: RunConfig, checkpoint: Path, say: Callable[[str], None]) -> list[str]:
+    """Refuse (``ConfigError`` naming every key) what a resumed run cannot change; ``say`` each applied change.
+
+    Returns the dotted keys that changed. The learning-rate keys (:data:`LR_KEYS`) are applied by the caller after
+    the checkpoint is restored (``optim.apply_resumed_lr``); every other allowed key is read afresh anyway.
+    """
     saved = read_saved_config(checkpoint)
     if saved is None:
         say(f"resume: {checkpoint} records no config; the settings cannot be compared with the run's")
-        return
+        return []
     changes = config_changes(saved, config.to_dict())
     refused = [c for c in changes if not may_change(c[0])]
     if refused:
@@ -102,3 +110,4 @@ def check_resume(config: RunConfig, checkpoint: Path, say: Callable[[str], None]
     for key, before, after in changes:
         if key not in ("resume", "overwrite", "output_dir"):
             say(f"resume: {key} {before!r} -> {after!r} (applied)")
+    return [key for key, _, _ in changes]

@@ -26,8 +26,8 @@ from mmvicreg.model.branch import check_training_options, needs_vocabulary
 from mmvicreg.objective import build_objective, build_vcreg
 from mmvicreg.train.checkpoint import FrozenWeights, TrainState, load_checkpoint, remove_debris
 from mmvicreg.train.chunked import batch_norm_branches
-from mmvicreg.train.optim import build_optimizer, build_scheduler, schedule_length
-from mmvicreg.train.resume_check import check_resume
+from mmvicreg.train.optim import apply_resumed_lr, build_optimizer, build_scheduler, schedule_length
+from mmvicreg.train.resume_check import LR_KEYS, check_resume
 from mmvicreg.train.runfolder import RunFolderLock, claim_run_folder
 
 
@@ -88,8 +88,7 @@ def build_run(
 ) -> Run:
     """The parts of the run, with the run folder claimed (``lock`` held) and the checkpoint to resume chosen."""
     t, out_dir = config.train, Path(config.output_dir)
-    if resume_from is not None:  # before anything is built: a refused change is named at once
-        check_resume(config, resume_from, accelerator.print)
+    changed = check_resume(config, resume_from, accelerator.print) if resume_from is not None else []
     train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
     if getattr(train_source, "sizes", ()) is None:  # streamed shards of unknown size
@@ -134,6 +133,8 @@ def build_run(
         accelerator.print(chunking_note(config, accelerator.num_processes, unwrapped))
     if resume_from is not None:
         load_checkpoint(accelerator, resume_from, len(run.checkpointed), frozen)
+        if set(changed) & set(LR_KEYS):
+            apply_resumed_lr(optimizer, scheduler, t)
         accelerator.print(f"resumed from {resume_from} at step {run.state.step}")
     return run
 

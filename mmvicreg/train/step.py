@@ -105,7 +105,7 @@ def nonfinite_error(step: int, what: str, output_dir: Path) -> NonFiniteLossErro
     return NonFiniteLossError(
         f"non-finite training at step {step}: {what}. The run stopped; the last good checkpoint is "
         f"{last or 'none (no checkpoint was written yet)'}. Lower the learning rate, add train.grad_clip, "
-        f"or set train.on_nonfinite=skip"
+        f"or set train.on_nonfinite=skip{', and rerun with resume=true' if last else ', and rerun with overwrite=true'}"
     )
 
 

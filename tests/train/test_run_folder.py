@@ -93,7 +93,7 @@ def test_overwrite_replaces_the_run_files_and_nothing_else(finished, tmp_path):
 
 @pytest.mark.parametrize("override, named", [
     ("train.batch_size=8", "train.batch_size 16 -> 8"),
-    ("train.optimizer.lr=0.01", "train.optimizer.lr 0.001 -> 0.01"),
+    ("train.optimizer.name=sgd", "train.optimizer.name 'adamw' -> 'sgd'"),
     ("train.seed=3", "train.seed 0 -> 3"),
     ("loss.name=infonce", "loss.name 'vicreg' -> 'infonce'"),
     ("data.train.num_images=80", "data.train.num_images 64 -> 80"),
@@ -115,6 +115,23 @@ def test_resume_applies_and_logs_what_may_change(finished, tmp_path, capsys):
     assert "resume: train.max_steps 2 -> 4 (applied)" in out and "resume: train.log_every 1 -> 2 (applied)" in out
     saved = yaml.safe_load((run / "checkpoints" / "step_00000004" / "config.yaml").read_text())
     assert saved["train"]["max_steps"] == 4 and saved["train"]["log_every"] == 2
+
+
+def test_a_resumed_run_trains_at_its_new_learning_rate(finished, tmp_path, capsys):
+    """A changed lr takes effect: after the resume, the logged rates are those of a run that had it throughout."""
+    import json
+
+    run = _copy(finished, tmp_path)
+    new = {"name": "adamw", "lr": 0.01, "weight_decay": 0.05}
+    resumed = tiny_config(run, max_steps=5, checkpoint_every=2, optimizer=new, warmup_steps=1)
+    _run(resumed, ["resume=true"])
+    assert "resume: train.optimizer.lr 0.001 -> 0.01 (applied)" in capsys.readouterr().out
+    straight = tiny_config(tmp_path / "straight", max_steps=5, checkpoint_every=2, optimizer=new, warmup_steps=1)
+    _run(straight)
+    rates = [{r["step"]: r["lr"] for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines())}
+             for p in (run, tmp_path / "straight")]
+    assert [rates[0][s] for s in (3, 4, 5)] == [rates[1][s] for s in (3, 4, 5)]
+    assert rates[0][2] != rates[1][2]  # the first two steps ran at the old rate
 
 
 def test_a_full_disk_at_the_export_is_one_line_naming_the_file_and_the_space(tmp_path, capsys, monkeypatch):
