@@ -8,6 +8,7 @@ transforms.py  image transforms (uint8 out): the VICReg view pair, a light recip
 device_augment.py  ``DeviceViewAugment``: a VICReg view's colour half on a batch (``augment_on: device``)
 batching.py    the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)
 build.py       ``build_source(section)``: a config's ``data.*`` section -> a source
+report.py      ``merge_reports``: one source's data report over every process (data-parallel ranks)
 =============  ===================================================================================
 
 ``make_loader`` turns a source into ``{branch: tensor}`` batches with each branch's own preprocessing.
@@ -26,6 +27,7 @@ from mmvicreg.data.batching import (
     select_branches,
 )
 from mmvicreg.data.build import FORMATS, build_source, format_options
+from mmvicreg.data.report import merge_reports
 from mmvicreg.data.transforms import decode_views
 from mmvicreg.data.sources import (
     ArrayStore,
@@ -42,11 +44,13 @@ from mmvicreg.data.sources import (
     HFImageSource,
     ImageSource,
     ImageStore,
+    ImageTooLargeError,
     LabelRecords,
     LazyImages,
     RetrievalSet,
     ShapesSource,
     coco_captions,
+    convert_rgb,
     csv_captions,
     generate_shapes,
     hf_captions,
@@ -54,6 +58,7 @@ from mmvicreg.data.sources import (
     karpathy_captions,
     load_hf_dataset,
     open_image,
+    open_image_for_eval,
 )
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
     "HFImageSource",
     "ImageSource",
     "ImageStore",
+    "ImageTooLargeError",
     "LabelRecords",
     "LazyImages",
     "Preprocessor",
@@ -85,6 +91,7 @@ __all__ = [
     "coco_captions",
     "collate",
     "collate_branches",
+    "convert_rgb",
     "csv_captions",
     "decode_views",
     "format_options",
@@ -94,6 +101,8 @@ __all__ = [
     "karpathy_captions",
     "load_hf_dataset",
     "make_loader",
+    "merge_reports",
     "open_image",
+    "open_image_for_eval",
     "select_branches",
 ]

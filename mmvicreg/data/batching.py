@@ -14,6 +14,10 @@ same field (two augmented views of one image for siamese training): each applies
 every branch that reads ``"image"`` takes encoded images (``fn.accepts_encoded``: this library's transforms),
 images are read but not decoded (the source's ``sample(i, encoded=True)``) and the transforms decode only what
 their crops need; an image whose decode fails there goes back to the source's bad-data policy.
+
+Images a worker leaves out at load time (``on_bad_image: skip``) travel back with the batch it made (the collate
+gathers them under ``SKIPPED_KEY``) and the loader :func:`make_loader` returns records them in the main
+process's source before handing the batch on, so ``source.data_report()`` there counts every worker's skips.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from mmvicreg.data.sources.io import BadImageError
 from mmvicreg.data.transforms import accepts_encoded
+
+SKIPPED_KEY = "__skipped_images__"  # a worker's load-time skips, on their way to the main process
 
 
 class Preprocessor(NamedTuple):
@@ -68,6 +74,16 @@ class BranchDataset(Dataset):
         return len(self.source)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """``{branch: tensor, **extra_fields}``; in a DataLoader worker, plus ``SKIPPED_KEY``: the images the
+        source left out while making it (``(index, image, reason)``, for the main process's report)."""
+        item = self._item(index)
+        take = getattr(self.source, "take_load_skips", None)
+        skipped = take() if callable(take) else None
+        if skipped and get_worker_info() is not None:  # in the main process the source has them already
+            item[SKIPPED_KEY] = skipped
+        return item
+
+    def _item(self, index: int) -> dict[str, Any]:
         if not self.encoded:
             return preprocess_sample(self.source[index], self.preprocessors, self.extra_fields)
         while True:  # each failure marks one more image bad (or raises): this ends
@@ -96,7 +112,11 @@ def preprocess_sample(sample: Mapping[str, Any], preprocessors: Mapping[str, Pre
 
 
 class RawItems(Dataset):
-    """A sequence of raw items (PIL images, strings) as samples ``{field: item}``, e.g. for ``encode``."""
+    """A sequence of raw items (PIL images, strings) as samples ``{field: item}``, e.g. for ``encode``.
+
+    ``sample(i, encoded=True)`` reads item ``i`` undecoded when the sequence can (a source's ``LazyImages``:
+    ``encoded(i)``), so that an image transform that decodes (the eval transform) decodes a huge image reduced.
+    """
 
     def __init__(self, items: Sequence[Any], field: str) -> None:
         self.items, self.field = items, field
@@ -107,16 +127,23 @@ class RawItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {self.field: self.items[index]}
 
+    def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
+        read = getattr(self.items, "encoded", None)
+        return {self.field: read(index)} if encoded and callable(read) else self[index]
+
 
 def collate(items: Sequence[Mapping[str, Any]], pad_ids: Mapping[str, int | None]) -> dict[str, Any]:
     """The one collate: ``{key: batch}`` from a list of ``{key: value}`` items.
 
     A key in ``pad_ids`` is a branch: its tensors are stacked (``pad_id`` None: they must share a shape) or,
     1-D id tensors, right-padded to the longest with ``pad_id``. Any other key (labels, indices) goes through
-    ``default_collate``.
+    ``default_collate``, except ``SKIPPED_KEY``: the items' lists of skipped images, joined into one.
     """
     batch: dict[str, Any] = {}
-    for key in items[0]:
+    skipped = [entry for item in items for entry in item.get(SKIPPED_KEY, ())]
+    if skipped:
+        batch[SKIPPED_KEY] = skipped
+    for key in (k for k in items[0] if k != SKIPPED_KEY):
         values = [item[key] for item in items]
         if key not in pad_ids:
             batch[key] = default_collate(values)
@@ -175,6 +202,19 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield order[first : first + self.local]
 
 
+class BranchLoader(DataLoader):
+    """A DataLoader over a :class:`BranchDataset` that records, in the main process, the images its workers left
+    out at load time (``SKIPPED_KEY`` of each batch, taken off before the batch is handed on)."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        record = getattr(self.dataset.source, "record_load_skips", None)
+        for batch in super().__iter__():
+            skipped = batch.pop(SKIPPED_KEY, None)
+            if skipped and callable(record):
+                record(skipped)
+            yield batch
+
+
 def _seed_worker(worker_id: int) -> None:
     # torch seeds each worker (torch and `random`) from the loader's generator, but leaves numpy alone.
     np.random.seed(torch.initial_seed() % 2**32)
@@ -193,8 +233,9 @@ def make_loader(
     extra_fields: Sequence[str] = (),
     persistent_workers: bool = False,
     prefetch_factor: int | None = None,
-) -> DataLoader:
-    """A DataLoader of ``{branch: tensor}`` batches over the raw samples of ``dataset``.
+) -> BranchLoader:
+    """A DataLoader (:class:`BranchLoader`) of ``{branch: tensor}`` batches over the raw samples of ``dataset``;
+    what its workers skip at load time is recorded in ``dataset``'s bad-data report as the batches arrive.
 
     Give ``batch_size`` or ``batch_sampler``. With ``batch_size``, ``train=True`` shuffles with a generator
     seeded by ``seed`` and drops the last incomplete batch, because the variance and covariance statistics need
@@ -219,7 +260,7 @@ def make_loader(
             raise ValueError(f"the source has {len(branches)} samples, fewer than one training batch of "
                              f"{batch_size} (the last incomplete batch is dropped); lower batch_size")
         batching = {"batch_size": batch_size, "shuffle": train, "drop_last": train}
-    return DataLoader(
+    return BranchLoader(
         branches,
         **batching,
         num_workers=workers,

@@ -22,9 +22,11 @@ hf         ``path``, ``images`` (folder of relative image paths), ``image_column
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
-webdataset ``shards`` (brace pattern, list, .txt file or folder; local or ``pipe:``), ``shuffle_buffer``,
+webdataset ``shards`` (brace pattern, list, .txt file or folder; local files or URLs), ``shuffle_buffer``,
            ``on_bad_image``, ``on_bad_caption``, ``resample``, ``streaming`` (default: the train split streams,
-           :mod:`mmvicreg.data.streaming`; other splits are indexed for evaluation, :mod:`.shard_index`)
+           :mod:`mmvicreg.data.streaming`; other splits are indexed for evaluation, :mod:`.shard_index`),
+           ``allow_pipe`` (default false: a ``pipe:`` shard runs a shell command, so it is read only when
+           written in ``shards`` itself with ``allow_pipe: true``; never from a .txt list or a folder)
 =========  ===========================================================================================
 """
 
@@ -111,15 +113,20 @@ def _shapes(split: str, **options: Any) -> CaptionSource:
 
 
 def _webdataset(split: str, shards: Any, shuffle_buffer: int = 1000, on_bad_image: str = "error",
-                on_bad_caption: str = "error", streaming: bool | None = None, resample: bool = False) -> Any:
+                on_bad_caption: str = "error", streaming: bool | None = None, resample: bool = False,
+                allow_pipe: bool = False) -> Any:
     # webdataset is imported only by runs that read shards
     from mmvicreg.data.sources.shard_index import indexed_shards
-    from mmvicreg.data.sources.shards import expand_shards
+    from mmvicreg.data.sources.shard_list import expand_shards
     from mmvicreg.data.sources.stream import ShardSource
 
+    section = "train" if split == "train" else "eval"
+    if not isinstance(allow_pipe, bool):
+        raise ValueError(f"data.{section}.allow_pipe must be true or false, got {allow_pipe!r}")
+    switch = f"data.{section}.allow_pipe: true in the config itself"
     if streaming if streaming is not None else split == "train":
-        return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption, resample)
-    urls = expand_shards(shards)
+        return ShardSource(split, shards, shuffle_buffer, on_bad_image, on_bad_caption, resample, allow_pipe, switch)
+    urls = expand_shards(shards, allow_pipe, switch)
     return indexed_shards(urls, f"webdataset:{split} ({len(urls)} shards)", on_bad_image, on_bad_caption)
 
 

@@ -30,6 +30,7 @@ from torchvision.transforms.v2 import functional as F
 from mmvicreg.choices import TRANSFORMS, did_you_mean
 from mmvicreg.data.opencv_kernels import as_cv_image
 from mmvicreg.data.sources.encoded import EncodedImage, largest_reduction
+from mmvicreg.data.sources.io import convert_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,13 +93,26 @@ class DecodeResizedCrop(v2.RandomResizedCrop):
 
 
 class DecodedPIL(v2.Transform):
-    """Any image input (an :class:`EncodedImage`, a PIL image, a uint8 tensor) as a full-size RGB PIL image."""
+    """Any image input (an :class:`EncodedImage`, a PIL image, a uint8 tensor) as an RGB PIL image.
+
+    Full size, except that with ``keep_side`` an :class:`EncodedImage` JPEG is decoded at the largest DCT
+    reduction (1/2, 1/4, 1/8) that leaves both its sides at least ``keep_side`` pixels: a huge photo is never
+    decoded at full size, and an image smaller than twice ``keep_side`` decodes exactly as before.
+    """
+
+    def __init__(self, keep_side: int | None = None) -> None:
+        super().__init__()
+        self.keep_side = keep_side
 
     def forward(self, *inputs: Any) -> Image.Image:
         image = inputs[0] if len(inputs) == 1 else inputs
         if isinstance(image, Image.Image):
-            return image if image.mode == "RGB" else image.convert("RGB")
-        return EncodedImage.wrap(image).to_pil()
+            return convert_rgb(image)
+        image = EncodedImage.wrap(image)
+        if self.keep_side is None or image.format != "JPEG":  # only a JPEG decodes reduced
+            return image.to_pil()
+        pixels, _ = image.decode(largest_reduction(image.height, image.width, self.keep_side, self.keep_side))
+        return Image.fromarray(pixels.numpy())
 
 
 def as_plain_tensor(image: torch.Tensor) -> torch.Tensor:
@@ -150,14 +164,17 @@ def eval_transform(size: int = 224, crop_pct: float = DEFAULT_CROP_PCT,
     """Resize the short side to ``size / crop_pct`` (256 for 224 at 0.875), then centre-crop ``size``; uint8 out.
 
     Evaluation decodes at full size and resizes with PIL, as the published protocols do, so that its numbers do
-    not depend on the training pipeline's shortcuts.
+    not depend on the training pipeline's shortcuts; only a JPEG read undecoded whose shorter side is at least
+    four times the resize is decoded at a DCT reduction that keeps it at least twice the resize (a huge image
+    never sits in memory at full size; :class:`DecodedPIL`).
     """
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    resize = round(size / crop_pct)
     return v2.Compose(
         [
-            DecodedPIL(),
-            v2.Resize(round(size / crop_pct), interpolation=interpolation_mode(interpolation), antialias=True),
+            DecodedPIL(keep_side=2 * resize),
+            v2.Resize(resize, interpolation=interpolation_mode(interpolation), antialias=True),
             v2.CenterCrop(size),
             v2.PILToTensor(),
         ]

@@ -31,5 +31,8 @@ def test_the_train_split_streams_and_pipe_shards_cannot_be_indexed(tmp_path):
     source = build_source({"format": "shapes", "split": "train", "num_images": 10, "size": 32})
     write_shards(source, tmp_path / "s", samples_per_shard=50)
     assert getattr(build_source({"format": "webdataset", "shards": str(tmp_path / "s")}, "train"), "streaming")
+    piped = {"format": "webdataset", "shards": f"pipe:cat {tmp_path}/s/00000.tar"}
+    with pytest.raises(ValueError, match=r"would run a shell command; if you mean it, set data\.eval\.allow_pipe"):
+        build_source(piped, "test")
     with pytest.raises(ValueError, match="evaluation reads shards by index and needs local files; pipe:cat"):
-        build_source({"format": "webdataset", "shards": f"pipe:cat {tmp_path}/s/00000.tar"}, "test")
+        build_source({**piped, "allow_pipe": True}, "test")

@@ -143,7 +143,8 @@ def test_a_missing_shard_is_one_line_naming_it(shapes_shards, tmp_path):
             expand_shards(spec)
     with pytest.raises(ValueError, match="cannot read the shard list"):
         expand_shards(str(tmp_path / "absent.txt"))
-    assert expand_shards("pipe:cat /nowhere/{0..1}.tar") == ["pipe:cat /nowhere/0.tar", "pipe:cat /nowhere/1.tar"]
+    assert expand_shards("pipe:cat /nowhere/{0..1}.tar", allow_pipe=True) == \
+        ["pipe:cat /nowhere/0.tar", "pipe:cat /nowhere/1.tar"]
 
 
 def test_sizes_json_equals_samples_read_and_header_scan(shapes_shards, tmp_path):

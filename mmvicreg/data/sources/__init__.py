@@ -4,7 +4,9 @@
 base.py        ``CaptionSource`` / ``ImageSource`` (records + store + policy), ``RetrievalSet``, ``LazyImages``
 stores.py      where images live: ``FileStore``, ``HFColumnStore``, ``ArrayStore``
 policy.py      ``BadDataPolicy``: on_bad_image / on_bad_caption / verify, and what was left out
-io.py          opening images and caption text with one clear error per problem
+io.py          opening images (``convert_rgb``: the one RGB conversion; ``open_image_for_eval``: reduced
+               scale) and caption text, with one clear error per problem
+shard_list.py  listing webdataset shards, and the ``pipe:`` rule (``allow_pipe``)
 captions.py    COCO captions JSON, Karpathy split JSON, CSV/TSV (``captions`` file + ``images`` folder)
 hf.py          Hugging Face datasets (``path``; relative image paths under ``images``)
 folder.py      an image folder (``images``; class subfolders become labels)
@@ -25,7 +27,7 @@ from mmvicreg.data.sources.captions import FileCaptionSource, coco_captions, csv
 from mmvicreg.data.sources.digits import DigitsSource
 from mmvicreg.data.sources.folder import FolderImages
 from mmvicreg.data.sources.hf import HFCaptionSource, HFImageSource, hf_captions, hf_images, load_hf_dataset
-from mmvicreg.data.sources.io import BadImageError, open_image
+from mmvicreg.data.sources.io import BadImageError, ImageTooLargeError, convert_rgb, open_image, open_image_for_eval
 from mmvicreg.data.sources.policy import BadDataPolicy
 from mmvicreg.data.sources.shapes import ShapesSource, generate_shapes
 from mmvicreg.data.sources.stores import ArrayStore, FileStore, HFColumnStore, ImageStore
@@ -45,11 +47,13 @@ __all__ = [
     "HFImageSource",
     "ImageSource",
     "ImageStore",
+    "ImageTooLargeError",
     "LabelRecords",
     "LazyImages",
     "RetrievalSet",
     "ShapesSource",
     "coco_captions",
+    "convert_rgb",
     "csv_captions",
     "generate_shapes",
     "hf_captions",
@@ -57,4 +61,5 @@ __all__ = [
     "karpathy_captions",
     "load_hf_dataset",
     "open_image",
+    "open_image_for_eval",
 ]

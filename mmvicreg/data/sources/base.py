@@ -91,17 +91,33 @@ class _Source(Dataset):
         return len(self.policy.skipped)
 
     def data_report(self) -> dict[str, Any]:
-        """What was left out under the bad-data policies (in this process): counts and counts per reason."""
+        """What was left out under the bad-data policies: counts, counts per reason, and ``[image, reason]`` of
+        each image left out at load time (``skipped_while_loading``, what :func:`mmvicreg.data.merge_reports`
+        needs to total processes). In the main process it includes what DataLoader workers skipped, once their
+        batches have been consumed (:func:`mmvicreg.data.make_loader`)."""
         return {
             "source": self.name,
             "samples": len(self),  # type: ignore[arg-type]
             "skipped_images": self.num_skipped,
             "skipped_image_reasons": dict(collections.Counter(r for _, r in self.skipped)),
+            "skipped_while_loading": [list(entry) for entry in self.policy.skipped_while_loading],
         }
+
+    def take_load_skips(self) -> list[tuple[int, str, str]]:
+        """The images this process left out at load time since the last call (:meth:`BadDataPolicy.take_load_skips`)."""
+        return self.policy.take_load_skips()
+
+    def record_load_skips(self, entries: Sequence[Sequence[Any]]) -> int:
+        """Record images a DataLoader worker left out at load time (:meth:`BadDataPolicy.record_load_skips`)."""
+        return self.policy.record_load_skips(entries)
 
     def load_image(self, i: int) -> Image.Image:
         """Image ``i`` as RGB PIL; raises FileNotFoundError / BadImageError (whatever the policy)."""
         return self.store.load(i)
+
+    def load_encoded_image(self, i: int) -> Any:
+        """Image ``i`` read but not decoded (an ``EncodedImage``); errors as :meth:`load_image` (when read)."""
+        return self.store.load_encoded(i)
 
     def _load_with_policy(self, i: int, encoded: bool = False) -> tuple[int, Any]:
         return self.policy.load(i, self.store, self.name, encoded)
@@ -286,6 +302,13 @@ class LazyImages(Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         return self.source.load_image(i % len(self))
+
+    def encoded(self, i: int) -> Any:
+        """Image ``i`` read but not decoded (an ``EncodedImage``), for a loader whose transform decodes it at the
+        scale it needs (the eval transform decodes a huge JPEG reduced)."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.source.load_encoded_image(i % len(self))
 
 
 @dataclass

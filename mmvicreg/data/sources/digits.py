@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from mmvicreg.data.sources.base import ImageSource
+from mmvicreg.data.sources.io import convert_rgb
 from mmvicreg.data.sources.stores import ArrayStore
 
 DIGITS_SPLITS = ("train", "test")  # the dataset's own splits (not a config choice)
@@ -24,7 +25,7 @@ class UpscaledRGB:
         self.size = size
 
     def __call__(self, pixels: np.ndarray) -> Image.Image:
-        return Image.fromarray(pixels).resize((self.size, self.size), Image.BILINEAR).convert("RGB")
+        return convert_rgb(Image.fromarray(pixels).resize((self.size, self.size), Image.BILINEAR))
 
 
 class DigitsSource(ImageSource):

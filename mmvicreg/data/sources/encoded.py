@@ -8,12 +8,15 @@ sixteenth of the pixels. Other formats (PNG, WebP, ...) decode at full size.
 RGB and greyscale JPEGs decode with OpenCV's ``imdecode`` (the same libjpeg-turbo settings as Pillow's: the
 pixels are equal to Pillow's at every reduction, tested; about 20% faster), EXIF orientation ignored as Pillow
 does. Anything OpenCV will not decode (a truncated file, CMYK) goes to Pillow, which decodes it or raises as
-before, so the error contract and Pillow's leniency stay as they were.
+before, so the error contract and Pillow's leniency stay as they were. Other formats and modes (16-bit PNGs
+among them) decode with Pillow and become RGB through :func:`~mmvicreg.data.sources.io.convert_rgb`.
 
 Errors keep the contract of ``open_image``: a file that is absent raises ``FileNotFoundError`` when it is read, a
-header that no decoder recognises raises ``BadImageError`` when it is read, and a body that is corrupt raises
-``BadImageError`` when it is decoded; each message names the image and the fix. ``index`` is the position of the
-image in its source's store, so that a loader can hand a late failure back to the source's bad-data policy.
+header that no decoder recognises raises ``BadImageError`` when it is read, a header over
+``PIL.Image.MAX_IMAGE_PIXELS`` raises ``ImageTooLargeError`` when it is read (nothing is decoded), and a body that
+is corrupt raises ``BadImageError`` when it is decoded; each message names the image and the fix. ``index`` is the
+position of the image in its source's store, so that a loader can hand a late failure back to the source's
+bad-data policy.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mmvicreg.data.sources.io import BadImageError, PathLike
+from mmvicreg.data.sources.io import BadImageError, ImageTooLargeError, PathLike, convert_rgb, opened
 
 REDUCTIONS = (8, 4, 2, 1)  # the DCT scalings libjpeg offers through Pillow's draft
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
@@ -36,6 +39,11 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 _CV2_REDUCED = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 _CV2_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def _named(name: str) -> str:
+    """How messages name an image: ``"image <path>"``, or the store's description when it says "image"."""
+    return name if name.startswith("image ") else f"image {name}"
 
 
 def largest_reduction(height: int, width: int, need_height: float, need_width: float) -> int:
@@ -66,9 +74,11 @@ class EncodedImage:
             self.height, self.width, self.format, self.mode = int(decoded.shape[0]), int(decoded.shape[1]), None, None
             return
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with opened(io.BytesIO(data), _named(name)) as img:
                 self.width, self.height = img.size
                 self.format, self.mode = img.format, img.mode
+        except ImageTooLargeError:
+            raise
         except _DECODE_ERRORS as exc:
             raise BadImageError(f"cannot decode image {name} ({type(exc).__name__}: {exc}); replace the file or "
                                 f"pass on_bad_image='skip'") from None
@@ -91,7 +101,7 @@ class EncodedImage:
         if isinstance(image, EncodedImage):
             return image
         if isinstance(image, Image.Image):
-            return cls(None, name, image=image if image.mode == "RGB" else image.convert("RGB"))
+            return cls(None, name, image=convert_rgb(image))
         if isinstance(image, np.ndarray):
             array = image
         elif isinstance(image, torch.Tensor):
@@ -131,12 +141,14 @@ class EncodedImage:
                 self._decoded[r] = torch.from_numpy(pixels)
                 return self._decoded[r], r
         try:
-            with Image.open(io.BytesIO(self.data)) as img:
+            with opened(io.BytesIO(self.data), _named(self.name)) as img:
                 if r > 1:
                     img.draft("RGB", (self.width // r, self.height // r))
                     r = next(k for k in REDUCTIONS if img.size == (-(-self.width // k), -(-self.height // k)))
                 img.load()  # the decode, inside the try
-                pixels = torch.from_numpy(np.array(img if img.mode == "RGB" else img.convert("RGB")))
+                pixels = torch.from_numpy(np.array(convert_rgb(img)))
+        except ImageTooLargeError:
+            raise
         except _DECODE_ERRORS as exc:
             raise BadImageError(f"cannot decode image {self.name} ({type(exc).__name__}: {exc}); replace the file "
                                 f"or pass on_bad_image='skip'") from None

@@ -27,7 +27,7 @@ import os
 import re
 from typing import Any, Iterator, Mapping, Sequence
 
-from mmvicreg.data.sources.io import BadImageError, PathLike, caption_problem, caption_text, to_rgb
+from mmvicreg.data.sources.io import BadImageError, ImageTooLargeError, PathLike, caption_problem, caption_text, to_rgb
 from mmvicreg.data.sources.policy import BadDataPolicy
 from mmvicreg.data.sources.shards import BadDataCounts
 from mmvicreg.data.sources.stream import MISSING, missing_sample, reject_missing
@@ -327,9 +327,10 @@ class HFStreamSource:
             out["image"] = to_rgb(cell, self.images, what=f"its {self.image_column} image")
         except FileNotFoundError as exc:
             return _reject("image", "no image", str(exc).split(";")[0], where, self.policy, counts)
-        except Exception as exc:  # BadImageError, PIL's DecompressionBombError and the like
+        except Exception as exc:  # BadImageError (ImageTooLargeError: over PIL.Image.MAX_IMAGE_PIXELS) and the like
             detail = str(exc).split(";")[0] if isinstance(exc, BadImageError) else _one_line(exc)
-            return _reject("image", "corrupt image", detail, where, self.policy, counts)
+            reason = ImageTooLargeError.reason if isinstance(exc, ImageTooLargeError) else "corrupt image"
+            return _reject("image", reason, detail, where, self.policy, counts)
         return out
 
     def _cells(self, raw: Mapping[str, Any]) -> list[Any]:

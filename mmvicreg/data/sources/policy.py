@@ -12,8 +12,10 @@
   ``"no usable caption"``) and counted in ``skipped_captions``.
 
 The policy only decides and reports: it returns the indices of what to keep, and the source applies that one
-index list to its records and its image store. With DataLoader workers each worker process keeps its own report
-of what it met at load time; their logged warnings are the report.
+index list to its records and its image store. Images left out at load time are also queued
+(:meth:`BadDataPolicy.take_load_skips`): a DataLoader worker hands its queue back with the batch it made, and
+the main process's policy records it (:meth:`BadDataPolicy.record_load_skips`, each image once), so the main
+process's report counts what every worker skipped (:func:`mmvicreg.data.batching.make_loader` does this).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from mmvicreg.data.sources.io import BadImageError, caption_problem
 from mmvicreg.data.sources.stores import ImageStore
 
 logger = logging.getLogger("mmvicreg.data")
+
+
+def image_problem(exc: BaseException) -> str:
+    """The report's reason for an image that failed with ``exc``: ``"missing"``, ``"corrupt"``,
+    ``"over the pixel limit"`` (``BadImageError.reason``)."""
+    return "missing" if isinstance(exc, FileNotFoundError) else getattr(exc, "reason", "corrupt")
 
 
 def _check(what: str, value: str) -> str:
@@ -45,7 +53,8 @@ class BadDataPolicy:
         self.verify = bool(verify)
         self.skipped: list[tuple[str, str]] = []  # (image, reason)
         self.skipped_captions: list[tuple[str, str]] = []  # (where, reason)
-        self._bad: set[int] = set()  # images found bad at load time (indices of the source's store)
+        self._bad: dict[int, tuple[str, str]] = {}  # found bad at load time: store index -> (image, reason)
+        self._queued: list[tuple[int, str, str]] = []  # (index, image, reason) not yet taken by take_load_skips
 
     def __repr__(self) -> str:
         return (f"BadDataPolicy(on_bad_image={self.on_bad_image!r}, on_bad_caption={self.on_bad_caption!r}, "
@@ -85,7 +94,7 @@ class BadDataPolicy:
                     good.append(i)
                 except (FileNotFoundError, BadImageError) as exc:
                     bad.append(store.describe(i))
-                    reasons.append("missing" if isinstance(exc, FileNotFoundError) else "corrupt")
+                    reasons.append(image_problem(exc))
             if bad:
                 self.drop_images(bad, reasons, total, name, fix)
                 keep = good
@@ -117,9 +126,32 @@ class BadDataPolicy:
         (``load`` passes it by from now on), report it and warn."""
         if self.on_bad_image == "error":
             raise exc
-        self._bad.add(i)
-        self.skipped.append((store.describe(i), "missing" if isinstance(exc, FileNotFoundError) else "corrupt"))
+        entry = (i, store.describe(i), image_problem(exc))
+        self.record_load_skips([entry])
+        self._queued.append(entry)
         logger.warning("%s: skipped image %d (%d skipped so far in this process): %s", name, i, len(self.skipped), exc)
+
+    def take_load_skips(self) -> list[tuple[int, str, str]]:
+        """``(index, image, reason)`` of the images left out at load time since the last call (then forgotten
+        here): what a DataLoader worker hands back to the main process with a batch."""
+        taken, self._queued = self._queued, []
+        return taken
+
+    def record_load_skips(self, entries: Sequence[Sequence[Any]]) -> int:
+        """Record ``(index, image, reason)`` entries of images left out at load time (by this process or a
+        worker); an image already recorded is not counted again. Returns how many were new."""
+        new = 0
+        for i, what, reason in entries:
+            if int(i) not in self._bad:
+                self._bad[int(i)] = (str(what), str(reason))
+                self.skipped.append((str(what), str(reason)))
+                new += 1
+        return new
+
+    @property
+    def skipped_while_loading(self) -> list[tuple[str, str]]:
+        """``(image, reason)`` of the images left out at load time (also in ``skipped``), in the order met."""
+        return list(self._bad.values())
 
     # -- captions ---------------------------------------------------------------------------------------------
     def usable_captions(

@@ -6,12 +6,15 @@ first dot of its base name; a sample's members are adjacent). Captioned samples 
 "caption_index"}``); image-only samples hold the image and ``cls`` (the integer label, ``-1``: none). A folder
 of shards holds ``sizes.json`` (open_clip's ``{"00000.tar": samples}``) and ``shards.txt`` (one name a line).
 Shards are local paths, ``file:`` URLs or ``pipe:`` commands, opened by ``webdataset.gopen`` as webdataset and
-open_clip do. Writing shards is :mod:`.shard_writer`'s job.
+open_clip do. A ``pipe:`` shard runs a shell command, so :func:`expand_shards` takes one only when the caller
+wrote it itself (the spec, not a ``.txt`` list or a folder's ``shards.txt``) and switched it on (``allow_pipe``;
+in a config ``data.<section>.allow_pipe: true``). Writing shards is :mod:`.shard_writer`'s job.
 
 Bad data follows a :class:`BadDataPolicy`: under ``"error"`` the first bad sample raises one line naming its key
 and shard; under ``"skip"`` it is left out and counted per reason in a :class:`BadDataCounts` (picklable and
 mergeable: DataLoader workers count, the main process sums). Reasons: ``"no image"``, ``"corrupt image"``,
-``"bad label"`` (on_bad_image); ``"no caption"``, ``"empty caption"``, ``"caption not UTF-8"`` (on_bad_caption);
+``"over the pixel limit"`` (``PIL.Image.MAX_IMAGE_PIXELS``), ``"bad label"`` (on_bad_image); ``"no caption"``,
+``"empty caption"``, ``"caption not UTF-8"`` (on_bad_caption);
 ``read_shard`` reports ``"truncated shard"``, ``"unreadable shard"`` and ``"bad shard"`` to its caller.
 """
 
@@ -25,103 +28,23 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
-from urllib.request import url2pathname
 
-from PIL import Image
 from webdataset.gopen import gopen
-from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_iterator
 
-from mmvicreg.data.sources.io import BadImageError, caption_problem, to_rgb
+from mmvicreg.data.sources.io import BadImageError, ImageTooLargeError, caption_problem, to_rgb
 from mmvicreg.data.sources.policy import BadDataPolicy
+from mmvicreg.data.sources.shard_list import LIST_FILE, expand_shards, is_remote, local_path  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("mmvicreg.data")
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # the image members decode_sample reads, first found wins
-SIZES_FILE, LIST_FILE = "sizes.json", "shards.txt"
+SIZES_FILE = "sizes.json"
 _CAPTION_PROBLEM = {"empty": "empty caption", "not UTF-8": "caption not UTF-8"}
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: members that never join a sample
 _WARNED: set[str] = set()  # reasons this process has logged once (later ones are only counted)
 
 OnError = Callable[[str, str, str], Any]  # (url, reason, detail)
-
-
-def _is_remote(url: str) -> bool:
-    """``pipe:`` commands and URLs with a scheme (``http://``, ``s3://``...) other than ``file:``: not checked."""
-    scheme = urlparse(url).scheme
-    return url.startswith("pipe:") or (len(scheme) > 1 and scheme != "file")
-
-
-def _local(url: str) -> str:
-    return url2pathname(urlparse(url).path) if url.startswith("file:") else url
-
-
-def _braces(text: str) -> list[str]:
-    try:
-        return list(expand_urls(text))  # braceexpand (and webdataset's $WDS_ variables)
-    except ValueError as exc:  # braceexpand's UnbalancedBracesError
-        raise ValueError(f"shard pattern {text!r} is not a brace pattern ({exc}); write e.g. "
-                         f"/data/cc3m/{{00000..00331}}.tar") from None
-
-
-def _read_list(path: str) -> list[str]:
-    """The shards a ``.txt`` file lists, one (or one brace pattern) a line; relative ones from its folder."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the shard list {path} ({getattr(exc, 'strerror', None) or exc}); "
-                         f"pass an existing .txt file with one shard per line") from None
-    urls = [url for line in lines if line.strip() and not line.strip().startswith("#") for url in _braces(line.strip())]
-    return [u if _is_remote(u) or os.path.isabs(_local(u)) else os.path.join(os.path.dirname(path), u) for u in urls]
-
-
-def _expand_one(text: str) -> list[str]:
-    out: list[str] = []
-    for part in (p.strip() for p in text.split("::") if p.strip()):  # open_clip joins sources with "::"
-        if not _is_remote(part) and part.endswith(".txt"):
-            out += _read_list(part)
-        elif not _is_remote(part) and os.path.isdir(part):
-            if os.path.isfile(os.path.join(part, LIST_FILE)):
-                out += _read_list(os.path.join(part, LIST_FILE))
-                continue
-            tars = sorted(e.path for e in os.scandir(part) if e.name.endswith((".tar", ".tar.gz", ".tgz")))
-            if not tars:
-                raise ValueError(f"shard folder {part} holds no {LIST_FILE} and no .tar files")
-            out += tars
-        else:
-            out += _braces(part)
-    return out
-
-
-def _unreadable(path: str) -> str | None:
-    if not os.path.exists(path):
-        return "does not exist"
-    if os.path.isdir(path):
-        return "is a folder, not a tar file"
-    return None if os.access(path, os.R_OK) else "is not readable (permissions)"
-
-
-def expand_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """Every shard ``spec`` names, in order: a brace pattern (``/data/cc3m/{00000..00331}.tar``), a ``.txt``
-    file listing shards (lines relative to its folder), a folder (its ``shards.txt``, else its ``.tar`` files),
-    ``pipe:`` commands and URLs, a list of any of these, or several joined by ``::``.
-
-    Every local shard must exist and be readable, else ONE ``ValueError`` line names the first bad one and how
-    many of how many are missing; an empty expansion is an error too. Remote shards are not checked.
-    """
-    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-    wrong = [i for i in items if not isinstance(i, (str, os.PathLike))]
-    if wrong:
-        raise ValueError(f"shards must be a path, a pattern or a list of them; got {wrong[0]!r}")
-    urls = [url for item in items for url in _expand_one(os.fspath(item))]
-    if not urls:
-        raise ValueError(f"no shards: {spec!r} expands to nothing; pass a brace pattern such as "
-                         f"/data/{{00000..00099}}.tar, a list, or a .txt file listing the shards")
-    bad = [(url, why) for url in urls if not _is_remote(url) and (why := _unreadable(_local(url)))]
-    if bad:
-        raise ValueError(f"shard {bad[0][0]} {bad[0][1]} ({len(bad)} of {len(urls)} shards missing or unreadable); "
-                         f"check the shard pattern or list")
-    return urls
 
 
 class _KeyCounter:
@@ -170,7 +93,7 @@ def _shard_name(url: str) -> str:
     """The name sizes.json knows a shard by: its base name (for ``pipe:``, of the last word naming a tar)."""
     if url.startswith("pipe:"):
         url = ([w for w in url[5:].split() if ".tar" in w] or [url])[-1]
-    return os.path.basename(urlparse(url).path if _is_remote(url) else _local(url))
+    return os.path.basename(urlparse(url).path if is_remote(url) else local_path(url))
 
 
 def _sizes_table(path: str, cache: dict[str, dict[str, int] | None]) -> dict[str, int] | None:
@@ -196,14 +119,14 @@ def shard_sizes(shards: Sequence[str], sizes_file: str | os.PathLike | None = No
     cache: dict[str, dict[str, int] | None] = {}
     sizes = []
     for url in shards:
-        name, remote = _shard_name(url), _is_remote(url)
+        name, remote = _shard_name(url), is_remote(url)
         where = os.fspath(sizes_file) if sizes_file is not None else \
-            None if remote else os.path.join(os.path.dirname(_local(url)), SIZES_FILE)
+            None if remote else os.path.join(os.path.dirname(local_path(url)), SIZES_FILE)
         table = _sizes_table(where, cache) if where is not None else None
         if table is not None and name in table:
             sizes.append(table[name])
         elif not remote:
-            sizes.append(count_samples(_local(url)))
+            sizes.append(count_samples(local_path(url)))
         else:
             raise ValueError(f"cannot count the samples of shard {url}: it is not a local file and no sizes.json "
                              f'lists {name!r}; write a sizes.json ({{"{name}": samples, ...}}) and pass it, or set '
@@ -378,6 +301,7 @@ def decode_sample(raw: Mapping[str, Any], policy: BadDataPolicy, counts: BadData
                            policy, counts)
     try:
         out["image"] = to_rgb(bytes(raw[ext]), what=f"its {ext} image")
-    except (BadImageError, Image.DecompressionBombError) as exc:
-        return _reject("image", "corrupt image", str(exc).split(";")[0], where, policy, counts)
+    except BadImageError as exc:
+        reason = ImageTooLargeError.reason if isinstance(exc, ImageTooLargeError) else "corrupt image"
+        return _reject("image", reason, str(exc).split(";")[0], where, policy, counts)
     return out

@@ -1,14 +1,14 @@
 """``format: webdataset``: a source of webdataset tar shards, streamed (never indexed or held in memory).
 
-``ShardSource(split, shards, shuffle_buffer=1000, on_bad_image="error", on_bad_caption="error")``: ``shards``
-as a brace pattern, a list or a ``.txt`` file listing them, local files or ``pipe:`` commands
-(:func:`~mmvicreg.data.sources.shards.expand_shards`). The sample count of every shard must be known before
-training (``sizes.json`` beside the shards, as ``mmvicreg shards`` and open_clip write it, or a scan of local
-tar headers), because the epoch plan (:mod:`mmvicreg.data.streaming`) gives each process and worker its exact
-range of the stream. What :class:`~mmvicreg.data.streaming.StreamDataset` asks of a source lives here:
-``sizes``, ``shuffle_buffer``, ``raw_samples``, ``decode``, ``new_counts``. ``resample: true`` draws the
-shards as open_clip's ``--dataset-resampled`` does (each reader its own shards of each new permutation, without
-end; an epoch is ``train.samples_per_epoch`` samples, default the data's count), which is also how shards of
+``ShardSource(split, shards, shuffle_buffer=1000, on_bad_image="error", on_bad_caption="error")``: ``shards`` as a
+brace pattern, a list or a ``.txt`` file listing them, local files, URLs or, with ``allow_pipe=True`` and written in
+``shards`` itself, ``pipe:`` commands (:func:`~mmvicreg.data.sources.shard_list.expand_shards`). The sample count of
+every shard must be known before training (``sizes.json`` beside the shards, as ``mmvicreg shards`` and open_clip
+write it, or a scan of local tar headers), because the epoch plan (:mod:`mmvicreg.data.streaming`) gives each
+process and worker its exact range of the stream. What :class:`~mmvicreg.data.streaming.StreamDataset` asks of a
+source lives here: ``sizes``, ``shuffle_buffer``, ``raw_samples``, ``decode``, ``new_counts``. ``resample: true``
+draws the shards as open_clip's ``--dataset-resampled`` does (each reader its own shards of each new permutation,
+without end; an epoch is ``train.samples_per_epoch`` samples, default the data's count), which is also how shards of
 unknown size are read.
 """
 
@@ -18,7 +18,8 @@ import itertools
 from typing import Any, Iterator, Sequence
 
 from mmvicreg.data.sources.policy import BadDataPolicy
-from mmvicreg.data.sources.shards import BadDataCounts, decode_sample, expand_shards, read_shard, shard_sizes
+from mmvicreg.data.sources.shard_list import expand_shards
+from mmvicreg.data.sources.shards import BadDataCounts, decode_sample, read_shard, shard_sizes
 
 MISSING = "__missing__"  # a raw sample the shard promised (sizes) but could not give (truncated)
 
@@ -41,11 +42,12 @@ class ShardSource:
     streaming = True
 
     def __init__(self, split: str, shards: str | Sequence[str], shuffle_buffer: int = 1000,
-                 on_bad_image: str = "error", on_bad_caption: str = "error", resample: bool = False) -> None:
+                 on_bad_image: str = "error", on_bad_caption: str = "error", resample: bool = False,
+                 allow_pipe: bool = False, switch: str = "allow_pipe=True") -> None:
         if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be a number of samples >= 0, got {shuffle_buffer!r}")
         self.split, self.shuffle_buffer, self.resample = split, shuffle_buffer, bool(resample)
-        self.urls = expand_shards(shards)
+        self.urls = expand_shards(shards, allow_pipe, switch)  # switch: how messages name allow_pipe
         try:
             self.sizes: list[int] | None = shard_sizes(self.urls)
             self.unsized = ""
