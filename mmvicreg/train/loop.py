@@ -14,6 +14,7 @@ import time
 from typing import Any, Sequence
 
 import torch
+from accelerate.utils import gather_object
 
 from mmvicreg.config import RunConfig
 from mmvicreg.train.callbacks import Callback
@@ -43,7 +44,8 @@ def train_run(run: Run, callbacks: Sequence[Callback]) -> dict[str, Any]:
     """The loop of :func:`train` over parts already built."""
     config = run.config
     accelerator, state, t = run.accelerator, run.state, config.train
-    rundir = RunDir(run.output_dir, accelerator.is_main_process)
+    rundir = RunDir(run.output_dir, accelerator.is_main_process,
+                    gather_object if accelerator.num_processes > 1 else None)
     sources = {"train": run.train_source, "eval": run.eval_source}
     rundir.start(config, state.step, sources, accelerator.print)
     if t.trackers:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from mmvicreg.config import RunConfig, dump_config
+from mmvicreg.data import merge_reports
 from mmvicreg.files import atomic_write_json, atomic_write_text, reporting_full_disk
 from mmvicreg.model.card import write_model_card
 from mmvicreg.objective.diagnostics import embedding_std, rankme
@@ -25,19 +26,21 @@ METRICS, EVAL, DATA_REPORT, PLOTS = "metrics.jsonl", "eval.json", "data_report.j
 class RunDir:
     """The files of one run; a no-op on processes other than the main one."""
 
-    def __init__(self, path: str | Path, is_main: bool) -> None:
-        self.path, self.is_main = Path(path), is_main
+    def __init__(self, path: str | Path, is_main: bool, gather: Callable[[list[Any]], list[Any]] | None = None) -> None:
+        """``gather`` collects one list item from every process (``accelerator.gather_object``); None: one process."""
+        self.path, self.is_main, self.gather = Path(path), is_main, gather
         self._metrics = None
 
     def start(self, config: RunConfig, step: int, sources: Mapping[str, Any], say: Callable[[str], None]) -> None:
-        """Write the config, drop metrics logged after ``step`` (work to be redone on resume), report the data."""
-        if not self.is_main:
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        dump_config(config, self.path / "config.yaml")
-        truncate_metrics(self.path / METRICS, step)
+        """Write the config, drop metrics logged after ``step`` (work to be redone on resume), report the data.
+        Called on every process (the data report is gathered); only the main one writes."""
+        if self.is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            dump_config(config, self.path / "config.yaml")
+            truncate_metrics(self.path / METRICS, step)
         self.write_data_report(sources, say)
-        self._metrics = open(self.path / METRICS, "a")
+        if self.is_main:
+            self._metrics = open(self.path / METRICS, "a")
 
     def log(self, record: Mapping[str, Any]) -> None:
         if self._metrics is not None:
@@ -56,10 +59,14 @@ class RunDir:
             atomic_write_json(self.path / EVAL, dict(result))
 
     def write_data_report(self, sources: Mapping[str, Any], say: Callable[[str], None] | None) -> None:
-        """``data_report.json``: per source, what ``on_bad_image`` / ``on_bad_caption`` left out; printed by ``say``."""
+        """``data_report.json``: per source, what ``on_bad_image`` / ``on_bad_caption`` left out on every process
+        (``merge_reports`` of the gathered reports); printed by ``say``. Called on every process."""
+        report = {k: s.data_report() for k, s in sources.items() if s is not None and hasattr(s, "data_report")}
+        if self.gather is not None:
+            every = self.gather([report])
+            report = {k: merge_reports([r[k] for r in every]) for k in report}
         if not self.is_main:
             return
-        report = {k: s.data_report() for k, s in sources.items() if s is not None and hasattr(s, "data_report")}
         if say is not None:
             for key, r in report.items():
                 reasons = {**r.get("skipped_image_reasons", {}), **r.get("skipped_caption_reasons", {})}
@@ -71,7 +78,8 @@ class RunDir:
 
     def finish(self, model: Any, sources: Mapping[str, Any], config: Any, metrics: Mapping[str, Any] | None) -> None:
         """Export the model (its card holds ``config`` and ``metrics``), close the metrics, rewrite the data
-        report, draw the plots."""
+        report, draw the plots. Called on every process."""
+        self.write_data_report(sources, None)
         if not self.is_main:
             return
         export = self.path / "model"
@@ -82,7 +90,6 @@ class RunDir:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
-        self.write_data_report(sources, None)
         with reporting_full_disk(self.path / PLOTS, then=f"the model is exported to {export}"):
             plot_metrics(self.path)
 
