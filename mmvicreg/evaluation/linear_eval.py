@@ -39,6 +39,7 @@ from torch.utils.data import BatchSampler, RandomSampler, Subset
 from torchvision.transforms import v2
 
 from mmvicreg.choices import EMBEDDING_LAYERS, EVAL_PRECISIONS, LINEAR_EVAL_MODES, check_choice
+from mmvicreg.data import convert_rgb
 from mmvicreg.data.batching import Preprocessor, make_loader
 from mmvicreg.data.transforms import build_transform, interpolation_mode
 from mmvicreg.devices import autocast, resolve_device
@@ -210,8 +211,8 @@ class RGBTransform:
         self.transform = transform
 
     def __call__(self, image: Any) -> torch.Tensor:
-        if isinstance(image, Image.Image) and image.mode != "RGB":
-            image = image.convert("RGB")
+        if isinstance(image, Image.Image):
+            image = convert_rgb(image)  # 16-bit and transparent images too (mmvicreg.data's one conversion)
         return self.transform(image)
 
 
