@@ -14,8 +14,10 @@ default, no network), a name the library knows (timm ``true`` or tag, open_clip 
 that may reach the network) or a local file or folder.
 
 Each :class:`Encoder` class answers for itself what a model needs to know before building it: its
-``modality`` and whether it ``owns_tokenizer``. :func:`encoder_class` maps a spec to that class (unbuilt) and
-:func:`needs_tokenizer` answers the tokenizer question; callers never compare encoder names.
+``modality``, whether it ``owns_tokenizer``, and which of its options load weights (:func:`architecture_only`
+drops them when an export is rebuilt: nothing in a saved spec fetches weights, opens a file or runs code).
+:func:`encoder_class` maps a spec to that class (unbuilt) and :func:`needs_tokenizer` answers the tokenizer
+question; callers never compare encoder names.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ EXAMPLE_TIMM = ("resnet18", "resnet50", "resnet152", "vit_tiny_patch16_224", "vi
 __all__ = [
     "Encoder",
     "PretrainedUnavailable",
+    "architecture_only",
     "build_encoder",
     "encoder_class",
     "known_encoder_names",
@@ -89,7 +92,7 @@ def encoder_class(spec: str | Mapping[str, Any]) -> type[Encoder]:
     if name.startswith(("open_clip:", "open_clip_text:")):
         import open_clip
 
-        if open_clip.get_model_config(name.split(":", 1)[1]) is None:
+        if name.split(":", 1)[1] not in open_clip.list_models():  # by name only: get_model_config fetches hf-hub:
             raise _unknown(name, " (not an open_clip model; list them with open_clip.list_models())")
         return OpenCLIPTextEncoder if name.startswith("open_clip_text:") else OpenCLIPImageEncoder
     import timm
@@ -102,6 +105,18 @@ def encoder_class(spec: str | Mapping[str, Any]) -> type[Encoder]:
 def needs_tokenizer(spec: str | Mapping[str, Any]) -> bool:
     """Whether the encoder ``spec`` builds owns a tokenizer (saved with a model, passed back to rebuild it)."""
     return encoder_class(spec).owns_tokenizer
+
+
+def architecture_only(spec: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    """The encoder ``spec`` without any option that would load weights, open a file or reach the network
+    (``pretrained`` for every kind; timm's ``checkpoint_path`` and the like; an hf config's pointers to code):
+    building it gives a random init of the same architecture, for weights that come from elsewhere, as when an
+    export is loaded. Raises ``ValueError`` for an unknown name or a spec that names no architecture without
+    those options (an hf spec with no ``config``)."""
+    if isinstance(spec, str):
+        encoder_class(spec)
+        return spec
+    return encoder_class(spec).architecture_only(dict(spec))
 
 
 def _split_text_options(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

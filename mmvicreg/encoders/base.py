@@ -41,6 +41,15 @@ class Encoder(nn.Module):
     def learns_vocabulary(cls, spec: Any) -> bool:
         """Whether building ``spec`` needs the training captions (a vocabulary learned from them)."""
         return False
+
+    @classmethod
+    def architecture_only(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec`` (a dict) without the options that would load weights, open a file or reach the network, so
+        that building it gives a random init of the same architecture, for weights that come from elsewhere (an
+        export's safetensors). Here ``pretrained``; subclasses drop their library's own such options.
+        ``ValueError`` (one line) for a spec that names no architecture without them."""
+        return {k: v for k, v in spec.items() if k != "pretrained"}
+
     _frozen: frozenset[str] = frozenset()  # parameter names frozen by freeze() (every name of a tied parameter)
     _eval_held: tuple[str, ...] = ()  # outermost modules kept in eval mode by train() (""= the whole encoder)
     _requires_grad_before: dict[str, bool] | None = None  # requires_grad of each parameter before the first freeze

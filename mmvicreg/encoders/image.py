@@ -16,6 +16,9 @@ from mmvicreg.encoders import freezing
 from mmvicreg.encoders.base import Encoder
 from mmvicreg.encoders.weights import open_clip_model, timm_model
 
+# timm.create_model's options that load weights from a file, a URL or the Hub (besides `pretrained`)
+TIMM_WEIGHT_OPTIONS = ("checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
 
 def _size(size: Any) -> int:
     """An int side from an int or an ``(h, w)`` / ``(c, h, w)`` size (the last entry, as timm reads it)."""
@@ -63,6 +66,11 @@ class TimmImageEncoder(Encoder):
     modality = "image"
     supports_gradient_checkpointing = True
 
+    @classmethod
+    def architecture_only(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec`` without ``pretrained`` nor timm's options that load weights (:data:`TIMM_WEIGHT_OPTIONS`)."""
+        return {k: v for k, v in spec.items() if k not in ("pretrained", *TIMM_WEIGHT_OPTIONS)}
+
     def __init__(self, name: str, pretrained: bool | str = False, image_size: int | None = None, **kwargs: Any):
         super().__init__()
         self.image_size, self.kwargs = image_size, dict(kwargs)
@@ -91,8 +99,10 @@ class TimmImageEncoder(Encoder):
         }
 
     def spec(self) -> dict[str, Any]:
-        # No `pretrained`: the weights come from the export, so a rebuilt encoder never needs the network.
-        return {"name": self.name, "image_size": self.image_size, **self.kwargs}
+        # No `pretrained` nor a checkpoint file: the weights come from the export, so a rebuilt encoder never
+        # needs the network or another file.
+        kwargs = {k: v for k, v in self.kwargs.items() if k not in TIMM_WEIGHT_OPTIONS}
+        return {"name": self.name, "image_size": self.image_size, **kwargs}
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
         """timm's ``set_grad_checkpointing(enable)``; ``ValueError`` for architectures timm has none for.

@@ -22,6 +22,22 @@ def _lengths(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (ids != pad_id).sum(dim=1).clamp(min=1)
 
 
+HF_CODE_KEYS = ("auto_map", "_name_or_path", "trust_remote_code")  # where a transformers config points at code
+
+
+def inert_hf_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A transformers config dict, nested ones included, without what could make transformers run or fetch
+    code: ``auto_map`` (custom classes), ``_name_or_path`` (where they live), ``trust_remote_code``, and an
+    ``attn_implementation``-style key naming anything but a built-in kernel (a Hub kernel ``org/name``)."""
+
+    def inert(key: str, value: Any) -> bool:
+        if key in HF_CODE_KEYS:
+            return False
+        return not key.endswith("_implementation") or (isinstance(value, str) and "/" not in value)
+
+    return {k: inert_hf_config(v) if isinstance(v, dict) else v for k, v in config.items() if inert(k, v)}
+
+
 def hf_checkpointing(model: nn.Module, enable: bool, label: str) -> None:
     """Gradient checkpointing of a transformers ``PreTrainedModel`` (non-reentrant), or one ``ValueError``.
 
@@ -119,11 +135,24 @@ class HFTextEncoder(Encoder):
 
     modality = "text"
     owns_tokenizer = True
+    supports_gradient_checkpointing = True
 
     @classmethod
     def learns_vocabulary(cls, spec: Any) -> bool:
         return not (isinstance(spec, dict) and spec.get("pretrained"))  # from a config: a word-piece vocabulary
-    supports_gradient_checkpointing = True
+
+    @classmethod
+    def architecture_only(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec`` with its ``config`` (required) and no ``pretrained``; the config loses what could make
+        transformers fetch or run code (:func:`inert_hf_config`)."""
+        out = super().architecture_only(spec)
+        if not isinstance(out.get("config"), dict):
+            raise ValueError(
+                "this hf encoder spec has no `config` (the architecture its saved weights load into), only "
+                f"{', '.join(map(repr, spec)) or 'nothing'}; re-export the model (an export never loads `pretrained`)"
+            )
+        out["config"] = inert_hf_config(out["config"])
+        return out
 
     def __init__(
         self,
@@ -152,7 +181,7 @@ class HFTextEncoder(Encoder):
             model_type = cfg.pop("model_type", "bert")
             cfg.setdefault("vocab_size", tokenizer.vocab_size)
             cfg.setdefault("pad_token_id", tokenizer.pad_id)
-            self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
+            self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg), trust_remote_code=False)
         if self.model.config.vocab_size < tokenizer.vocab_size:
             raise ValueError(
                 f"the hf text encoder's vocab_size ({self.model.config.vocab_size}) is smaller than its "

@@ -8,7 +8,8 @@
 * ``open_clip``: the BPE tokenizer that ships inside open_clip (nothing to learn or save).
 
 The first three are Hugging Face fast tokenizers built with the ``tokenizers`` library and saved with
-``save_pretrained``: JSON files, no pickle.
+``save_pretrained``: JSON files, no pickle. They load back as data (:func:`saved_hf_tokenizer`): a saved
+``auto_map`` pointing at Python code is never followed, and transformers is never asked to trust remote code.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mmvicreg.encoders.weights import hf_load
 
 TOKENIZER_KINDS = ("word", "wordpiece", "hf", "open_clip")
+# The kinds of file a saved tokenizer is made of (what transformers' save_pretrained writes: tokenizer.json, configs
+# and vocab.json; vocab.txt and merges.txt; sentencepiece .model files, protobuf; .jinja chat templates, never
+# rendered here), all data: an export carries, and a Hub download fetches, no other (no .py, no pickle).
+SAVED_FILE_KINDS = (".json", ".txt", ".model", ".jinja")
 
 
 class TextTokenizer:
@@ -59,10 +65,30 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, directory: Path) -> TextTokenizer:
-        from transformers import AutoTokenizer
-
+        """The tokenizer :meth:`save` wrote, read as data only (:func:`saved_hf_tokenizer`)."""
         meta = json.loads((directory / "mmvicreg_tokenizer.json").read_text())
-        return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True), meta["kind"], meta["max_length"])
+        if meta.get("kind") not in TOKENIZER_KINDS:
+            raise ValueError(f"unknown tokenizer kind {meta.get('kind')!r}; known: {', '.join(TOKENIZER_KINDS)}")
+        return cls(saved_hf_tokenizer(directory), meta["kind"], meta["max_length"])
+
+
+def saved_hf_tokenizer(directory: Path) -> Any:
+    """The transformers tokenizer saved in ``directory``, loaded without running or fetching any code.
+
+    Its class is the one ``tokenizer_config.json`` records when transformers ships it, else the generic fast
+    tokenizer over ``tokenizer.json``. ``auto_map`` (a pointer to Python files) is never followed and nothing
+    prompts: a saved tokenizer is data. AutoTokenizer is not used, as it would follow ``auto_map``.
+    """
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    config_file = directory / "tokenizer_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    name = config.get("tokenizer_class") if isinstance(config, dict) else None
+    shipped = tokenizer_class_from_name(name) if isinstance(name, str) and name else None
+    if not (isinstance(shipped, type) and issubclass(shipped, PreTrainedTokenizerBase)):
+        shipped = PreTrainedTokenizerFast
+    return shipped.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
 
 
 class OpenCLIPTokenizer:
@@ -89,7 +115,14 @@ class OpenCLIPTokenizer:
 
     @classmethod
     def load(cls, directory: Path) -> OpenCLIPTokenizer:
-        return cls(json.loads((directory / "mmvicreg_tokenizer.json").read_text())["model"])
+        """The tokenizer of the open_clip model :meth:`save` recorded: one open_clip ships (never a Hub or folder
+        reference such as ``hf-hub:org/name``, which open_clip would fetch)."""
+        import open_clip
+
+        model = json.loads((directory / "mmvicreg_tokenizer.json").read_text())["model"]
+        if model not in open_clip.list_models():
+            raise ValueError(f"{model!r} is not an open_clip model (list them with open_clip.list_models())")
+        return cls(model)
 
 
 def _fast(tokenizer_object, **special: str):

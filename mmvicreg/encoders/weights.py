@@ -11,7 +11,9 @@
 The network is opt-in: only ``true``, a tag or a Hub id may reach it (weights already in the Hugging Face
 cache load offline). When that fails, :class:`PretrainedUnavailable` says so in one line, naming the model, the
 cause and the local-path alternative. A name that is neither an existing path nor a known tag raises
-``ValueError`` naming both possibilities (and, for tags, the known ones).
+``ValueError`` naming both possibilities (and, for tags, the known ones). A checkpoint's own Python code never
+runs (``trust_remote_code=False``), and an export never loads ``pretrained`` at all
+(:func:`mmvicreg.encoders.architecture_only`).
 """
 
 from __future__ import annotations
@@ -215,12 +217,23 @@ def hf_source(pretrained: Any) -> tuple[str, bool]:
 
 
 def hf_load(load: Callable[..., T], pretrained: Any, what: str, **kwargs: Any) -> T:
-    """``load(source, local_files_only=..., **kwargs)`` for a folder or Hub id (``AutoModel.from_pretrained``...)."""
+    """``load(source, local_files_only=..., trust_remote_code=False, **kwargs)`` for a folder or Hub id
+    (``AutoModel.from_pretrained``...): a checkpoint's own code never runs, and transformers never asks whether
+    it may. A checkpoint that cannot load without its code is refused with one ``ValueError`` line."""
     source, local = hf_source(pretrained)
-    if local:
-        return load(source, local_files_only=True, **kwargs)
-    alternative = "/path/to/model-folder (config.json, weights and tokenizer files)"
-    return fetch(lambda: load(source, **kwargs), pretrained, what, alternative)
+    kwargs["trust_remote_code"] = False
+    try:
+        if local:
+            return load(source, local_files_only=True, **kwargs)
+        alternative = "/path/to/model-folder (config.json, weights and tokenizer files)"
+        return fetch(lambda: load(source, **kwargs), pretrained, what, alternative)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise ValueError(
+            f"{what}: {source} needs its own Python code (auto_map) to load, and mmvicreg never runs a checkpoint's "
+            f"code; use a checkpoint whose architecture and tokenizer transformers ships"
+        ) from None
 
 
 def hf_model(pretrained: Any) -> nn.Module:

@@ -1,8 +1,9 @@
 """Sharing exports through the Hugging Face Hub: the same folder as on disk, through ``huggingface_hub``'s API.
 
 A Hub repo of an mmvicreg model holds exactly an export (:mod:`mmvicreg.model.io`): ``config.json``,
-``model.safetensors``, ``tokenizers/<branch>/`` and ``README.md``. :func:`resolve_export` turns what
-``from_pretrained`` was given into a local folder (an existing folder as is; an ``org/name`` repo id through
+``model.safetensors``, ``tokenizers/<branch>/`` and ``README.md``; a download fetches those and, under
+``tokenizers/``, data files only (``SAVED_FILE_KINDS``: never Python, never a pickle). :func:`resolve_export` turns
+what ``from_pretrained`` was given into a local folder (an existing folder as is; an ``org/name`` repo id through
 ``snapshot_download``, which reads the Hugging Face cache first and works offline once the repo is cached);
 :func:`upload_export` sends an export folder (``create_repo`` + ``upload_folder``). The network is reached
 only for a Hub repo id; every failure there is one line (an ``OSError``) naming the repo, the cause and what to
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mmvicreg.encoders.text_tokenizers import SAVED_FILE_KINDS
 from mmvicreg.model.card import CARD_FILE, card_for_repo, model_card
 from mmvicreg.model.io import (
     CONFIG_FILE,
@@ -25,7 +27,8 @@ from mmvicreg.model.io import (
     read_export_config,
 )
 
-EXPORT_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, f"{TOKENIZER_DIR}/*"]
+# What a download fetches: the export's files, its tokenizers' data files only (never .py, never a pickle).
+EXPORT_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, *(f"{TOKENIZER_DIR}/*{kind}" for kind in SAVED_FILE_KINDS)]
 LOGIN_HINT = "log in with `hf auth login` or pass a token (token= / --token)"
 LOCAL_HINT = "a local folder written by save_pretrained works without the Hub"
 
@@ -190,7 +193,7 @@ def _stage(directory: Path, staging: Path, repo_id: str) -> None:
     files = [directory / CONFIG_FILE, directory / WEIGHTS_FILE]
     tokenizers = directory / TOKENIZER_DIR
     if tokenizers.is_dir():
-        files += sorted(p for p in tokenizers.rglob("*") if p.is_file())
+        files += sorted(p for p in tokenizers.rglob("*") if p.is_file() and p.suffix in SAVED_FILE_KINDS)
     for src in files:
         dst = staging / src.relative_to(directory)
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmvicreg.encoders import load_tokenizer, needs_tokenizer
+from mmvicreg.encoders import architecture_only, load_tokenizer, needs_tokenizer
 from mmvicreg.files import staged_files
 from mmvicreg.model.card import CARD_FILE, model_card
 
@@ -63,7 +63,10 @@ def save_model(
 def read_export_config(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{branch: saved section}`` of the export ``directory``, after checking it has ``config.json`` and weights.
 
-    Raises ``FileNotFoundError`` naming a missing folder or file, ``ValueError`` for a config that is not ours.
+    Each encoder spec is its architecture only (:func:`mmvicreg.encoders.architecture_only`): an option that
+    would load weights (``pretrained``, timm's ``checkpoint_path``, ...), open a file elsewhere, reach the network
+    or run code is dropped, since the weights are the export's own. Raises ``FileNotFoundError`` naming a missing
+    folder or file, ``ValueError`` for a config that is not ours.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -81,7 +84,16 @@ def read_export_config(directory: str | os.PathLike) -> dict[str, dict[str, Any]
             raise TypeError("'branches' must map branch names to mappings")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{config_path} is not an mmvicreg model config ({type(e).__name__}: {e})") from None
-    return branch_configs
+    return {name: _architecture_only(name, section, config_path) for name, section in branch_configs.items()}
+
+
+def _architecture_only(name: str, section: dict[str, Any], config_path: Path) -> dict[str, Any]:
+    if section.get("encoder") is None:
+        return section
+    try:
+        return {**section, "encoder": architecture_only(section["encoder"])}
+    except ValueError as e:
+        raise ValueError(f"{config_path}, branch {name!r}: {e}") from None
 
 
 def _read_tokenizers(directory: Path, branch_configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
