@@ -69,11 +69,12 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     """Embed ``--text`` or ``--image``, print the top ``-k`` items of ``--index`` and write them to ``--json``."""
-    from mmvicreg.evaluation.search_index import SearchIndex
+    from mmvicreg.evaluation.search_index import SearchIndex, read_query_image
 
     if (args.text is None) == (args.image is None):
         raise ValueError("a query is a text or an image: pass exactly one of --text TEXT / --image PATH")
     index = SearchIndex.load(args.index)
+    image = read_query_image(args.image) if args.image is not None else None  # before the model: fail fast
     name = args.model or index.model_ref
     if name is None:
         raise ValueError(f"index {args.index} does not record its model; pass --model (the model that built it)")
@@ -83,7 +84,7 @@ def run_search(args: argparse.Namespace) -> int:
     folder, ref = _resolve_model(name)
     index.check_model(ref["ref"], ref["fingerprint"])
     model = load_model(folder, args.device)
-    hits = index.query(model, text=args.text, image=args.image, k=args.k, **_encode_options(args))
+    hits = index.query(model, text=args.text, image=image, k=args.k, **_encode_options(args))
     query = repr(args.text) if args.text is not None else args.image
     print(f"top {len(hits)} of {index.meta['count']} items for {query} "
           f"({index.meta['index']} index on the FAISS {index.device.upper()}):")

@@ -8,12 +8,13 @@
   relative to the image folder, sorted) then captions (``"caption"``, ``id`` ``"line N"``, ``text``);
 * ``meta.json``: the model (``ref``: its folder's absolute path or Hub id; ``fingerprint``:
   :func:`model_fingerprint`), the branch per kind, the embedding ``dim``, the index kind and options, ``count``,
-  the sources and the mmvicreg version.
+  the sources, the mmvicreg version and ``items_sha256`` (checked on load: an edited items file is refused).
 
 Images go through the model's image branch, captions through its text branch (the first of each modality unless
 named). Memory is bounded: items are embedded ``chunk_size`` at a time and added chunk by chunk; an IVF index is
 trained on its first ``min(n, train_size)`` rows (the images come first) before the rest is added. The folder
-is staged beside ``out`` and renamed into place whole. :meth:`SearchIndex.load` reads it back, on the GPU when
+is staged beside ``out`` and renamed into place whole; an existing ``out`` is replaced only when it is a search
+index (:mod:`mmvicreg.evaluation.index_folder`). :meth:`SearchIndex.load` reads it back, on the GPU when
 FAISS can (:func:`~mmvicreg.evaluation.metrics.search.on_faiss_device`); :meth:`SearchIndex.query` embeds a text
 or an image with the same model and returns the top k.
 
@@ -26,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from mmvicreg.evaluation.metrics.search import new_index, on_faiss_device, read_index, search, write_index
-from mmvicreg.files import publish_dir
+from mmvicreg.evaluation.index_folder import INDEX_FILE, META_FILE, read_items, refusal, write_folder
+from mmvicreg.evaluation.metrics.search import new_index, on_faiss_device, read_index, search
 
-__all__ = ["IMAGE_SUFFIXES", "SearchIndex", "build_search_index", "list_images", "model_fingerprint", "read_captions"]
+__all__ = ["IMAGE_SUFFIXES", "SearchIndex", "build_search_index", "list_images", "model_fingerprint", "read_captions",
+           "read_query_image"]
 
-INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.jsonl", "meta.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json records items_sha256
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 EXPORT_FILES = ("config.json", "model.safetensors")  # an export's architecture and weights (mmvicreg.model.io)
 GPU_MAX_K = 2048  # FAISS's GPU indexes return at most this many neighbours per query
@@ -90,6 +89,26 @@ class ImageFiles(Sequence):
         from mmvicreg.data.sources.io import open_image
 
         return open_image(self.paths[i])
+
+
+def read_query_image(path: str | os.PathLike) -> Any:
+    """The image file ``path`` decoded as RGB, for a query; one ``ValueError`` line naming the file and the cause
+    when Pillow cannot decode it (not an image, truncated, or over its decompression-bomb limit,
+    ``PIL.Image.MAX_IMAGE_PIXELS``), ``FileNotFoundError`` when there is no such file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"query image {path} does not exist; pass --image an image file")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # convert() forces the full decode inside the try
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"query image {path} is too large to decode ({str(e).rstrip('.')}; the limit is "
+                         f"PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        cause = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"cannot decode query image {path} ({type(e).__name__}: {cause}); pass --image a "
+                         f"{', '.join(s[1:] for s in IMAGE_SUFFIXES)} file") from None
 
 
 def model_fingerprint(folder: str | os.PathLike) -> str:
@@ -198,15 +217,17 @@ def build_search_index(
     :func:`~mmvicreg.evaluation.metrics.search.new_index`). ``model_ref`` (``{"ref", "fingerprint"}``) is what
     :meth:`SearchIndex.load` callers check a query model against. ``batch_size`` and ``encode_options``
     (``device``, ``precision``, ``workers``) go to ``model.encode``, called once per ``chunk_size`` items.
-    ``out_dir`` is replaced whole when it is a search index, refused when it is another non-empty folder.
+    ``out_dir`` is replaced whole when it is a search index (by content: an index's files only); any other
+    non-empty folder is refused (``FileExistsError`` naming what else it holds) and nothing in it is deleted.
     """
     if images is None and captions is None:
         raise ValueError("nothing to index: pass --images FOLDER and/or --captions FILE")
     if chunk_size < 1 or train_size < 1:
         raise ValueError(f"chunk_size and train_size must be positive, got {chunk_size} and {train_size}")
     out = Path(out_dir)
-    if out.exists() and not (out / META_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not a search index; pass --out a new or empty folder")
+    problem = refusal(out)
+    if problem is not None:
+        raise FileExistsError(problem)
     parts, rows = [], []  # (kind, branch, items to encode), item records
     if images is not None:
         branch = pick_branch(model, "image", image_branch, "--images")
@@ -239,28 +260,7 @@ def build_search_index(
         "counts": {k: sum(r["kind"] == k for r in rows) for k, _, _ in parts},
         "sources": {"images": _absolute(images), "captions": _absolute(captions)},
     }
-    _save(out, index, rows, meta)
-    return SearchIndex(out, index, rows, meta, "cpu")
-
-
-def _save(out: Path, index: Any, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
-    try:
-        write_index(index, tmp / INDEX_FILE)
-        (tmp / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private; the index is an ordinary output
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return SearchIndex(out, index, rows, write_folder(out, index, rows, meta), "cpu")
 
 
 def _absolute(path: str | os.PathLike | None) -> str | None:
@@ -302,16 +302,14 @@ class SearchIndex:
         rebuild = f"rebuild it with {BUILD_HINT.format(out=directory)}"
         try:
             meta = json.loads((directory / META_FILE).read_text())
-            items = [json.loads(line) for line in (directory / ITEMS_FILE).read_text().splitlines() if line]
+            if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"search index {directory} has format "
+                                 f"{meta.get('format_version') if isinstance(meta, dict) else None!r}, not "
+                                 f"{FORMAT_VERSION}; {rebuild}")
             index = read_index(directory / INDEX_FILE)
-        except (OSError, RuntimeError, json.JSONDecodeError) as e:
+            items = read_items(directory, meta, index.ntotal, rebuild)
+        except (OSError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"search index {directory} cannot be read ({type(e).__name__}: {e}); {rebuild}") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"search index {directory} has format {meta.get('format_version')!r}, not "
-                             f"{FORMAT_VERSION}; {rebuild}")
-        if not index.ntotal == len(items) == meta.get("count"):
-            raise ValueError(f"search index {directory} is inconsistent ({index.ntotal} vectors, {len(items)} items, "
-                             f"count {meta.get('count')}); {rebuild}")
         index, device = on_faiss_device(index, meta["index"]) if gpu else (index, "cpu")
         return cls(directory, index, items, meta, device)
 
@@ -348,9 +346,7 @@ class SearchIndex:
         flag = "--text" if text is not None else "--image"
         branch = pick_branch(model, modality, branch, f"{flag} queries")
         if isinstance(image, (str, os.PathLike)):
-            from mmvicreg.data.sources.io import open_image
-
-            image = open_image(image)
+            image = read_query_image(image)
         z = _unit_rows(model.encode(branch, [text if text is not None else image], batch_size=1, progress=False,
                                     **encode_options))
         if z.shape[1] != self.meta["dim"]:

@@ -5,6 +5,8 @@ and what the user can fix is one line."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image
 from mmvicreg import JointEmbedding
 from mmvicreg.cli import main
 from tests.conftest import SHARED_DATA
+from tests.helpers import REPO_ROOT
 from tests.helpers.models import CAPTIONS
 
 SMALL = "64-32"
@@ -168,3 +171,84 @@ def test_build_mistakes_fail_with_one_line(setup, tmp_path, capsys, extra, messa
 def test_build_needs_something_to_index(setup, tmp_path, capsys):
     err = _one_line_error(capsys, ["index", "build", "--model", str(setup["model"]), "--out", str(tmp_path / "o")])
     assert "nothing to index: pass --images FOLDER and/or --captions FILE" in err
+
+
+# ------------------------------------------------------------------------------------------- safe by default
+
+
+def test_build_refuses_a_folder_with_more_than_an_index_and_deletes_nothing(setup, tmp_path, capsys):
+    """The issue's folder: an index's meta.json beside precious.txt and sub/ is not replaced, nor touched."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    shutil.copyfile(setup["index"] / "meta.json", out / "meta.json")
+    (out / "precious.txt").write_text("keep me")
+    (out / "sub" / "data.csv").write_text("a,b")
+    err = _one_line_error(capsys, ["index", "build", "--model", str(setup["model"]), "--captions",
+                                   str(setup["captions"]), "--out", str(out), "--no-progress"])
+    assert f"{out} exists and is not a search index: it holds precious.txt, sub/, which an index build never " in err
+    assert err.endswith("nothing was deleted; pass --out another folder, or remove only those entries")
+    assert (out / "meta.json").read_bytes() == (setup["index"] / "meta.json").read_bytes()
+    assert (out / "precious.txt").read_text() == "keep me" and (out / "sub" / "data.csv").read_text() == "a,b"
+
+
+def test_build_replaces_a_previous_index(setup, tmp_path, capsys):
+    out = tmp_path / "idx"
+    shutil.copytree(setup["index"], out)
+    assert main(["index", "build", "--model", str(setup["model"]), "--captions", str(setup["captions"]),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "meta.json").read_text())["counts"] == {"caption": 6}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no staging or old folder left
+
+
+def test_shuffled_items_fail_the_search_with_one_line(setup, tmp_path, capsys):
+    index = tmp_path / "idx"
+    shutil.copytree(setup["index"], index)
+    items = index / "items.jsonl"
+    lines = items.read_text().splitlines(keepends=True)
+    items.write_text("".join(reversed(lines)))
+    err = _one_line_error(capsys, ["search", "--index", str(index), "--text", "a dog"])
+    assert f"{items} is not the items file the index was built with" in err and "rebuild it with" in err
+
+
+def test_a_query_image_over_pillows_limit_is_one_line(setup, tmp_path, capsys, monkeypatch):
+    query = tmp_path / "huge.png"
+    Image.new("RGB", (64, 64)).save(query)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit
+    err = _one_line_error(capsys, ["search", "--index", str(setup["index"]), "--image", str(query)])
+    assert err == (f"mmvicreg: error: query image {query} is too large to decode (Image size (4096 pixels) exceeds "
+                   f"limit of 2000 pixels, could be decompression bomb DOS attack; the limit is "
+                   f"PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the image")
+
+
+SAFE_SCRIPT = """
+import json, sys
+from mmvicreg import JointEmbedding
+from mmvicreg.cli import main
+from mmvicreg.evaluation.search_index import SearchIndex
+
+model, captions, out, hits = sys.argv[1:5]
+assert main(["index", "build", "--model", model, "--captions", captions, "--out", out, "--no-progress"]) == 0
+assert main(["search", "--index", out, "--text", "a dog on the grass", "-k", "3", "--json", hits]) == 0
+index = SearchIndex.load(out)
+api = index.query(JointEmbedding.from_pretrained(index.model_ref), text="a dog on the grass", k=3)
+print(json.dumps({"cli": json.loads(open(hits).read()), "api": api}))
+"""
+
+
+def test_an_index_of_a_model_whose_tokenizer_names_code_runs_none_of_it(setup, tmp_path):
+    """`index build`, `search` and the Python API on a model whose tokenizer points at a payload: nothing asks (stdin
+    is closed), nothing runs (the payload would write its marker), nothing reaches the Hub (offline)."""
+    from tests.model.exports import TOKENIZER, add_code_tokenizer, minilm_model
+
+    export = minilm_model().save_pretrained(tmp_path / "model")
+    marker = tmp_path / "payload-ran"
+    add_code_tokenizer(export / TOKENIZER, marker)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    args = [str(export), str(setup["captions"]), str(tmp_path / "idx"), str(tmp_path / "hits.json")]
+    proc = subprocess.run([sys.executable, "-c", SAFE_SCRIPT, *args], cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not marker.exists() and not (tmp_path / "modules").exists()
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["cli"] == out["api"] and out["cli"][0]["id"] == "line 6"  # "a dog on the grass" finds itself

@@ -165,6 +165,100 @@ def test_build_refuses_a_folder_that_is_not_an_index(model, data, tmp_path):
     assert (out / "thesis.tex").read_text() == "keep me"
 
 
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("case", ["index-and-more", "foreign-meta", "folder-named-as-an-index-file", "no-meta"])
+def test_build_replaces_nothing_but_an_index(model, data, tmp_path, case):
+    """Only a folder holding an index's files, its meta.json an index's, is replaced; anything else is refused in
+    one line naming what else is there, and nothing in it is deleted."""
+    out = tmp_path / "out"
+    build_search_index(model, out, captions=data[1], model_ref=REF)
+    if case == "index-and-more":  # the issue's folder: an index's meta.json beside other work
+        (out / "precious.txt").write_text("keep me")
+        (out / "sub").mkdir()
+        (out / "sub" / "notes.md").write_text("mine")
+    elif case == "foreign-meta":
+        (out / "meta.json").write_text(json.dumps({"title": "my dataset's meta"}))
+    elif case == "folder-named-as-an-index-file":
+        (out / "index.faiss").unlink()
+        (out / "index.faiss").mkdir()
+        (out / "index.faiss" / "precious.txt").write_text("keep me")
+    else:
+        (out / "meta.json").unlink()
+    before = _tree(out)
+    counting = CountingModel(model)
+    with pytest.raises(FileExistsError) as e:
+        build_search_index(counting, out, images=data[0], model_ref=REF)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"{out} exists and is not a search index")
+    assert _tree(out) == before and counting.calls == []  # refused before encoding; nothing touched
+    expected = {"index-and-more": "it holds precious.txt, sub/, which an index build never writes",
+                "foreign-meta": "its meta.json is not a search index's",
+                "folder-named-as-an-index-file": "it holds index.faiss/", "no-meta": "it has no meta.json"}[case]
+    assert expected in message and message.endswith("pass --out another folder, or remove only those entries")
+
+
+def test_build_replaces_a_previous_index_whole(model, data, tmp_path):
+    out = tmp_path / "out"
+    build_search_index(model, out, captions=data[1], model_ref=REF)
+    index = build_search_index(model, out, images=data[0], model_ref=REF)
+    assert SearchIndex.load(out).items == index.items and index.meta["counts"] == {"image": 40}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old folder left
+    (tmp_path / "empty").mkdir()
+    assert build_search_index(model, tmp_path / "empty", captions=data[1], model_ref=REF).meta["count"] == 6
+
+
+def test_a_file_added_during_the_build_stops_the_swap(model, data, tmp_path):
+    """The folder is checked again when the new index is swapped in: a file put there meanwhile is kept, with the
+    old index, and the build is refused."""
+    out = tmp_path / "out"
+    old = build_search_index(model, out, captions=data[1], model_ref=REF)
+
+    class Intruder(CountingModel):
+        def encode(self, branch, items, **kwargs):
+            (out / "results.csv").write_text("written while the index was built")
+            return super().encode(branch, items, **kwargs)
+
+    with pytest.raises(FileExistsError, match="it holds results.csv, which an index build never writes"):
+        build_search_index(Intruder(model), out, images=data[0], model_ref=REF)
+    assert (out / "results.csv").read_text() == "written while the index was built"
+    assert SearchIndex.load(out).items == old.items
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_shuffled_items_are_refused(model, data, tmp_path):
+    """Reordered items.jsonl would give every hit another item's id: the load refuses it in one line."""
+    build_search_index(model, tmp_path / "idx", images=data[0], captions=data[1], model_ref=REF)
+    items = tmp_path / "idx" / "items.jsonl"
+    lines = items.read_text().splitlines(keepends=True)
+    items.write_text("".join(lines[1:] + lines[:1]))  # same rows, same count, other order
+    with pytest.raises(ValueError) as e:
+        SearchIndex.load(tmp_path / "idx")
+    assert str(e.value) == (
+        f"search index {tmp_path / 'idx'}: {items} is not the items file the index was built with (its SHA-256 "
+        f"differs from the one in meta.json: edited, reordered or replaced); rebuild it with mmvicreg index build "
+        f"--model MODEL --images FOLDER --out {tmp_path / 'idx'}"
+    )
+
+
+@pytest.mark.parametrize("kind", ["bomb", "not-an-image"])
+def test_a_query_image_pillow_cannot_decode_is_one_line(model, data, tmp_path, monkeypatch, kind):
+    index = build_search_index(model, tmp_path / "idx", images=data[0], model_ref=REF)
+    query = data[0] / "img01.png"  # 30 x 25 pixels
+    if kind == "bomb":
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 750 pixels: over twice the limit, Pillow's error
+        expected = f"query image {query} is too large to decode (Image size (750 pixels) exceeds limit of 200 pixels"
+    else:
+        query = tmp_path / "fake.png"
+        query.write_bytes(b"not a png")
+        expected = f"cannot decode query image {query} (UnidentifiedImageError: cannot identify image file"
+    with pytest.raises(ValueError) as e:
+        index.query(model, image=query)
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
 def test_query_errors(model, data, tmp_path):
     index = build_search_index(model, tmp_path / "idx", captions=data[1], model_ref=REF)
     with pytest.raises(ValueError, match="pass exactly one of --text TEXT / --image PATH"):
@@ -180,9 +274,13 @@ def test_load_errors(model, data, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no search index at .*nope: build one with mmvicreg index build"):
         SearchIndex.load(tmp_path / "nope")
     build_search_index(model, tmp_path / "idx", captions=data[1], model_ref=REF)
+    build_search_index(model, tmp_path / "fewer", captions=data[1], model_ref=REF, images=data[0])
+    shutil.copyfile(tmp_path / "fewer" / "index.faiss", tmp_path / "idx" / "index.faiss")
+    with pytest.raises(ValueError, match=r"is inconsistent \(46 vectors, 6 items, count 6\); rebuild it"):
+        SearchIndex.load(tmp_path / "idx")
     items = tmp_path / "idx" / "items.jsonl"
     items.write_text("".join(items.read_text().splitlines(keepends=True)[:-1]))
-    with pytest.raises(ValueError, match=r"is inconsistent \(6 vectors, 5 items, count 6\); rebuild it"):
+    with pytest.raises(ValueError, match="items.jsonl is not the items file the index was built with"):
         SearchIndex.load(tmp_path / "idx")
     (tmp_path / "idx" / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot be read"):
