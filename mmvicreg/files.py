@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -160,12 +161,25 @@ def staged_files(directory: PathLike, last: Sequence[str] = ()) -> Iterator[Path
 
 
 def publish_dir(tmp: PathLike, final: PathLike) -> Path:
-    """Replace the folder ``final`` by the complete folder ``tmp`` (flushed first), e.g. a checkpoint."""
+    """Replace the folder ``final`` by the complete folder ``tmp`` (flushed first), e.g. a checkpoint.
+
+    By renames: an existing ``final`` is renamed aside, ``tmp`` takes its name (the old one is renamed back if
+    that fails), and only then is the old one removed, so ``final`` is never missing or half deleted.
+    """
     tmp, final = Path(tmp), Path(final)
     apply_umask(tmp)
     fsync_tree(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    if not os.path.lexists(final):
+        os.replace(tmp, final)
+    else:
+        aside = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(final, aside)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(aside, final)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
     fsync_dir(final.parent)
     return final
 

@@ -81,6 +81,10 @@ def run_search(args: argparse.Namespace) -> int:
     if args.model is None and os.path.isabs(name) and not os.path.exists(name):
         raise FileNotFoundError(f"index {args.index} was built with model {name}, which is no longer there; "
                                 f"pass --model with that model's new location")
+    if args.model is None and not os.path.isdir(name):  # an index someone shared must not make us download
+        raise ValueError(f"index {args.index} names the model {name!r}, which is not a local folder; an index never "
+                         f"fetches a model by itself: pass --model {name} to download it from the Hub, or --model "
+                         f"with a local copy")
     folder, ref = _resolve_model(name)
     index.check_model(ref["ref"], ref["fingerprint"])
     model = load_model(folder, args.device)

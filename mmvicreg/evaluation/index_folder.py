@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmvicreg.evaluation.metrics.search import write_index
-from mmvicreg.files import fsync_dir, fsync_tree
+from mmvicreg.files import apply_umask, fsync_dir, fsync_tree
 
 INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.jsonl", "meta.json"
 INDEX_FILES = (INDEX_FILE, ITEMS_FILE, META_FILE)
@@ -94,7 +94,7 @@ def write_folder(out: Path, index: Any, rows: list[dict[str, Any]], meta: dict[s
         write_index(index, staging / INDEX_FILE)
         (staging / ITEMS_FILE).write_bytes(items)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's folder is private; the index is an ordinary output
+        apply_umask(staging)  # mkdtemp's folder is private; the index is an ordinary output
         publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -124,9 +124,3 @@ def publish(staging: Path, out: Path) -> None:
         raise
     fsync_dir(out.parent)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

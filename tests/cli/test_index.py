@@ -142,6 +142,24 @@ def test_a_gone_model_says_so(setup, tmp_path, capsys):
     assert "no longer there; pass --model" in err
 
 
+def test_an_index_naming_a_hub_model_does_not_download_it(setup, tmp_path, capsys, monkeypatch):
+    """A shared index's meta.json names a Hub repo: the search refuses rather than fetch it on the index's word."""
+    import huggingface_hub
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the index made the search reach the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    index = tmp_path / "idx"
+    shutil.copytree(setup["index"], index)
+    meta = json.loads((index / "meta.json").read_text())
+    meta["model"]["ref"] = "someone/payload-model"
+    (index / "meta.json").write_text(json.dumps(meta))
+    err = _one_line_error(capsys, ["search", "--index", str(index), "--text", "a dog"])
+    assert "names the model 'someone/payload-model', which is not a local folder" in err
+    assert "pass --model someone/payload-model to download it" in err
+
+
 def test_missing_index_fails_with_one_line(tmp_path, capsys):
     err = _one_line_error(capsys, ["search", "--index", str(tmp_path / "nope"), "--text", "a dog"])
     assert err.endswith(f"no search index at {tmp_path / 'nope'}: build one with mmvicreg index build --model MODEL "
