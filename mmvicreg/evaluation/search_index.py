@@ -91,24 +91,30 @@ class ImageFiles(Sequence):
         return open_image(self.paths[i])
 
 
+QUERY_SHORT_SIDE = 1024  # a query is decoded reduced to this (>= 4x any usual eval resize): huge photos stay small
+
+
 def read_query_image(path: str | os.PathLike) -> Any:
-    """The image file ``path`` decoded as RGB, for a query; one ``ValueError`` line naming the file and the cause
-    when Pillow cannot decode it (not an image, truncated, or over its decompression-bomb limit,
-    ``PIL.Image.MAX_IMAGE_PIXELS``), ``FileNotFoundError`` when there is no such file."""
-    from PIL import Image, UnidentifiedImageError
+    """The image file ``path`` decoded as RGB for a query, at a reduced scale when it is large
+    (:func:`mmvicreg.data.open_image_for_eval`, shorter side :data:`QUERY_SHORT_SIDE`); one ``ValueError`` line
+    naming the file and the cause when it cannot be decoded (not an image, truncated, or over Pillow's
+    decompression-bomb limit, ``PIL.Image.MAX_IMAGE_PIXELS``), ``FileNotFoundError`` when there is no such file."""
+    from PIL import Image
+
+    from mmvicreg.data import open_image_for_eval
+    from mmvicreg.data.sources.io import ImageTooLargeError
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"query image {path} does not exist; pass --image an image file")
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # convert() forces the full decode inside the try
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"query image {path} is too large to decode ({str(e).rstrip('.')}; the limit is "
-                         f"PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        cause = " ".join(str(e).split()) or type(e).__name__
-        raise ValueError(f"cannot decode query image {path} ({type(e).__name__}: {cause}); pass --image a "
-                         f"{', '.join(s[1:] for s in IMAGE_SUFFIXES)} file") from None
+        return open_image_for_eval(path, QUERY_SHORT_SIDE)
+    except ImageTooLargeError as e:
+        raise ValueError(f"query image {path} is too large to decode ({e.pixels} pixels, over twice Pillow's limit "
+                         f"of {Image.MAX_IMAGE_PIXELS}, PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the "
+                         f"image") from None
+    except ValueError as e:  # BadImageError: "cannot decode image PATH (cause); fix"
+        cause = str(e).rsplit("; ", 1)[0].replace("cannot decode image", "cannot decode query image", 1)
+        raise ValueError(f"{cause}; pass --image a {', '.join(s[1:] for s in IMAGE_SUFFIXES)} file") from None
 
 
 def model_fingerprint(folder: str | os.PathLike) -> str:

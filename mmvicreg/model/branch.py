@@ -30,6 +30,7 @@ from mmvicreg.data.transforms import (
 )
 from mmvicreg.data.device_augment import DeviceViewAugment
 from mmvicreg.data.sources.encoded import EncodedImage
+from mmvicreg.data.sources.io import convert_rgb
 from mmvicreg.encoders import Encoder, build_encoder, encoder_class
 from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
 
@@ -108,7 +109,7 @@ class ItemPreprocessor:
         if self.tokenizer is not None:
             return self.tokenizer.encode(item)
         if isinstance(item, Image.Image):
-            item = item if item.mode == "RGB" else item.convert("RGB")
+            item = convert_rgb(item)  # 16-bit and transparent images too
         elif not isinstance(item, (torch.Tensor, np.ndarray, EncodedImage)):
             raise TypeError(
                 f"this branch reads images (field {self.field!r}), got {type(item).__name__}; "

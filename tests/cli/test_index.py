@@ -233,9 +233,31 @@ def test_a_query_image_over_pillows_limit_is_one_line(setup, tmp_path, capsys, m
     Image.new("RGB", (64, 64)).save(query)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: over twice the limit
     err = _one_line_error(capsys, ["search", "--index", str(setup["index"]), "--image", str(query)])
-    assert err == (f"mmvicreg: error: query image {query} is too large to decode (Image size (4096 pixels) exceeds "
-                   f"limit of 2000 pixels, could be decompression bomb DOS attack; the limit is "
-                   f"PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the image")
+    assert err == (f"mmvicreg: error: query image {query} is too large to decode (4096 pixels, over twice Pillow's "
+                   f"limit of 1000, PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the image")
+
+
+def test_a_huge_query_image_is_decoded_reduced(setup, tmp_path, capsys, monkeypatch):
+    """A photo far larger than the model's input is decoded at a reduced scale (JPEG DCT scaling), never whole."""
+    from PIL import ImageFile
+
+    from mmvicreg.evaluation.search_index import QUERY_SHORT_SIDE, read_query_image
+
+    query = tmp_path / "big.jpg"
+    Image.new("RGB", (9000, 6000), (200, 30, 30)).save(query, quality=90)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    image = read_query_image(query)
+    assert min(image.size) == QUERY_SHORT_SIDE and image.size == (1536, 1024)
+    assert decoded and max(w * h for w, h in decoded) <= 4500 * 3000  # at 1/2 scale or less, not 9000 x 6000
+    monkeypatch.undo()
+    assert main(["search", "--index", str(setup["index"]), "--image", str(query), "-k", "3"]) == 0
 
 
 SAFE_SCRIPT = """

@@ -49,16 +49,19 @@ class ImageTooLargeError(BadImageError):
     """An image whose header says more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression-bomb guard)."""
 
     reason = "over the pixel limit"
+    pixels: int = 0  # what the header says
 
 
 def too_large(name: str, pixels: int, size: tuple[int, int] | None = None) -> ImageTooLargeError:
     """The one-line error for ``name`` (e.g. ``"image <path>"``) of ``pixels`` pixels over the pixel limit."""
     dims = f"{size[0]}x{size[1]} = " if size is not None else ""
-    return ImageTooLargeError(
+    error = ImageTooLargeError(
         f"{name} has {dims}{pixels} pixels, over Pillow's limit of {Image.MAX_IMAGE_PIXELS} "
         f"(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); if you trust the file, raise the "
         f"limit before loading (PIL.Image.MAX_IMAGE_PIXELS = {pixels}), or pass on_bad_image='skip' to leave it out"
     )
+    error.pixels = pixels
+    return error
 
 
 def check_pixels(size: tuple[int, int], name: str) -> None:
