@@ -193,7 +193,7 @@ CONFIG_ROWS = [
      "train.trackers names 'tensorbored'; known trackers:"),
     ("train/existing-run-without-resume", lambda t, a: (
         (t / "run" / "checkpoints" / "step_00000002").mkdir(parents=True), _train(_cfg(t))), ConfigError,
-     r"already holds an earlier run \(checkpoints/\); set resume=true to continue it, overwrite=true"),
+     "already holds an earlier run (checkpoints/); set resume=true to continue it, overwrite=true"),
     ("train/batch-larger-than-data", lambda t, a: _train(_cfg(t, batch_size=128)), ConfigError,
      "fewer than one batch of train.batch_size=128"),
     ("train/unknown-encoder", lambda t, a: _train(_cfg(t), ["branches.image.encoder.name=resnet9999"]),
