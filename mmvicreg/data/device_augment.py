@@ -1,14 +1,8 @@
 """The colour half of the VICReg views, applied to a whole batch on the training device.
 
-The published recipe (Bardes et al. 2022, appendix; facebookresearch/vicreg; :func:`mmvicreg.data.transforms.vicreg_view`)
-runs, per image and after the random resized crop and the horizontal flip::
-
-    RandomApply([ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8)
-    RandomGrayscale(p=0.2)
-    RandomApply([GaussianBlur(kernel_size=blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p)
-    RandomSolarize(threshold=128, p=solarize_p)
-
-with ``(blur_p, solarize_p) = (1.0, 0.0)`` for view 1 and ``(0.1, 0.2)`` for view 2. :class:`DeviceViewAugment` does
+The published recipe is written once, in :mod:`mmvicreg.data.recipe` (the workers' :func:`~mmvicreg.data.transforms.vicreg_view`
+reads it too): per image, after the random resized crop and the horizontal flip, colour jitter (p 0.8), grayscale
+(p 0.2), Gaussian blur (p 1.0 / 0.1 for view 1 / 2) and solarisation (p 0.0 / 0.2). :class:`DeviceViewAugment` does
 the same on a float batch ``(B, 3, H, W)`` in [0, 1] (a GPU batch, typically), with independent random parameters per
 sample drawn from the device's global RNG, so that DataLoader workers only decode, crop and flip.
 
@@ -36,16 +30,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from mmvicreg.data.transforms import blur_kernel_size
+from mmvicreg.data.recipe import JITTER_OPS, VICREG_VIEWS, blur_kernel_size, view_recipe
 
-JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
-JITTER_P = 0.8
-GRAYSCALE_P = 0.2
-# ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1): factor ranges [max(0, 1 - b), 1 + b], [-h, h]
-FACTOR_RANGES = {"brightness": (0.6, 1.4), "contrast": (0.6, 1.4), "saturation": (0.8, 1.2), "hue": (-0.1, 0.1)}
-SIGMA_RANGE = (0.1, 2.0)
-SOLARIZE_THRESHOLD = 128 / 255
-VIEW_PROBS = {1: (1.0, 0.0), 2: (0.1, 0.2)}  # view -> (blur_p, solarize_p)
+SOLARIZE_THRESHOLD = VICREG_VIEWS[1].solarize_threshold / 255  # the recipe's 128 on 8-bit levels, on [0, 1]
 _LUMA = (0.2989, 0.587, 0.114)
 # HSV -> RGB: for sector i = floor(6h) mod 6, which of (v, p, q, t) each of R, G, B takes (torchvision's table)
 _HSV_SELECT = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))
@@ -168,23 +155,24 @@ def solarize(x: torch.Tensor, threshold: float = SOLARIZE_THRESHOLD) -> torch.Te
 def sample_params(batch: int, view: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Per-sample parameters of ``batch`` views, from one ``torch.rand(batch, 13)`` on ``device``'s global RNG.
 
-    ``jitter`` (bool, p 0.8), ``order`` (long ``(B, 4)``: the op id at each position, a uniform permutation),
-    ``brightness``/``contrast`` ~ U[0.6, 1.4], ``saturation`` ~ U[0.8, 1.2], ``hue`` ~ U[-0.1, 0.1], ``grayscale``
-    (bool, p 0.2), ``blur`` (bool, p ``blur_p``), ``sigma`` ~ U[0.1, 2.0], ``solarize`` (bool, p ``solarize_p``).
-    Every draw is made whether or not its op fires, so the RNG advances by the same amount on every call.
+    With the recipe of ``view`` (:func:`mmvicreg.data.recipe.view_recipe`): ``jitter`` (bool, p 0.8), ``order``
+    (long ``(B, 4)``: the op id at each position, a uniform permutation), ``brightness``/``contrast`` ~
+    U[0.6, 1.4], ``saturation`` ~ U[0.8, 1.2], ``hue`` ~ U[-0.1, 0.1], ``grayscale`` (bool, p 0.2), ``blur``
+    (bool, p ``blur_p``), ``sigma`` ~ U[0.1, 2.0], ``solarize`` (bool, p ``solarize_p``). Every draw is made
+    whether or not its op fires, so the RNG advances by the same amount on every call.
     """
-    if isinstance(view, bool) or view not in (1, 2):
-        raise ValueError(f"view must be 1 or 2, got {view!r}")
-    blur_p, solarize_p = VIEW_PROBS[view]
+    recipe = view_recipe(view)
     u = torch.rand(batch, 13, device=device)
-    params = {"jitter": u[:, 0] < JITTER_P, "order": u[:, 1:5].argsort(dim=1, stable=True)}
+    params = {"jitter": u[:, 0] < recipe.jitter_p, "order": u[:, 1:5].argsort(dim=1, stable=True)}
+    ranges = recipe.factor_ranges()
     for column, name in enumerate(JITTER_OPS, start=5):
-        low, high = FACTOR_RANGES[name]
+        low, high = ranges[name]
         params[name] = low + (high - low) * u[:, column]
-    params["grayscale"] = u[:, 9] < GRAYSCALE_P
-    params["blur"] = u[:, 10] < blur_p
-    params["sigma"] = SIGMA_RANGE[0] + (SIGMA_RANGE[1] - SIGMA_RANGE[0]) * u[:, 11]
-    params["solarize"] = u[:, 12] < solarize_p
+    params["grayscale"] = u[:, 9] < recipe.grayscale_p
+    params["blur"] = u[:, 10] < recipe.blur_p
+    low, high = recipe.blur_sigma
+    params["sigma"] = low + (high - low) * u[:, 11]
+    params["solarize"] = u[:, 12] < recipe.solarize_p
     return params
 
 
@@ -232,14 +220,13 @@ class DeviceViewAugment(torch.nn.Module):
 
     def __init__(self, view: int, size: int = 224) -> None:
         super().__init__()
-        if isinstance(view, bool) or view not in (1, 2):
-            raise ValueError(f"view must be 1 or 2, got {view!r}")
+        recipe = view_recipe(view)  # raises on anything but 1 or 2
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive int, got {size!r}")
         self.view = view
         self.size = size
         self.kernel_size = blur_kernel_size(size)
-        self.blur_p, self.solarize_p = VIEW_PROBS[view]
+        self.blur_p, self.solarize_p = recipe.blur_p, recipe.solarize_p
 
     def extra_repr(self) -> str:
         return f"view={self.view}, size={self.size}, kernel_size={self.kernel_size}"

@@ -29,6 +29,7 @@ from torchvision.transforms.v2 import functional as F
 
 from mmvicreg.choices import TRANSFORMS, did_you_mean
 from mmvicreg.data.opencv_kernels import as_cv_image
+from mmvicreg.data.recipe import CROP_SCALE, FLIP_P, blur_kernel_size, view_recipe
 from mmvicreg.data.sources.encoded import EncodedImage, largest_reduction
 from mmvicreg.data.sources.io import convert_rgb
 
@@ -55,12 +56,6 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[
     if images.dtype == torch.uint8:
         images = F.to_dtype(images, torch.float32, scale=True)
     return F.normalize(images, mean=list(mean), std=list(std))
-
-
-def blur_kernel_size(size: int) -> int:
-    """An odd kernel about a tenth of the image side (23 px at 224, as the published recipe)."""
-    k = max(3, int(0.1 * size))
-    return k if k % 2 == 1 else k + 1
 
 
 class DecodeResizedCrop(v2.RandomResizedCrop):
@@ -121,29 +116,31 @@ def as_plain_tensor(image: torch.Tensor) -> torch.Tensor:
 
 
 def vicreg_crop(size: int = 224, interpolation: str = DEFAULT_INTERPOLATION, flip: bool = True) -> list[v2.Transform]:
-    """The geometric half of a VICReg view: RandomResizedCrop (scale 0.08–1) from the header, then flip 0.5."""
-    crop = DecodeResizedCrop(size, scale=(0.08, 1.0), interpolation=interpolation_mode(interpolation), antialias=True)
-    return [crop, v2.RandomHorizontalFlip(p=0.5)] if flip else [crop]
+    """The geometric half of a VICReg view: RandomResizedCrop (scale 0.08–1) from the header, then flip 0.5
+    (:mod:`mmvicreg.data.recipe`)."""
+    crop = DecodeResizedCrop(size, scale=CROP_SCALE, interpolation=interpolation_mode(interpolation), antialias=True)
+    return [crop, v2.RandomHorizontalFlip(p=FLIP_P)] if flip else [crop]
 
 
 def vicreg_view(size: int = 224, view: int = 1, interpolation: str = DEFAULT_INTERPOLATION) -> v2.Compose:
     """One of the two published VICReg views (Bardes et al. 2022, appendix; facebookresearch/vicreg).
 
-    RandomResizedCrop(scale 0.08–1, bicubic unless ``interpolation`` says otherwise), horizontal flip 0.5,
-    ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p 1.0
-    (view 1) / 0.1 (view 2), solarisation p 0.0 / 0.2; a uint8 tensor out.
+    RandomResizedCrop(scale 0.08–1, bicubic unless ``interpolation`` says otherwise), horizontal flip 0.5, then
+    the view's colour half as :func:`mmvicreg.data.recipe.view_recipe` writes it (ColorJitter(0.4, 0.4, 0.2, 0.1)
+    with p 0.8, grayscale p 0.2, Gaussian blur (σ ∈ [0.1, 2]) with p 1.0 (view 1) / 0.1 (view 2), solarisation
+    p 0.0 / 0.2); a uint8 tensor out.
     """
-    if view not in (1, 2):
-        raise ValueError(f"view must be 1 or 2, got {view!r}")
-    blur_p, solarize_p = (1.0, 0.0) if view == 1 else (0.1, 0.2)
+    r = view_recipe(view)
+    jitter = v2.ColorJitter(brightness=r.brightness, contrast=r.contrast, saturation=r.saturation, hue=r.hue)
+    blur = v2.GaussianBlur(kernel_size=blur_kernel_size(size), sigma=r.blur_sigma)
     return v2.Compose(
         [
             *vicreg_crop(size, interpolation),
             as_cv_image,  # the colour half runs OpenCV's kernels on the crop (mmvicreg.data.opencv_kernels)
-            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p),
-            v2.RandomSolarize(threshold=128, p=solarize_p),
+            v2.RandomApply([jitter], p=r.jitter_p),
+            v2.RandomGrayscale(p=r.grayscale_p),
+            v2.RandomApply([blur], p=r.blur_p),
+            v2.RandomSolarize(threshold=r.solarize_threshold, p=r.solarize_p),
             as_plain_tensor,
         ]
     )
