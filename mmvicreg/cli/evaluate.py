@@ -11,18 +11,11 @@ Errors are reported by the command line's one handler (``mmvicreg.cli.main``).
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from mmvicreg.choices import (
-    CAPTION_FORMATS,
-    EMBEDDING_LAYERS,
-    EVAL_PRECISIONS,
-    IMAGE_FORMATS,
-    RETRIEVAL_INDEXES,
-    RETRIEVAL_PROTOCOLS,
-)
-from mmvicreg.cli.common import key_values, load_model
+from mmvicreg.choices import CAPTION_FORMATS, RETRIEVAL_INDEXES, RETRIEVAL_PROTOCOLS
+from mmvicreg.cli.common import add_common_arguments, encoding, key_values, load_model, write_json
+from mmvicreg.cli.images import add_image_arguments, image_eval
 from mmvicreg.cli.linear import add_linear_arguments, run_linear
 
 # ------------------------------------------------------------------------------------------- sources
@@ -51,37 +44,11 @@ def caption_source(args: argparse.Namespace) -> Any:
     return build_source(caption_section(args), args.split or ("test" if args.format == "shapes" else "train"))
 
 
-def image_source(fmt: str, images: str | None, split: str, options: Sequence[str]) -> Any:
-    """A labelled image source: ``folder`` reads class subfolders of ``images``, ``hf`` the dataset ``images``."""
-    from mmvicreg.data import build_source
-
-    section: dict[str, Any] = {"format": fmt, **key_values(options, "--option")}
-    if fmt in ("folder", "hf"):
-        if not images:
-            what = "class subfolders of images" if fmt == "folder" else "datasets to load"
-            raise ValueError(f"format {fmt!r} needs --train-images and --test-images ({what})")
-        section["images" if fmt == "folder" else "path"] = images
-    return build_source(section, split)
-
-
 def _required(args: argparse.Namespace, name: str, what: str) -> str:
     value = getattr(args, name)
     if not value:
         raise ValueError(f"--format {args.format} needs --{name} ({what})")
     return value
-
-
-def _write_json(path: str | None, payload: dict[str, Any]) -> None:
-    if path:
-        from mmvicreg.files import atomic_write_json
-
-        atomic_write_json(path, payload)
-
-
-def encoding(args: argparse.Namespace) -> dict[str, Any]:
-    """The encoding options of every eval command: ``batch_size``, ``workers``, ``precision``, ``progress``."""
-    return {"batch_size": args.batch_size, "workers": args.workers, "precision": args.precision,
-            "progress": args.progress}
 
 
 # ------------------------------------------------------------------------------------------- retrieval
@@ -107,7 +74,7 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
         print(f"ranks from a FAISS {args.index} index on the {faiss_device(args.index)}")
     if args.plot:
         _plot_recall_curve(recall_curve(emb), args.plot)
-    _write_json(args.json, result)
+    write_json(args.json, result)
     return result
 
 
@@ -134,56 +101,6 @@ def _plot_recall_curve(curve: dict[str, Any], path: str) -> None:
 # ------------------------------------------------------------------------------------------- k-NN / probe
 
 
-def _random_init_like(model: Any) -> Any:
-    """The same architecture with fresh random weights: the baseline a trained model must beat."""
-    import torch
-
-    from mmvicreg.model import JointEmbedding
-
-    tokenizers = {
-        n: b.tokenizer for n, b in model.branches.items() if b.encoder.owns_tokenizer and b.shares is None
-    }
-    torch.manual_seed(0)
-    return JointEmbedding.from_config(model.config()["branches"], tokenizers=tokenizers)
-
-
-Score = Callable[..., dict[str, Any]]
-
-
-def image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
-    """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
-    model = load_model(args.model, args.device)
-    images = [n for n in model.branch_names if model.branch(n).modality == "image"]
-    branches = args.branch or images
-    for b in branches:
-        if b not in images:
-            kind = f"a {model.branch(b).modality} branch" if b in model.branch_names else "not a branch"
-            raise ValueError(f"--branch {b!r} is {kind}; k-NN and linear probes score image branches: {images}")
-    train_src = image_source(args.format, args.train_images, args.train_split, args.option)
-    test_src = image_source(args.format, args.test_images, args.test_split, args.option)
-    models = {"trained": model}
-    if args.compare_random_init:
-        models["random_init"] = _random_init_like(model).to(next(model.parameters()).device)
-    result: dict[str, Any] = {"model": str(args.model), "layer": args.layer, "results": {}}
-    for which, m in models.items():
-        for branch in branches:
-            scores = evaluate(m, train_src, test_src, branch, layer=args.layer, **encoding(args), **settings)
-            result["results"].setdefault(which, {})[branch] = {
-                k: v for k, v in scores.items() if k not in ("branch", "layer")
-            }
-    _print_image_table(result["results"])
-    _write_json(args.json, result)
-    return result
-
-
-def _print_image_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
-    keys = sorted({k for r in results.values() for b in r.values() for k in b if k.startswith("top1")})
-    print(f"{'weights':14}{'branch':12}" + "".join(f"{k:>14}" for k in keys))
-    for which, per_branch in results.items():
-        for branch, scores in per_branch.items():
-            print(f"{which:14}{branch:12}" + "".join(f"{scores.get(k, float('nan')):14.2f}" for k in keys))
-
-
 def run_knn(args: argparse.Namespace) -> dict[str, Any]:
     """Weighted k-NN top-1 per image branch: printed, and written to ``--json``."""
     from mmvicreg.evaluation.model_level import evaluate_knn
@@ -202,22 +119,8 @@ def run_linear_probe(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- parsers
 
 
-def _add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
-    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/)")
-    p.add_argument("--format", required=True, choices=formats)
-    p.add_argument("--batch-size", type=int, default=256, help="items per encoding batch")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")
-    p.add_argument("--precision", choices=EVAL_PRECISIONS, default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader processes that decode and preprocess (default: up to 4; 0: in this process)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extra source option")
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-
-
 def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
-    _add_common_arguments(p, CAPTION_FORMATS)
+    add_common_arguments(p, CAPTION_FORMATS)
     p.add_argument("--images", help="the image folder (coco, karpathy, csv; optional for hf)")
     p.add_argument("--captions", help="the captions file: COCO/Karpathy JSON, CSV/TSV; for hf, the dataset")
     p.add_argument("--split", help="split name (karpathy: train/val/test; shapes: test; hf: its split)")
@@ -230,18 +133,6 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
                    help="exact ranks, or a FAISS index (flat is exact too; ivf, hnsw approximate; GPU when present)")
     p.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
                    help="FAISS option: hnsw m, ef_construction, ef_search; ivf nlist, nprobe")
-
-
-def add_image_arguments(p: argparse.ArgumentParser) -> None:
-    _add_common_arguments(p, IMAGE_FORMATS)
-    p.add_argument("--train-images", "--reference", dest="train_images",
-                   help="the labelled reference / training images (folder: class subfolders; hf: dataset)")
-    p.add_argument("--test-images", help="folder: class subfolders of the labelled test images; hf: dataset")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--test-split", default="test")
-    p.add_argument("--branch", action="append", help="branch to evaluate (repeatable); default: every image branch")
-    p.add_argument("--layer", choices=EMBEDDING_LAYERS, default="representation")
-    p.add_argument("--compare-random-init", action="store_true", help="also score the same network untrained")
 
 
 def add_knn_arguments(p: argparse.ArgumentParser) -> None:

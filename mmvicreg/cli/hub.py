@@ -1,7 +1,8 @@
 """``mmvicreg push --model DIR --repo-id ORG/NAME``: upload an exported model folder to the Hugging Face Hub.
 
 The folder is one written by ``save_pretrained`` (a training run's ``model/``), sent as it is: its
-``config.json``, ``model.safetensors``, ``tokenizers/`` and model card, whose snippet is pointed at the repo.
+``config.json``, ``model.safetensors``, ``tokenizers/`` and model card, whose snippet is pointed at the repo (an
+export from before model cards gets one made from the loaded model).
 The upload itself is :func:`mmvicreg.model.hub.upload_export` (``JointEmbedding.push_to_hub`` calls it too);
 errors (an incomplete folder, offline, not authorised) are one line from the command line's one handler
 (``mmvicreg.cli.main``).
@@ -24,6 +25,7 @@ def add_push_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_push(args: argparse.Namespace) -> int:
     """Check the folder is a complete export, upload it, print the commit URL; 0 on success."""
+    from mmvicreg.model import JointEmbedding
     from mmvicreg.model.hub import upload_export
 
     url = upload_export(
@@ -33,6 +35,7 @@ def run_push(args: argparse.Namespace) -> int:
         token=args.token,
         revision=args.revision,
         commit_message=args.commit_message,
+        load_model=JointEmbedding.from_pretrained,  # the card of an export from before cards
     )
     print(f"pushed {args.model} to {args.repo_id}: {url}")
     return 0

@@ -16,13 +16,11 @@ import argparse
 from typing import Any
 
 from mmvicreg.choices import LINEAR_EVAL_MODES
-
+from mmvicreg.cli.images import add_image_arguments, image_eval
 
 
 def add_linear_arguments(p: argparse.ArgumentParser) -> None:
     """``eval knn``'s data and output flags, then the protocol's own."""
-    from mmvicreg.cli.evaluate import add_image_arguments
-
     add_image_arguments(p)
     p.add_argument("--mode", choices=LINEAR_EVAL_MODES, default="linear",
                    help="linear: frozen backbone (published linear evaluation); finetune: backbone and head")
@@ -42,7 +40,6 @@ def add_linear_arguments(p: argparse.ArgumentParser) -> None:
 def run_linear(args: argparse.Namespace) -> dict[str, Any]:
     """Top-1 (and top-5) per image branch, trained and (``--compare-random-init``) untrained: printed, and
     written to ``--json`` with the settings used and the labelled subset."""
-    from mmvicreg.cli.evaluate import image_eval
     from mmvicreg.evaluation.linear_eval import evaluate_linear
 
     return image_eval(

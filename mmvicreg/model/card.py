@@ -3,7 +3,8 @@
 :func:`model_card` renders it from the model itself (YAML front matter from ``huggingface_hub.ModelCardData``,
 a description, the branches, the training config and the metrics when given, and the lines of Python that load
 the model); :func:`write_model_card` rewrites only the card of an existing export (a run exports its model
-before it evaluates, then adds the metrics); :func:`card_for_repo` points the card's snippet at a Hub repo.
+before it evaluates, then adds the metrics); :func:`card_for_repo` points the card's snippet at a Hub repo. ``model`` is a
+:class:`~mmvicreg.model.JointEmbedding`, annotated ``nn.Module``: the model imports this module, not the reverse.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmvicreg.files import atomic_write_text
+from mmvicreg.model.export_files import CARD_FILE, CONFIG_FILE
 
 if TYPE_CHECKING:
-    from mmvicreg.model.joint import JointEmbedding
+    from torch import nn
 
-CARD_FILE = "README.md"
 LIBRARY_NAME = "mmvicreg"
 LOCAL_PLACEHOLDER = "path/to/model"  # what the snippet loads when the card does not know its Hub repo
 _LOAD_LINE = re.compile(r'JointEmbedding\.from_pretrained\("[^"\n]*"\)')
@@ -66,12 +67,12 @@ def _plain(config: Any) -> Any:
     return json.loads(json.dumps(config, default=str))
 
 
-def _tags(model: JointEmbedding) -> list[str]:
+def _tags(model: nn.Module) -> list[str]:
     modalities = sorted({b.modality for b in model.branches.values()})
     return ["vicreg", LIBRARY_NAME, *(["image-text-retrieval"] if modalities == ["image", "text"] else modalities)]
 
 
-def _front_matter(model: JointEmbedding, flat: Mapping[str, Any]) -> str:
+def _front_matter(model: nn.Module, flat: Mapping[str, Any]) -> str:
     from huggingface_hub import ModelCardData
 
     numbers = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -85,7 +86,7 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _branch_table(model: JointEmbedding) -> str:
+def _branch_table(model: nn.Module) -> str:
     rows = [
         "| branch | encoder | modality | field | representation dim | expander | embedding dim |",
         "|---|---|---|---|---|---|---|",
@@ -100,7 +101,7 @@ def _branch_table(model: JointEmbedding) -> str:
     return "\n".join(rows)
 
 
-def _snippet(model: JointEmbedding, target: str) -> str:
+def _snippet(model: nn.Module, target: str) -> str:
     first = {}
     for name, b in model.branches.items():
         first.setdefault(b.modality, name)
@@ -114,7 +115,7 @@ def _snippet(model: JointEmbedding, target: str) -> str:
 
 
 def model_card(
-    model: JointEmbedding,
+    model: nn.Module,
     *,
     training_config: Any = None,
     metrics: Mapping[str, Any] | None = None,
@@ -155,7 +156,7 @@ def card_for_repo(text: str, repo_id: str) -> str:
 
 def write_model_card(
     directory: str | os.PathLike,
-    model: JointEmbedding,
+    model: nn.Module,
     *,
     training_config: Any = None,
     metrics: Mapping[str, Any] | None = None,
@@ -164,8 +165,6 @@ def write_model_card(
 
     Raises ``FileNotFoundError`` when ``directory`` holds no export (no ``config.json``). Returns the card's path.
     """
-    from mmvicreg.model.io import CONFIG_FILE
-
     directory = Path(directory)
     if not (directory / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{directory} is not a model export (no {CONFIG_FILE}); write it with save_pretrained")

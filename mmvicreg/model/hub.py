@@ -16,16 +16,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mmvicreg.encoders.text_tokenizers import SAVED_FILE_KINDS
-from mmvicreg.model.card import CARD_FILE, card_for_repo, model_card
-from mmvicreg.model.io import (
-    CONFIG_FILE,
-    TOKENIZER_DIR,
-    WEIGHTS_FILE,
-    read_export_config,
-)
+from mmvicreg.model.card import card_for_repo, model_card
+from mmvicreg.model.export_files import CARD_FILE, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
+from mmvicreg.model.io import read_export_config
 
 # What a download fetches: the export's files, its tokenizers' data files only (never .py, never a pickle).
 EXPORT_PATTERNS = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, *(f"{TOKENIZER_DIR}/*{kind}" for kind in SAVED_FILE_KINDS)]
@@ -188,7 +184,7 @@ def hub_error(e: BaseException, repo_id: str, *, push: bool = False, local_files
     return cls(f"{what}: {cause}; {advice}")
 
 
-def _stage(directory: Path, staging: Path, repo_id: str) -> None:
+def _stage(directory: Path, staging: Path, repo_id: str, load_model: Callable[[Path], Any] | None) -> None:
     """Link (or copy) the export's files into ``staging``; its card's snippet points at ``repo_id``."""
     files = [directory / CONFIG_FILE, directory / WEIGHTS_FILE]
     tokenizers = directory / TOKENIZER_DIR
@@ -203,10 +199,13 @@ def _stage(directory: Path, staging: Path, repo_id: str) -> None:
             shutil.copyfile(src, dst)
     if (directory / CARD_FILE).is_file():
         card = card_for_repo((directory / CARD_FILE).read_text(), repo_id)
-    else:  # an export from before cards: make one from the model itself
-        from mmvicreg.model.joint import JointEmbedding
-
-        card = model_card(JointEmbedding.from_pretrained(directory), repo_id=repo_id)
+    elif load_model is not None:  # an export from before cards: make one from the model itself
+        card = model_card(load_model(directory), repo_id=repo_id)
+    else:
+        raise FileNotFoundError(
+            f"{directory / CARD_FILE} is missing (an export from before model cards): re-export the model with "
+            f"save_pretrained, or pass load_model (e.g. JointEmbedding.from_pretrained) to make its card"
+        )
     (staging / CARD_FILE).write_text(card)
 
 
@@ -218,12 +217,15 @@ def upload_export(
     token: str | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
+    load_model: Callable[[Path], Any] | None = None,
 ) -> str:
     """Upload the export ``directory`` to the Hub model repo ``repo_id`` (created if needed); the commit's URL.
 
     The folder must be a complete export (``config.json``, ``model.safetensors``, ``tokenizers/<branch>/`` of
     text branches: else ``FileNotFoundError`` naming the missing file). Only the export's files are sent, and
-    ``README.md``'s snippet loads ``repo_id``. ``revision`` is a branch, created when missing. Offline, not
+    ``README.md``'s snippet loads ``repo_id``. An export from before model cards has no ``README.md``: its card is
+    made from ``load_model(directory)`` (``JointEmbedding.from_pretrained``; this module does not import the
+    model class, which imports it), and without ``load_model`` it is refused (``FileNotFoundError``). ``revision`` is a branch, created when missing. Offline, not
     authorised, unreachable: one-line ``ConnectionError`` / ``PermissionError`` / ``FileNotFoundError``.
     """
     from huggingface_hub import HfApi
@@ -234,7 +236,7 @@ def upload_export(
         raise ValueError(f"{repo_id!r} is not a Hugging Face Hub repo id; write it as 'org/name'")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="mmvicreg-push-") as tmp:
-        _stage(directory, Path(tmp), repo_id)
+        _stage(directory, Path(tmp), repo_id, load_model)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True, token=token)
             if revision is not None:

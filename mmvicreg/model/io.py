@@ -14,25 +14,26 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from mmvicreg.encoders import architecture_only, load_tokenizer, needs_tokenizer
 from mmvicreg.files import staged_files
-from mmvicreg.model.card import CARD_FILE, model_card
+from mmvicreg.model.card import model_card
+from mmvicreg.model.export_files import CARD_FILE, CONFIG_FILE, FORMAT_VERSION, TOKENIZER_DIR, WEIGHTS_FILE
 
-if TYPE_CHECKING:
-    from mmvicreg.model.joint import JointEmbedding
+__all__ = [
+    "CARD_FILE", "CONFIG_FILE", "FORMAT_VERSION", "TOKENIZER_DIR", "WEIGHTS_FILE", "load_model",
+    "read_export_config", "save_model",
+]
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizers"
-FORMAT_VERSION = 1
+Model = TypeVar("Model", bound=nn.Module)  # a JointEmbedding (the model imports this module, not the reverse)
 
 
 def save_model(
-    model: JointEmbedding,
+    model: nn.Module,
     directory: str | os.PathLike,
     *,
     training_config: Any = None,
@@ -115,7 +116,7 @@ def _read_tokenizers(directory: Path, branch_configs: dict[str, dict[str, Any]])
     return tokenizers
 
 
-def _load_weights(model: JointEmbedding, weights_path: Path, config_path: Path, map_location: str) -> None:
+def _load_weights(model: nn.Module, weights_path: Path, config_path: Path, map_location: str) -> None:
     from safetensors.torch import load_file
 
     try:
@@ -139,9 +140,10 @@ def _load_weights(model: JointEmbedding, weights_path: Path, config_path: Path, 
 
 
 def load_model(
-    cls: type[JointEmbedding], directory: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> JointEmbedding:
-    """Rebuild a model written by :func:`save_model`: architecture from JSON, weights from safetensors.
+    cls: type[Model], directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> Model:
+    """Rebuild a model written by :func:`save_model`: ``cls.from_config`` (``cls`` is ``JointEmbedding``) of the
+    architecture from JSON, then the weights from safetensors.
 
     Raises ``FileNotFoundError`` for a missing folder or file and ``ValueError`` naming the file for a config,
     tokenizer or weights file that cannot be read or does not match.
@@ -149,6 +151,6 @@ def load_model(
     directory = Path(directory)
     branch_configs = read_export_config(directory)
     tokenizers = _read_tokenizers(directory, branch_configs)
-    model = cls.from_config(branch_configs, tokenizers=tokenizers)
+    model = cls.from_config(branch_configs, tokenizers=tokenizers)  # type: ignore[attr-defined]
     _load_weights(model, directory / WEIGHTS_FILE, directory / CONFIG_FILE, str(map_location))
     return model

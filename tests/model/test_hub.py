@@ -192,6 +192,20 @@ def test_an_incomplete_export_is_not_uploaded(model, monkeypatch, tmp_path):
     assert hub.calls == []
 
 
+def test_an_export_from_before_cards_gets_its_card_from_the_loaded_model(model, monkeypatch, tmp_path):
+    from mmvicreg.model.hub import upload_export
+
+    hub = Recorder(monkeypatch)
+    out = model.save_pretrained(tmp_path / "m")
+    (out / "README.md").unlink()
+    with pytest.raises(FileNotFoundError, match="README.md is missing .*pass load_model"):
+        upload_export(out, "org/name")
+    assert hub.calls == []
+    upload_export(out, "org/name", load_model=JointEmbedding.from_pretrained)
+    assert 'JointEmbedding.from_pretrained("org/name")' in hub.sent["README.md"].decode()
+    assert not (out / "README.md").exists()  # the folder itself is left as it was
+
+
 OFFLINE_SCRIPT = """
 import json, sys
 from mmvicreg import JointEmbedding
