@@ -22,6 +22,7 @@ process's source before handing the batch on, so ``source.data_report()`` there 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -29,6 +30,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
+from mmvicreg.data.opencv_kernels import one_thread, use_one_thread
+from mmvicreg.data.protocols import LoadSkips, ReadsEncoded, SamplesEncoded
+from mmvicreg.data.sources.encoded import EncodedImage
 from mmvicreg.data.sources.io import BadImageError
 from mmvicreg.data.transforms import accepts_encoded
 
@@ -67,8 +71,9 @@ class BranchDataset(Dataset):
         self.source = source
         self.extra_fields = tuple(extra_fields)
         image_fns = [fn for field, fn, _ in self.preprocessors.values() if field == "image"]
-        self.encoded = (callable(getattr(source, "sample", None)) and bool(image_fns)
+        self.encoded = (isinstance(source, SamplesEncoded) and bool(image_fns)
                         and all(accepts_encoded(fn) for fn in image_fns))
+        self.policy_source = isinstance(source, LoadSkips)  # late failures and workers' skips go back to it
 
     def __len__(self) -> int:
         return len(self.source)  # type: ignore[arg-type]
@@ -77,13 +82,16 @@ class BranchDataset(Dataset):
         """``{branch: tensor, **extra_fields}``; in a DataLoader worker, plus ``SKIPPED_KEY``: the images the
         source left out while making it (``(index, image, reason)``, for the main process's report)."""
         item = self._item(index)
-        take = getattr(self.source, "take_load_skips", None)
-        skipped = take() if callable(take) else None
+        skipped = self.source.take_load_skips() if self.policy_source else None
         if skipped and get_worker_info() is not None:  # in the main process the source has them already
             item[SKIPPED_KEY] = skipped
         return item
 
     def _item(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` preprocessed. Read undecoded, an image whose decode fails goes back to the source's
+        policy (raise, or leave it out) and the same sample is read again: the source then hands the next good
+        image in its place (with one of that image's captions), whatever a sample index means to it (an image,
+        or one of its (image, caption) pairs under ``pairs: all``)."""
         if not self.encoded:
             return preprocess_sample(self.source[index], self.preprocessors, self.extra_fields)
         while True:  # each failure marks one more image bad (or raises): this ends
@@ -91,10 +99,10 @@ class BranchDataset(Dataset):
             try:
                 return preprocess_sample(sample, self.preprocessors, self.extra_fields)
             except BadImageError as exc:
-                index = getattr(sample.get("image"), "index", None)
-                if index is None:  # not an image this loader read undecoded: nothing to hand back
-                    raise
-                self.source.reject_image(index, exc)
+                image = sample.get("image")
+                if not (self.policy_source and isinstance(image, EncodedImage) and image.index is not None):
+                    raise  # not an image of a source's store read undecoded: nothing to hand back
+                self.source.reject_image(image.index, exc)
 
 
 def preprocess_sample(sample: Mapping[str, Any], preprocessors: Mapping[str, Preprocessor],
@@ -128,8 +136,9 @@ class RawItems(Dataset):
         return {self.field: self.items[index]}
 
     def sample(self, index: int, encoded: bool = False) -> dict[str, Any]:
-        read = getattr(self.items, "encoded", None)
-        return {self.field: read(index)} if encoded and callable(read) else self[index]
+        if encoded and isinstance(self.items, ReadsEncoded):
+            return {self.field: self.items.encoded(index)}
+        return self[index]
 
 
 def collate(items: Sequence[Mapping[str, Any]], pad_ids: Mapping[str, int | None]) -> dict[str, Any]:
@@ -204,20 +213,27 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 class BranchLoader(DataLoader):
     """A DataLoader over a :class:`BranchDataset` that records, in the main process, the images its workers left
-    out at load time (``SKIPPED_KEY`` of each batch, taken off before the batch is handed on)."""
+    out at load time (``SKIPPED_KEY`` of each batch, taken off before the batch is handed on).
+
+    Without workers the main process runs the transforms, with OpenCV on one thread while it iterates
+    (:func:`~mmvicreg.data.opencv_kernels.one_thread`); each worker sets its own (:func:`seed_worker`)."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
-        record = getattr(self.dataset.source, "record_load_skips", None)
-        for batch in super().__iter__():
-            skipped = batch.pop(SKIPPED_KEY, None)
-            if skipped and callable(record):
-                record(skipped)
-            yield batch
+        source = self.dataset.source
+        with one_thread() if self.num_workers == 0 else contextlib.nullcontext():
+            for batch in super().__iter__():
+                skipped = batch.pop(SKIPPED_KEY, None)
+                if skipped and isinstance(source, LoadSkips):
+                    source.record_load_skips(skipped)
+                yield batch
 
 
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds each worker (torch and `random`) from the loader's generator, but leaves numpy alone.
+def seed_worker(worker_id: int) -> None:
+    """A DataLoader worker's init: numpy seeded from the worker's torch seed (torch seeds torch and ``random``
+    from the loader's generator, but leaves numpy alone), and OpenCV on one thread (the loader parallelises over
+    workers; an OpenCV pool in a forked worker can hang it)."""
     np.random.seed(torch.initial_seed() % 2**32)
+    use_one_thread()
 
 
 def make_loader(
@@ -267,7 +283,7 @@ def make_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         collate_fn=collate_branches({name: spec.pad_id for name, spec in preprocessors.items()}),
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=_seed_worker if workers > 0 else None,
+        worker_init_fn=seed_worker if workers > 0 else None,
         persistent_workers=persistent_workers and workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
     )

@@ -21,15 +21,18 @@ about 5 ms for hue and 12 ms for the 23-tap blur; PIL's, which the published cod
 blur a three-box approximation, up to 18 levels off the Gaussian). OpenCV's SIMD kernels take 0.7 ms for hue,
 0.4 ms for the blur and under 0.2 ms for each of the others. None of torch, torchvision or PIL has these faster.
 
-Importing this module sets OpenCV to run single-threaded (``cv2.setNumThreads(0)``), as PyTorch runs one thread
-per DataLoader worker: the loader parallelises across worker processes, and an OpenCV thread pool started in the
-main process hangs a forked worker that reconfigures it (measured with OpenCV 5.0).
+OpenCV runs single-threaded (``cv2.setNumThreads(0)``) wherever the loader runs these kernels, as PyTorch runs one
+thread per DataLoader worker: the loader parallelises across worker processes, and an OpenCV thread pool started in
+the main process hangs a forked worker that reconfigures it (measured with OpenCV 5.0). Importing this module
+changes nothing: each worker's init calls :func:`use_one_thread`, and the main process, when it runs the kernels
+itself (``workers=0``), does so inside :func:`one_thread`, which puts its thread count back afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -37,9 +40,25 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-cv2.setNumThreads(0)
-
 _LEVELS = np.arange(256, dtype=np.float32)
+
+
+def use_one_thread(worker_id: int | None = None) -> None:
+    """Run OpenCV single-threaded in this process, for good: a DataLoader worker's init function (``worker_id``
+    unused)."""
+    cv2.setNumThreads(0)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """OpenCV single-threaded inside the block, the process's thread count restored after it: for the main process
+    while it runs the kernels itself (a loader without workers)."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 class CVImage(tv_tensors.Image):

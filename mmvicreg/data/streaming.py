@@ -24,6 +24,7 @@ batch, so the plan holds, and the counts per reason travel with the batches to :
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmvicreg.data.batching import Preprocessor, as_preprocessor, collate, preprocess_sample
+from mmvicreg.data.opencv_kernels import one_thread, use_one_thread
+from mmvicreg.data.protocols import StreamedSource
 
 BAD_KEY = "__bad_data__"
 
@@ -128,15 +131,16 @@ class ShuffleBuffer:
 
 
 class StreamDataset(IterableDataset):
-    """The batches of one process for one epoch of a streamed source (``source``: shards, sizes, and
-    ``raw_samples(shard, skip, stop)`` / ``decode(raw, counts)``; see :mod:`mmvicreg.data.sources.stream`).
+    """The batches of one process for one epoch of a streamed source (a
+    :class:`~mmvicreg.data.protocols.StreamedSource`: shards, sizes, ``raw_samples(shard, skip, stop)``,
+    ``decode(raw, counts)``).
 
     Call :meth:`set_epoch` before iterating (the training loop does, with the batches already consumed).
     ``extra_fields`` are decoded fields passed through unchanged (e.g. ``"key"``, to count what was read).
     """
 
-    def __init__(self, source: Any, preprocessors: Mapping[str, Preprocessor | tuple], global_batch: int, seed: int,
-                 rank: int = 0, world: int = 1, workers: int = 0, samples_per_epoch: int | None = None,
+    def __init__(self, source: StreamedSource, preprocessors: Mapping[str, Preprocessor | tuple], global_batch: int,
+                 seed: int, rank: int = 0, world: int = 1, workers: int = 0, samples_per_epoch: int | None = None,
                  extra_fields: tuple[str, ...] = ()) -> None:
         self.source, self.extra_fields = source, tuple(extra_fields)
         self.preprocessors = {n: as_preprocessor(n, p) for n, p in preprocessors.items()}
@@ -149,8 +153,8 @@ class StreamDataset(IterableDataset):
 
     def plan(self) -> EpochPlan:
         sizes = tuple(self.source.sizes) if self.source.sizes is not None else None
-        samples, shards = self.samples_per_epoch, len(sizes) if sizes is not None else len(self.source.urls)
-        if getattr(self.source, "resample", False):  # shards drawn again and again, whatever their sizes
+        samples, shards = self.samples_per_epoch, self.source.num_shards
+        if self.source.resample:  # shards drawn again and again, whatever their sizes
             samples, sizes = min(samples or sum(sizes or ()), sum(sizes)) if sizes else samples, None
         return EpochPlan(sizes, self.global_batch, self.seed, self.epoch, self.rank, self.world, self.workers,
                          samples, shards)
@@ -208,13 +212,16 @@ class StreamLoader:
     """A DataLoader over a :class:`StreamDataset` that takes the bad-data counts off each batch and sums them.
 
     ``set_epoch(epoch, start)`` positions the next iteration (as ``EpochBatchSampler.set_epoch`` does for
-    map-style data); each batch's counts are added to the source's ``counts`` (its ``data_report``).
+    map-style data); each batch's counts are added to the source's ``counts`` (its ``data_report``). OpenCV runs
+    on one thread in each worker, and in the main process while it iterates without workers.
     """
 
     def __init__(self, dataset: StreamDataset, workers: int = 0, pin_memory: bool = False) -> None:
         self.dataset = dataset
         self.counts = dataset.source.counts
-        self.loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory)
+        self.loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                                 worker_init_fn=use_one_thread if workers > 0 else None)
+        self.workers = workers
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.dataset.set_epoch(epoch, start)
@@ -223,6 +230,7 @@ class StreamLoader:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.loader:
-            self.counts.merge(batch.pop(BAD_KEY))
-            yield batch
+        with one_thread() if self.workers == 0 else contextlib.nullcontext():
+            for batch in self.loader:
+                self.counts.merge(batch.pop(BAD_KEY))
+                yield batch

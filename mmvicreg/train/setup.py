@@ -18,6 +18,7 @@ from mmvicreg.config import ConfigError, RunConfig
 from mmvicreg.config_checks import divisor_near
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
+from mmvicreg.data.protocols import StreamedSource
 from mmvicreg.data.streaming import StreamDataset, StreamLoader
 from mmvicreg.devices import resolve_device
 from mmvicreg.evaluation.labelled import labelled_memory
@@ -164,7 +165,7 @@ def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelera
     """
     t, data = config.train, config.data
     rank, world = accelerator.process_index, accelerator.num_processes
-    if getattr(source, "streaming", False):
+    if isinstance(source, StreamedSource):
         dataset = StreamDataset(source, model.preprocessors(train=True), t.batch_size, t.seed, rank, world,
                                 data.workers, t.samples_per_epoch)
         loader = StreamLoader(dataset, data.workers, data.pin_memory)

@@ -145,6 +145,22 @@ def test_a_body_that_fails_to_decode_in_the_worker_follows_the_skip_policy(trunc
     assert "b.jpg" in caplog.text
 
 
+def test_under_pairs_all_a_late_decode_failure_gives_the_next_good_image_not_another_pair(truncated):
+    """Issue 25: sample k of ``pairs: all`` is a (image, caption) pair. When its image fails to decode in the
+    transforms, the retry must read sample k again (the source then hands the next good image), not the sample
+    whose number is the failed image's store index (a pair of another image)."""
+    rows = ["image,caption"] + [f"{name}.jpg,photo {name} take {t}" for name in "abcd" for t in range(3)]
+    (truncated / "captions.csv").write_text("\n".join(rows) + "\n")
+    src = csv_captions(truncated / "captions.csv", truncated / "images", pairs="all", on_bad_image="skip")
+    assert len(src) == 12  # 4 images x 3 captions; pairs 3, 4, 5 are those of b.jpg, whose body is cut
+    dataset = BranchDataset(src, _views(), extra_fields=("image_id", "caption"))
+    assert dataset.encoded  # undecoded until the crop
+    torch.manual_seed(0)
+    item = dataset[4]
+    assert item["image_id"] == "c.jpg" and item["caption"].startswith("photo c ")  # the next good image
+    assert src.num_skipped == 1 and src.skipped[0][0].endswith("b.jpg")
+
+
 def test_a_body_that_fails_to_decode_in_the_worker_names_the_file_under_error(truncated):
     dataset = BranchDataset(csv_captions(truncated / "captions.csv", truncated / "images"), _views())
     with pytest.raises(BadImageError, match=r"cannot decode image .*b\.jpg.*on_bad_image='skip'"):

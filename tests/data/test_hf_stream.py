@@ -13,6 +13,7 @@ from PIL import Image
 
 from mmvicreg.data.batching import Preprocessor
 from mmvicreg.data.build import build_source
+from mmvicreg.data.protocols import StreamedSource
 from mmvicreg.data.sources import BadImageError
 from mmvicreg.data.sources.hf_stream import HFStreamSource
 from mmvicreg.data.sources.shards import BadDataCounts
@@ -102,7 +103,7 @@ def test_sizes_rows_and_decoded_samples_equal_the_data(case):
     folder, ranges, expected = case
     source = HFStreamSource("train", folder, shuffle_buffer=4)
     assert source.sizes == [b - a for a, b in ranges] and len(source) == len(expected)
-    assert source.name == f"hf-stream:{folder} (3 files)" and source.streaming
+    assert source.name == f"hf-stream:{folder} (3 files)" and isinstance(source, StreamedSource)
     for shard, (a, b) in enumerate(ranges):
         samples = [source.decode(raw, source.new_counts()) for raw in source.raw_samples(shard, 2, b - a - 1)]
         assert [s["key"] for s in samples] == [f"{shard}:{r}" for r in range(2, b - a - 1)]  # rows 2..end-2

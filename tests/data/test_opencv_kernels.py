@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from mmvicreg.data.batching import RawItems, make_loader
 from mmvicreg.data.opencv_kernels import CVImage, as_cv_image
 from mmvicreg.data.transforms import vicreg_view
 
@@ -101,6 +105,29 @@ def test_a_vicreg_view_equals_torchvisions_tensor_pipeline_given_the_same_draws(
             assert (ours.int() - theirs.int()).abs().float().mean() < 0.2, f"view {view} seed {seed}"
 
 
-def test_importing_the_data_package_runs_opencv_on_one_thread():
-    # a thread pool started in the main process hangs forked loader workers that reconfigure it
-    assert cv2.getNumThreads() == 1
+IMPORT_CHECK = "import cv2; n = cv2.getNumThreads(); import mmvicreg; assert cv2.getNumThreads() == n"
+
+
+@pytest.mark.parametrize("code", [IMPORT_CHECK, "import cv2; cv2.setNumThreads(3); import mmvicreg, mmvicreg.data, "
+                                  "mmvicreg.data.transforms; assert cv2.getNumThreads() == 3"])
+def test_importing_mmvicreg_leaves_opencvs_thread_count_alone(code):
+    """``import mmvicreg`` changes no global state of another library (issue 25): the count is set where the
+    kernels run, not at import."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _threads_seen(item):
+    return torch.tensor(cv2.getNumThreads())
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_loader_runs_opencv_on_one_thread_in_workers_and_in_the_main_process(workers):
+    """A thread pool started in the main process hangs forked loader workers that reconfigure it: each worker's
+    init sets one thread; without workers the main process runs one while it iterates, and gets its count back."""
+    before = cv2.getNumThreads()
+    loader = make_loader(RawItems(list(range(4)), "x"), {"x": ("x", _threads_seen, None)}, batch_size=2,
+                         workers=workers, pin_memory=False)
+    seen = torch.cat([batch["x"] for batch in loader])
+    assert seen.tolist() == [1, 1, 1, 1]
+    assert cv2.getNumThreads() == before

@@ -26,11 +26,17 @@ class Counts:
 class FakeShards:
     """Shards of integer keys; a sample is bad when its key is in ``bad``."""
 
+    resample = False
+
     def __init__(self, sizes, shuffle_buffer=8, bad=()):
         self.sizes, self.shuffle_buffer, self.bad = list(sizes), shuffle_buffer, set(bad)
         self.counts = Counts()
         starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         self.keys = [list(range(s, s + n)) for s, n in zip(starts, self.sizes)]
+
+    @property
+    def num_shards(self):
+        return len(self.keys)
 
     def new_counts(self):
         return Counts()

@@ -181,7 +181,7 @@ def _footer(file: str) -> Any:
 def _reject(kind: str, reason: str, detail: str, where: str, policy: BadDataPolicy, counts: BadDataCounts) -> None:
     """Raise one line under an ``error`` policy, else count the bad sample (logging the first of each reason)."""
     option = "on_bad_image" if kind == "image" else "on_bad_caption"
-    if getattr(policy, option) == "error":
+    if (policy.on_bad_image if kind == "image" else policy.on_bad_caption) == "error":
         raise (BadImageError if kind == "image" else ValueError)(
             f"{where}: {reason} ({detail}); fix the data file or set {option}: skip to leave such rows out")
     counts.add(reason)
@@ -193,11 +193,13 @@ def _reject(kind: str, reason: str, detail: str, where: str, policy: BadDataPoli
 class HFStreamSource:
     """Parquet files of a Hugging Face dataset as a streamed training source (module docstring).
 
-    Attributes: ``files`` (one per shard), ``sizes`` (rows per file), ``shuffle_buffer``, ``policy``,
-    ``counts`` (bad samples the training loader met), ``classes`` (image-only with ``label_column``), ``name``.
+    A :class:`~mmvicreg.data.protocols.StreamedSource`. Attributes: ``files`` (one per shard), ``sizes`` (rows per
+    file), ``shuffle_buffer``, ``policy``, ``counts`` (bad samples the training loader met), ``classes`` (image-only
+    with ``label_column``), ``name``.
     """
 
-    streaming = True
+    resample = False  # each file once per epoch, in the epoch plan's order
+    unsized = ""  # parquet footers always give the row counts
 
     def __init__(self, split: str, path: PathLike | None, *, image_column: str = "image",
                  caption_column: str | Sequence[str] | None = "caption", label_column: str | None = None,
@@ -224,6 +226,10 @@ class HFStreamSource:
         self.image_feature, self.classes, self._label_ids = self._check_columns(schemas)
         self.counts = BadDataCounts()
         self.name = f"hf-stream:{os.fspath(path) if path is not None else 'data_files'} ({len(self.files)} files)"
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.files)
 
     def _check_columns(self, schemas: Sequence[Any]) -> tuple[bool, list[str], dict[Any, int] | None]:
         """Every file has the columns; ``(whether the image column is a datasets Image, class names, label

@@ -34,7 +34,9 @@ logger = logging.getLogger("mmvicreg.data")
 def image_problem(exc: BaseException) -> str:
     """The report's reason for an image that failed with ``exc``: ``"missing"``, ``"corrupt"``,
     ``"over the pixel limit"`` (``BadImageError.reason``)."""
-    return "missing" if isinstance(exc, FileNotFoundError) else getattr(exc, "reason", "corrupt")
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    return exc.reason if isinstance(exc, BadImageError) else "corrupt"
 
 
 def _check(what: str, value: str) -> str:

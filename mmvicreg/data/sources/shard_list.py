@@ -48,7 +48,8 @@ def _read_list(path: str) -> list[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the shard list {path} ({getattr(exc, 'strerror', None) or exc}); "
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ValueError(f"cannot read the shard list {path} ({why}); "
                          f"pass an existing .txt file with one shard per line") from None
     urls = [url for line in lines if line.strip() and not line.strip().startswith("#") for url in _braces(line.strip())]
     return [u if is_remote(u) or os.path.isabs(local_path(u)) else os.path.join(os.path.dirname(path), u) for u in urls]

@@ -245,7 +245,7 @@ def _reject(kind: str, reason: str, detail: str, where: str, policy: BadDataPoli
             counts: BadDataCounts | None) -> None:
     """Raise under an ``error`` policy, else count the bad sample (logging the first of each reason)."""
     option = "on_bad_image" if kind == "image" else "on_bad_caption"
-    if getattr(policy, option) == "error":
+    if (policy.on_bad_image if kind == "image" else policy.on_bad_caption) == "error":
         raise (BadImageError if kind == "image" else ValueError)(
             f"{where}: {reason} ({detail}); rewrite the shard or set {option}: skip to leave such samples out")
     if counts is not None:

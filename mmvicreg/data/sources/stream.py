@@ -37,9 +37,8 @@ def reject_missing(raw: dict[str, Any], policy: BadDataPolicy, counts: BadDataCo
 
 
 class ShardSource:
-    """Webdataset shards as a streamed training source (module docstring)."""
-
-    streaming = True
+    """Webdataset shards as a streamed training source (module docstring): a
+    :class:`~mmvicreg.data.protocols.StreamedSource`."""
 
     def __init__(self, split: str, shards: str | Sequence[str], shuffle_buffer: int = 1000,
                  on_bad_image: str = "error", on_bad_caption: str = "error", resample: bool = False,
@@ -61,6 +60,10 @@ class ShardSource:
         if self.sizes is None:
             raise TypeError(f"{self.name} has no known length: {self.unsized}")
         return sum(self.sizes)
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.urls)
 
     def new_counts(self) -> BadDataCounts:
         return BadDataCounts()
