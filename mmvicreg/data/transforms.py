@@ -4,7 +4,8 @@ All take an RGB PIL image, a uint8 tensor (3, H, W) or an :class:`~mmvicreg.data
 (what file sources give a training loader: bytes and header, not yet decoded) and return a **uint8** tensor
 (3, size, size), resized with ``interpolation`` (``"bicubic"`` unless the weights were trained with another).
 Images stay uint8 until the training device: :func:`normalize_images` turns a batch into the float input an
-encoder reads, on the device (a branch does it in ``forward``), 4× less memory traffic than float workers.
+encoder reads, on the device (the loader's device stage, :class:`mmvicreg.data.preprocess.DeviceInput`), 4× less
+memory traffic than float workers.
 
 Speed, per image at 224 px on one core (measured in ``benchmarks/input_pipeline.py``): the random crop is drawn
 from the header's size and a JPEG is decoded at the largest DCT reduction that keeps the crop at least the
@@ -28,34 +29,24 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from mmvicreg.choices import TRANSFORMS, did_you_mean
-from mmvicreg.data.opencv_kernels import as_cv_image
+from mmvicreg.data.opencv_kernels import as_cv_image, one_thread
+from mmvicreg.data.protocols import DeclaresEncoded
 from mmvicreg.data.recipe import CROP_SCALE, FLIP_P, blur_kernel_size, view_recipe
 from mmvicreg.data.sources.encoded import EncodedImage, largest_reduction
 from mmvicreg.data.sources.io import convert_rgb
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_INTERPOLATION = "bicubic"
-DEFAULT_CROP_PCT = 0.875
-INTERPOLATIONS = tuple(m.value for m in InterpolationMode)
+from mmvicreg.preprocessing import (  # noqa: F401  (IMAGENET_*, normalize_images: the data package's names too)
+    DEFAULT_CROP_PCT,
+    DEFAULT_INTERPOLATION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_interpolation,
+    normalize_images,
+)
 
 
 def interpolation_mode(name: str) -> InterpolationMode:
     """``"bicubic"`` -> ``InterpolationMode.BICUBIC``; an unknown name raises naming the known ones."""
-    if name not in INTERPOLATIONS:
-        raise ValueError(
-            f"unknown interpolation {name!r}{did_you_mean(name, INTERPOLATIONS)}; known: {', '.join(INTERPOLATIONS)}"
-        )
-    return InterpolationMode(name)
-
-
-def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(images / 255 - mean) / std`` for a uint8 batch (B, 3, H, W) or image (3, H, W), in float32, where the
-    images are (the training device): the same operations, hence the same values, as torchvision's CPU
-    ``ToDtype(float32, scale=True)`` then ``Normalize``. Float input is taken as already in [0, 1]."""
-    if images.dtype == torch.uint8:
-        images = F.to_dtype(images, torch.float32, scale=True)
-    return F.normalize(images, mean=list(mean), std=list(std))
+    return InterpolationMode(check_interpolation(name))
 
 
 class DecodeResizedCrop(v2.RandomResizedCrop):
@@ -181,9 +172,8 @@ def eval_transform(size: int = 224, crop_pct: float = DEFAULT_CROP_PCT,
 def accepts_encoded(transform: Any) -> bool:
     """Whether ``transform`` takes an :class:`EncodedImage` (it decodes its input itself): this module's
     transforms, and any callable that says so with an ``accepts_encoded`` attribute."""
-    said = getattr(transform, "accepts_encoded", None)
-    if isinstance(said, bool):
-        return said
+    if isinstance(transform, DeclaresEncoded) and isinstance(transform.accepts_encoded, bool):
+        return transform.accepts_encoded
     return isinstance(transform, v2.Compose) and isinstance(transform.transforms[0], (DecodeResizedCrop, DecodedPIL))
 
 
@@ -225,4 +215,5 @@ def decode_views(
     (:func:`build_transform`) on that one read, drawing from torch's global RNG. One entry for the whole input
     path, to measure and reuse it (``benchmarks/input_pipeline.py``)."""
     image = EncodedImage.open(path)
-    return [_cached_transform(name, size, interpolation)(image) for name in names]
+    with one_thread():
+        return [_cached_transform(name, size, interpolation)(image) for name in names]
