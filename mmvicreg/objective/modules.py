@@ -1,7 +1,7 @@
 """The objectives the trainer optimises, as ``nn.Module``s over ``{branch: z}`` (built by ``build_objective``).
 
-``forward({branch: z})`` returns an :class:`ObjectiveOutput`, which *is* a
-:class:`~mmvicreg.objective.vicreg.MultiBranchOutput` (same five fields, same order) with one more attribute:
+``forward({branch: z})`` returns an :class:`~mmvicreg.objective.vicreg.ObjectiveOutput` (a plain
+``NamedTuple``, the type :func:`~mmvicreg.objective.vicreg.multi_branch_vicreg` returns too):
 
 * ``loss``: the objective being optimised;
 * ``invariance``, ``variance``, ``covariance``, ``per_branch``: the VICReg terms with the configured coefficients
@@ -21,7 +21,8 @@ InfoNCE stores ``t = log(1/τ)`` (τ = 0.07 at start) and clamps ``exp(t)`` at 1
 torch.distributed its gradient is averaged over ranks, so the temperature stays the same on every rank although
 the objective is not wrapped in DistributedDataParallel.
 
-Each ``forward`` checks its inputs once, then calls the unchecked cores of the loss functions.
+Each ``forward`` checks its inputs once, then calls the unchecked cores of the loss functions; the VICReg loss and
+the diagnostics alike are the one VICReg sum (``vicreg._vicreg_sum``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from mmvicreg.choices import ABLATIONS, check_choice, did_you_mean
 from mmvicreg.distributed import average_grad_over_ranks
 from mmvicreg.objective.baselines import _barlow, _infonce, _triplet
 from mmvicreg.objective.numerics import check_algorithm, min_rows
-from mmvicreg.objective.vicreg import BranchCoefficients, MultiBranchOutput, _multi_branch, all_pairs, check_branches
+from mmvicreg.objective.vicreg import BranchCoefficients, ObjectiveOutput, _vicreg_sum, all_pairs, check_branches
 
 __all__ = [
     "BarlowTwinsObjective",
@@ -48,24 +49,6 @@ __all__ = [
 ]
 
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(t) at 100 (τ ≥ 0.01)
-
-
-class ObjectiveOutput(MultiBranchOutput):
-    """A :class:`MultiBranchOutput` (``loss, invariance, variance, covariance, per_branch``) plus ``terms``.
-
-    ``terms`` holds the objective's own detached scalars (e.g. ``"infonce"``, ``"infonce/image-text"``,
-    ``"temperature"``). Unpacking and indexing see only the five fields; ``_replace`` keeps ``terms``.
-    """
-
-    terms: dict[str, torch.Tensor]
-
-    def __new__(cls, loss, invariance, variance, covariance, per_branch, terms=None):
-        self = super().__new__(cls, loss, invariance, variance, covariance, per_branch)
-        self.terms = dict(terms or {})
-        return self
-
-    def _replace(self, **fields: Any) -> "ObjectiveOutput":
-        return ObjectiveOutput(*MultiBranchOutput(*self)._replace(**fields), terms=self.terms)
 
 
 def _as_pair(pair: Sequence[str], branch_names: list[str]) -> tuple[str, str]:
@@ -128,14 +111,14 @@ class Objective(nn.Module):
 
     def vicreg_terms(
         self, zs: Mapping[str, torch.Tensor], coefficients: Mapping[str, BranchCoefficients] | None = None
-    ) -> MultiBranchOutput:
+    ) -> ObjectiveOutput:
         """The N-branch VICReg loss and terms of checked ``zs`` (this objective's coefficients by default)."""
         coefficients = self.coefficients if coefficients is None else coefficients
-        return _multi_branch(
+        return _vicreg_sum(
             zs, self.pairs, self.invariance_weight, coefficients, self.eps, self.gather, self.covariance
         )
 
-    def diagnostics(self, zs: Mapping[str, torch.Tensor]) -> MultiBranchOutput:
+    def diagnostics(self, zs: Mapping[str, torch.Tensor]) -> ObjectiveOutput:
         """The VICReg terms of checked ``zs`` with this objective's coefficients, detached (no graph is built)."""
         with torch.no_grad():
             return self.vicreg_terms({k: v.detach() for k, v in zs.items()})
@@ -158,8 +141,7 @@ class Objective(nn.Module):
         assert loss is not None
         terms[self.name] = loss.detach()
         terms.update(self.extra_terms())
-        diag = self.diagnostics(zs)
-        return ObjectiveOutput(loss, diag.invariance, diag.variance, diag.covariance, diag.per_branch, terms)
+        return self.diagnostics(zs)._replace(loss=loss, terms=terms)
 
     def extra_repr(self) -> str:
         return f"pairs={self.pairs}"
@@ -191,7 +173,7 @@ class VICRegObjective(Objective):
     def forward(self, zs: Mapping[str, torch.Tensor]) -> ObjectiveOutput:
         self.check_inputs(zs)
         out = self.vicreg_terms(zs, self.loss_coefficients)
-        return ObjectiveOutput(*out, terms={"vicreg": out.loss.detach()})
+        return out._replace(terms={"vicreg": out.loss.detach()})
 
     def extra_repr(self) -> str:
         return f"pairs={self.pairs}, ablation={self.ablation!r}, invariance_weight={self.invariance_weight}"

@@ -6,25 +6,33 @@ For embeddings ``Z_a, Z_b`` of shape (n, d), one row per sample:
 * variance    ``v(Z) = (1/d) Σ_j max(0, γ − sqrt(Var(z^j) + ε))``, unbiased variance
 * covariance  ``c(Z) = (1/d) Σ_{i≠j} C_ij²``, ``C = Zcᵀ Zc / (n − 1)``, ``Zc = Z − mean(Z)``
 
-Two branches (:func:`vicreg_loss`, Eq. 6 with per-branch coefficients):
-
-    ``L = λ·s(Z_a, Z_b) + (μ_a·v(Z_a) + μ_b·v(Z_b))/2 + ν_a·c(Z_a) + ν_b·c(Z_b)``
-
-N branches (:func:`multi_branch_vicreg`), the same terms over pairs and branches:
+One sum, over N branches and the pairs compared (:func:`multi_branch_vicreg`; the trainer's
+:class:`~mmvicreg.objective.modules.VICRegObjective` calls the same sum):
 
     ``L = λ·Σ_{(a,b) ∈ pairs} s(Z_a, Z_b) + (Σ_b μ_b·v_{γ_b}(Z_b))/2 + Σ_b ν_b·c(Z_b)``
+
+Two branches (:func:`vicreg_loss` and its module :class:`VICRegLoss`, Eq. 6 with per-branch coefficients) are
+its named case ``pairs = [(a, b)]``:
+
+    ``L = λ·s(Z_a, Z_b) + (μ_a·v(Z_a) + μ_b·v(Z_b))/2 + ν_a·c(Z_a) + ν_b·c(Z_b)``
 
 The /2 is the published code's scaling (facebookresearch/vicreg), for which λ = μ = 25, ν = 1 were tuned; the
 paper's equation omits it, so a library that follows the equation equals this one with μ_paper = 2·μ here.
 
+Every objective returns one plain type, :class:`ObjectiveOutput` (``loss``, the unweighted ``invariance``,
+``variance``, ``covariance``, the ``per_branch`` terms, and the objective's own ``terms``); the two-branch
+forms return its first four fields as a :class:`VICRegOutput`. ``MultiBranchOutput`` is another name of
+:class:`ObjectiveOutput`.
+
 Under data parallelism with ``gather`` on, ``v`` and ``c`` see the global batch (every rank's rows, gathered
 with gradients); ``s`` sees the local batch, as published. Statistics run in float32 with autocast off and the
 covariance picks its dense or Gram form (:mod:`mmvicreg.objective.numerics`). Each public function checks its
-inputs once; the private ``_invariance``, ``_variance``, ``_covariance`` and ``_multi_branch`` take checked ones.
+inputs once; the private ``_invariance``, ``_variance``, ``_covariance`` and ``_vicreg_sum`` take checked ones.
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Mapping, NamedTuple, Sequence, Union
 
 import torch
@@ -51,6 +59,7 @@ PerBranch = Union[Number, Sequence[Number]]
 __all__ = [
     "BranchCoefficients",
     "MultiBranchOutput",
+    "ObjectiveOutput",
     "VICRegLoss",
     "VICRegOutput",
     "all_pairs",
@@ -116,16 +125,133 @@ def covariance_term(z: torch.Tensor, algorithm: str = "auto") -> torch.Tensor:
     return _covariance(z, algorithm)
 
 
-# ----------------------------------------------------------------------------------------------- two branches
+# ----------------------------------------------------------------------------------------------- the output
 
 
-class VICRegOutput(NamedTuple):
-    """Scalar tensors: the weighted ``loss`` and the unweighted ``invariance``, ``variance``, ``covariance``."""
+class ObjectiveOutput(NamedTuple):
+    """What every objective returns: the weighted ``loss`` and the unweighted VICReg terms.
+
+    ``invariance`` (summed over pairs), ``variance`` (averaged over branches), ``covariance`` (summed over
+    branches); ``per_branch[b]`` holds branch b's ``"variance"`` and ``"covariance"``; ``terms`` the objective's
+    own detached scalars (e.g. ``"vicreg"``, ``"infonce/image-text"``, ``"temperature"``; none for
+    :func:`multi_branch_vicreg`). Scalars are tensors. A plain ``NamedTuple``: ``out._replace(loss=...)`` keeps
+    the rest.
+    """
 
     loss: torch.Tensor
     invariance: torch.Tensor
     variance: torch.Tensor
     covariance: torch.Tensor
+    per_branch: dict[str, dict[str, torch.Tensor]]
+    terms: Mapping[str, torch.Tensor] = MappingProxyType({})  # read-only: an output made without terms
+
+
+MultiBranchOutput = ObjectiveOutput  # the name multi_branch_vicreg's output had first
+
+
+class VICRegOutput(NamedTuple):
+    """The two-branch forms' output: ``ObjectiveOutput``'s first four fields (the weighted ``loss`` and the
+    unweighted ``invariance``, ``variance = (v(Z_a) + v(Z_b))/2``, ``covariance = c(Z_a) + c(Z_b)``)."""
+
+    loss: torch.Tensor
+    invariance: torch.Tensor
+    variance: torch.Tensor
+    covariance: torch.Tensor
+
+
+class BranchCoefficients(NamedTuple):
+    """One branch's regularisation: variance weight μ_b, covariance weight ν_b, variance target γ_b."""
+
+    variance_weight: float = 25.0
+    covariance_weight: float = 1.0
+    gamma: float = 1.0
+
+
+# ----------------------------------------------------------------------------------------------- the one sum
+
+
+def all_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair of branches, in order: ``[(b0, b1), (b0, b2), ..., (b1, b2), ...]``."""
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def check_branches(
+    embeddings: Mapping[str, torch.Tensor], pairs: Sequence[tuple[str, str]], rows: int, what: str
+) -> None:
+    """One check of N branches' embeddings: every paired branch present, every tensor an (n, d) float matrix
+    (``rows`` rows at least for a paired branch), and the two sides of each pair of the same shape."""
+    used = list(dict.fromkeys(name for pair in pairs for name in pair))
+    missing = [name for name in used if name not in embeddings]
+    if missing:
+        raise ValueError(f"no embeddings for branches {missing}; {what} got {list(embeddings)}")
+    for name, z in embeddings.items():
+        check_embeddings(z, name, min_rows=rows if name in used else 1)
+    for a, b in pairs:
+        check_same_shape(embeddings[a], embeddings[b], (a, b))
+
+
+def _vicreg_sum(
+    embeddings: Mapping[str, torch.Tensor],
+    pairs: Sequence[tuple[str, str]],
+    invariance_weight: float,
+    coefficients: Mapping[str, BranchCoefficients],
+    eps: float,
+    gather: bool,
+    covariance: str,
+) -> ObjectiveOutput:
+    """The VICReg sum of checked embeddings (the module docstring's equation; every public form calls it).
+
+    Each paired branch is gathered once (every rank's rows) for its variance and covariance; the invariance
+    uses the local rows. The terms are added in one fixed order, so equal inputs give bit-equal losses.
+    """
+    s = sum(_invariance(embeddings[a], embeddings[b]) for a, b in pairs)
+    per_branch: dict[str, dict[str, torch.Tensor]] = {}
+    coef: dict[str, BranchCoefficients] = {}
+    for name in dict.fromkeys(n for pair in pairs for n in pair):
+        coef[name] = coefficients.get(name, BranchCoefficients())
+        z_all = gather_with_grad(embeddings[name]) if gather else embeddings[name]  # every rank's rows
+        per_branch[name] = {
+            "variance": _variance(z_all, coef[name].gamma, eps),
+            "covariance": _covariance(z_all, covariance),
+        }
+    v = {name: t["variance"] for name, t in per_branch.items()}
+    c = {name: t["covariance"] for name, t in per_branch.items()}
+    loss = invariance_weight * s + sum(coef[b].variance_weight * v[b] for b in v) / 2
+    for b in c:  # added one at a time, in branch order
+        loss = loss + coef[b].covariance_weight * c[b]
+    return ObjectiveOutput(loss, s, sum(v.values()) / len(v), sum(c.values()), per_branch, {})  # type: ignore[arg-type]
+
+
+def multi_branch_vicreg(
+    embeddings: Mapping[str, torch.Tensor],
+    pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    invariance_weight: float = 25.0,
+    coefficients: Mapping[str, BranchCoefficients] | None = None,
+    eps: float = 1e-4,
+    gather: bool = True,
+    covariance: str = "auto",
+) -> ObjectiveOutput:
+    """VICReg over N branches: invariance over the given pairs, variance and covariance once per branch.
+
+    ``loss = λ·Σ_{(a,b) ∈ pairs} s(Z_a, Z_b) + (Σ_b μ_b·v_{γ_b}(Z_b))/2 + Σ_b ν_b·c(Z_b)``
+
+    ``pairs`` defaults to every pair of branches; a branch in no pair adds no term. The /2 keeps the published
+    scaling, so two branches give :func:`vicreg_loss`. Reported terms: ``invariance`` summed over pairs,
+    ``variance`` averaged over branches, ``covariance`` summed over branches (unweighted); ``per_branch[b]``
+    holds branch b's ``variance`` and ``covariance``; ``terms`` is empty. A branch missing from
+    ``coefficients`` takes ``BranchCoefficients()`` (μ = 25, ν = 1, γ = 1).
+    """
+    names = list(embeddings)
+    pairs = all_pairs(names) if pairs is None else [tuple(p) for p in pairs]  # type: ignore[misc]
+    if not pairs:
+        raise ValueError(f"VICReg needs at least one pair of branches to compare; got branches {names}")
+    check_branches(embeddings, pairs, min_rows(gather), "multi_branch_vicreg")
+    check_algorithm(covariance)
+    return _vicreg_sum(embeddings, pairs, invariance_weight, coefficients or {}, eps, gather, covariance)
+
+
+# ----------------------------------------------------------------------------------------------- two branches
 
 
 def _per_branch(value: PerBranch, name: str) -> tuple[float, float]:
@@ -149,7 +275,7 @@ def vicreg_loss(
     gather: bool = True,
     covariance: str = "auto",
 ) -> VICRegOutput:
-    """VICReg for two branches' embeddings (n, d):
+    """VICReg for two branches' embeddings (n, d), the N-branch sum with the one pair ``(a, b)``:
 
     ``loss = λ·s(Z_a, Z_b) + (μ_a·v(Z_a) + μ_b·v(Z_b))/2 + ν_a·c(Z_a) + ν_b·c(Z_b)``
 
@@ -171,13 +297,11 @@ def vicreg_loss(
     mu_a, mu_b = _per_branch(variance_weight, "variance_weight")
     nu_a, nu_b = _per_branch(covariance_weight, "covariance_weight")
     gamma_a, gamma_b = _per_branch(gamma, "gamma")
-    za_all, zb_all = (gather_with_grad(z_a), gather_with_grad(z_b)) if gather else (z_a, z_b)  # every rank's rows
-
-    s = _invariance(z_a, z_b)
-    v_a, v_b = _variance(za_all, gamma_a, eps), _variance(zb_all, gamma_b, eps)
-    c_a, c_b = _covariance(za_all, covariance), _covariance(zb_all, covariance)
-    loss = invariance_weight * s + (mu_a * v_a + mu_b * v_b) / 2 + nu_a * c_a + nu_b * c_b
-    return VICRegOutput(loss, s, (v_a + v_b) / 2, c_a + c_b)
+    coefficients = {"z_a": BranchCoefficients(mu_a, nu_a, gamma_a), "z_b": BranchCoefficients(mu_b, nu_b, gamma_b)}
+    out = _vicreg_sum(
+        {"z_a": z_a, "z_b": z_b}, [("z_a", "z_b")], invariance_weight, coefficients, eps, gather, covariance
+    )
+    return VICRegOutput(out.loss, out.invariance, out.variance, out.covariance)
 
 
 class VICRegLoss(nn.Module):
@@ -225,100 +349,3 @@ class VICRegLoss(nn.Module):
             f"invariance_weight={self.invariance_weight}, variance_weight={self.variance_weight}, "
             f"covariance_weight={self.covariance_weight}, gamma={self.gamma}, covariance={self.covariance!r}"
         )
-
-
-# ----------------------------------------------------------------------------------------------- N branches
-
-
-class BranchCoefficients(NamedTuple):
-    """One branch's regularisation: variance weight μ_b, covariance weight ν_b, variance target γ_b."""
-
-    variance_weight: float = 25.0
-    covariance_weight: float = 1.0
-    gamma: float = 1.0
-
-
-class MultiBranchOutput(NamedTuple):
-    """The N-branch objective: weighted ``loss``; unweighted summed/averaged terms; per-branch terms."""
-
-    loss: torch.Tensor
-    invariance: torch.Tensor
-    variance: torch.Tensor
-    covariance: torch.Tensor
-    per_branch: dict[str, dict[str, torch.Tensor]]
-
-
-def all_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
-    """Every pair of branches, in order: ``[(b0, b1), (b0, b2), ..., (b1, b2), ...]``."""
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-
-
-def check_branches(
-    embeddings: Mapping[str, torch.Tensor], pairs: Sequence[tuple[str, str]], rows: int, what: str
-) -> None:
-    """One check of N branches' embeddings: every paired branch present, every tensor an (n, d) float matrix
-    (``rows`` rows at least for a paired branch), and the two sides of each pair of the same shape."""
-    used = list(dict.fromkeys(name for pair in pairs for name in pair))
-    missing = [name for name in used if name not in embeddings]
-    if missing:
-        raise ValueError(f"no embeddings for branches {missing}; {what} got {list(embeddings)}")
-    for name, z in embeddings.items():
-        check_embeddings(z, name, min_rows=rows if name in used else 1)
-    for a, b in pairs:
-        check_same_shape(embeddings[a], embeddings[b], (a, b))
-
-
-def _multi_branch(
-    embeddings: Mapping[str, torch.Tensor],
-    pairs: Sequence[tuple[str, str]],
-    invariance_weight: float,
-    coefficients: Mapping[str, BranchCoefficients],
-    eps: float,
-    gather: bool,
-    covariance: str,
-) -> MultiBranchOutput:
-    s = sum(_invariance(embeddings[a], embeddings[b]) for a, b in pairs)
-    per_branch: dict[str, dict[str, torch.Tensor]] = {}
-    coef: dict[str, BranchCoefficients] = {}
-    for name in dict.fromkeys(n for pair in pairs for n in pair):
-        coef[name] = coefficients.get(name, BranchCoefficients())
-        z_all = gather_with_grad(embeddings[name]) if gather else embeddings[name]  # every rank's rows
-        per_branch[name] = {
-            "variance": _variance(z_all, coef[name].gamma, eps),
-            "covariance": _covariance(z_all, covariance),
-        }
-    v = {name: t["variance"] for name, t in per_branch.items()}
-    c = {name: t["covariance"] for name, t in per_branch.items()}
-    loss = invariance_weight * s + sum(coef[b].variance_weight * v[b] for b in v) / 2
-    for b in c:  # added one at a time: two branches give exactly vicreg_loss's sum
-        loss = loss + coef[b].covariance_weight * c[b]
-    return MultiBranchOutput(loss, s, sum(v.values()) / len(v), sum(c.values()), per_branch)  # type: ignore[arg-type]
-
-
-def multi_branch_vicreg(
-    embeddings: Mapping[str, torch.Tensor],
-    pairs: Sequence[tuple[str, str]] | None = None,
-    *,
-    invariance_weight: float = 25.0,
-    coefficients: Mapping[str, BranchCoefficients] | None = None,
-    eps: float = 1e-4,
-    gather: bool = True,
-    covariance: str = "auto",
-) -> MultiBranchOutput:
-    """VICReg over N branches: invariance over the given pairs, variance and covariance once per branch.
-
-    ``loss = λ·Σ_{(a,b) ∈ pairs} s(Z_a, Z_b) + (Σ_b μ_b·v_{γ_b}(Z_b))/2 + Σ_b ν_b·c(Z_b)``
-
-    ``pairs`` defaults to every pair of branches; a branch in no pair adds no term. The /2 keeps the published
-    scaling, so two branches give :func:`vicreg_loss`. Reported terms: ``invariance`` summed over pairs,
-    ``variance`` averaged over branches, ``covariance`` summed over branches (unweighted); ``per_branch[b]``
-    holds branch b's ``variance`` and ``covariance``. A branch missing from ``coefficients`` takes
-    ``BranchCoefficients()`` (μ = 25, ν = 1, γ = 1).
-    """
-    names = list(embeddings)
-    pairs = all_pairs(names) if pairs is None else [tuple(p) for p in pairs]  # type: ignore[misc]
-    if not pairs:
-        raise ValueError(f"VICReg needs at least one pair of branches to compare; got branches {names}")
-    check_branches(embeddings, pairs, min_rows(gather), "multi_branch_vicreg")
-    check_algorithm(covariance)
-    return _multi_branch(embeddings, pairs, invariance_weight, coefficients or {}, eps, gather, covariance)

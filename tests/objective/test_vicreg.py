@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mmvicreg import VICRegLoss, covariance_term, invariance_term, variance_term, vicreg_loss
+from mmvicreg.objective.vicreg import BranchCoefficients, MultiBranchOutput, ObjectiveOutput, multi_branch_vicreg
 from tests.helpers.reference import ref_covariance, ref_variance, ref_vicreg
 
 SHAPES = [(8, 32), (64, 8), (2, 5), (16, 1), (33, 33)]
@@ -80,6 +81,28 @@ def test_module_equals_function():
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b)
     assert out._fields == ("loss", "invariance", "variance", "covariance")
+
+
+@pytest.mark.parametrize("algorithm", ["dense", "gram"])
+def test_two_branches_are_the_n_branch_sum_with_one_pair(algorithm):
+    """One VICReg sum: vicreg_loss is multi_branch_vicreg over the pair (a, b), to the bit, gradients included."""
+    za, zb = _inputs(16, 12, torch.float32)
+    out = vicreg_loss(za, zb, variance_weight=(25.0, 10.0), covariance_weight=(1.0, 3.0), gamma=(1.0, 0.5),
+                      covariance=algorithm)
+    coefficients = {"a": BranchCoefficients(25.0, 1.0, 1.0), "b": BranchCoefficients(10.0, 3.0, 0.5)}
+    ref = multi_branch_vicreg({"a": za, "b": zb}, coefficients=coefficients, covariance=algorithm)
+    assert all(torch.equal(x, y) for x, y in zip(out, ref[:4]))
+    grads = torch.autograd.grad(out.loss, (za, zb))
+    assert all(torch.equal(g, r) for g, r in zip(grads, torch.autograd.grad(ref.loss, (za, zb))))
+
+
+def test_one_plain_output_type():
+    assert MultiBranchOutput is ObjectiveOutput and issubclass(ObjectiveOutput, tuple)
+    assert ObjectiveOutput._fields == ("loss", "invariance", "variance", "covariance", "per_branch", "terms")
+    out = multi_branch_vicreg(dict(zip("ab", _inputs(8, 4, torch.float64))))
+    assert dict(out.terms) == {} and set(out.per_branch) == {"a", "b"}
+    assert set(out.per_branch["a"]) == {"variance", "covariance"}
+    assert torch.equal(out.variance, (out.per_branch["a"]["variance"] + out.per_branch["b"]["variance"]) / 2)
 
 
 # ------------------------------------------------------------------------------------------- precision
