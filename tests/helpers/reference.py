@@ -1,4 +1,6 @@
-"""Plain dense implementations of the VICReg equations, written for the tests from DESIGN.md, not from the package."""
+"""Plain dense implementations of the VICReg equations, written for the tests from the equations in README.md
+("The objective"; Bardes, Ponce & LeCun, ICLR 2022, with the published code's /2 on the variance), not from the
+package."""
 
 import torch
 
