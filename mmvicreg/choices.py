@@ -12,7 +12,17 @@ from typing import Iterable, Sequence, TypeVar
 T = TypeVar("T")
 
 # objective
-OBJECTIVES = ("vicreg", "infonce", "triplet", "barlow")
+# The objective registry: ``loss.name`` -> "module:Class". Adding an objective is its own module and one line
+# here; the config validates names against the keys without importing the objectives, and
+# :func:`mmvicreg.objective.build_objective` imports the class it names (tests/objective/test_build.py checks
+# that every entry resolves to an ``Objective`` whose ``name`` is its key).
+OBJECTIVE_CLASSES = {
+    "vicreg": "mmvicreg.objective.modules:VICRegObjective",
+    "infonce": "mmvicreg.objective.modules:InfoNCEObjective",
+    "triplet": "mmvicreg.objective.modules:TripletObjective",
+    "barlow": "mmvicreg.objective.modules:BarlowTwinsObjective",
+}
+OBJECTIVES = tuple(OBJECTIVE_CLASSES)
 ABLATIONS = ("full", "invariance_variance", "invariance")  # vicreg only; None means "full"
 COVARIANCE_ALGORITHMS = ("auto", "dense", "gram")
 VARIANCE_MODES = ("std", "var")
@@ -26,7 +36,9 @@ SHARD_LAYOUTS = ("pair", "image")  # mmvicreg shards --per: a sample per imageâ€
 BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
 PAIRS_MODES = ("one", "all")
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
-TRANSFORMS = ("vicreg_view1", "vicreg_view2", "light", "eval")
+VICREG_VIEWS = {"vicreg_view1": 1, "vicreg_view2": 2}  # transform name -> the published view it is (1 or 2)
+TRANSFORMS = (*VICREG_VIEWS, "light", "eval")
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")  # torchvision's
 AUGMENT_PLACES = ("workers", "device")  # transform.augment_on: where a VICReg view's colour half runs
 # Data keys renamed to the one vocabulary (caption file `captions`, image folder `images`): old -> new.
 RENAMED_DATA_KEYS = {"image_root": "images", "annotations": "captions", "path": "captions", "root": "images"}

@@ -14,10 +14,14 @@ default, no network), a name the library knows (timm ``true`` or tag, open_clip 
 that may reach the network) or a local file or folder.
 
 Each :class:`Encoder` class answers for itself what a model needs to know before building it: its
-``modality``, whether it ``owns_tokenizer``, and which of its options load weights (:func:`architecture_only`
-drops them when an export is rebuilt: nothing in a saved spec fetches weights, opens a file or runs code).
-:func:`encoder_class` maps a spec to that class (unbuilt) and :func:`needs_tokenizer` answers the tokenizer
-question; callers never compare encoder names.
+``modality``, whether it ``owns_tokenizer``, which options it takes (:meth:`Encoder.options`) and which of them
+load weights (:func:`architecture_only` drops them when an export is rebuilt: nothing in a saved spec fetches
+weights, opens a file or runs code). :func:`encoder_class` maps a spec to that class (unbuilt),
+:func:`check_spec` checks a spec's name and options, and :func:`needs_tokenizer` answers the tokenizer question;
+callers never compare encoder names.
+
+Importing this package installs :func:`check_spec` as the config's encoder check
+(:func:`mmvicreg.config.register_encoder_check`): a config names an unknown encoder or option when it loads.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mmvicreg.choices import did_you_mean
+from mmvicreg.config import EncoderSpec, register_encoder_check
 from mmvicreg.encoders.base import Encoder
 from mmvicreg.encoders.image import OpenCLIPImageEncoder, TimmImageEncoder
 from mmvicreg.encoders.text import GRUTextEncoder, HFTextEncoder, OpenCLIPTextEncoder
@@ -47,6 +52,7 @@ __all__ = [
     "PretrainedUnavailable",
     "architecture_only",
     "build_encoder",
+    "check_spec",
     "encoder_class",
     "known_encoder_names",
     "load_tokenizer",
@@ -71,14 +77,19 @@ def _unknown(name: str, why: str = "") -> ValueError:
     )
 
 
-def _spec_name(spec: str | Mapping[str, Any]) -> str:
+Spec = str | Mapping[str, Any] | EncoderSpec
+
+
+def _spec_name(spec: Spec) -> str:
+    if isinstance(spec, EncoderSpec):
+        return spec.name
     name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, Mapping) else None
     if not isinstance(name, str):
         raise ValueError(f"an encoder spec needs a string `name`, got {spec!r}")  # noqa: TRY004 - a config error
     return name
 
 
-def encoder_class(spec: str | Mapping[str, Any]) -> type[Encoder]:
+def encoder_class(spec: Spec) -> type[Encoder]:
     """The :class:`Encoder` subclass that ``spec`` (a name or ``{"name": ..., **options}``) builds, unbuilt.
 
     Its class attributes answer what the model needs before building: ``modality`` and ``owns_tokenizer``.
@@ -102,9 +113,48 @@ def encoder_class(spec: str | Mapping[str, Any]) -> type[Encoder]:
     return TimmImageEncoder
 
 
-def needs_tokenizer(spec: str | Mapping[str, Any]) -> bool:
+def needs_tokenizer(spec: Spec) -> bool:
     """Whether the encoder ``spec`` builds owns a tokenizer (saved with a model, passed back to rebuild it)."""
     return encoder_class(spec).owns_tokenizer
+
+
+def check_spec(spec: Spec, key: str | None = None) -> type[Encoder]:
+    """The :class:`Encoder` class ``spec`` builds, after checking its name and that each option is one that class
+    takes (:meth:`Encoder.options`). A ``ValueError`` in one line names the unknown name or option, the nearest
+    valid one, and ``key`` (the spec's dotted key in a config, ``branches.image.encoder``) when given."""
+    if isinstance(spec, EncoderSpec):
+        spec = spec.to_config()
+    try:
+        cls = encoder_class(spec)
+    except ValueError as e:
+        where = key if isinstance(spec, str) else f"{key}.name"
+        raise ValueError(f"{where}: {e}" if key else str(e)) from None
+    if isinstance(spec, str):
+        return cls
+    name, accepted = spec["name"], cls.options(spec["name"])
+    for option in spec:
+        if option == "name" or accepted is None or option in accepted:
+            continue
+        hint = (f"; {cls.renamed_options[option]}" if option in cls.renamed_options
+                else did_you_mean(option, sorted(accepted)) or f"; it takes {', '.join(sorted(accepted)) or 'none'}")
+        if key:
+            raise ValueError(f"unknown config key '{key}.{option}' for encoder {name!r}{hint}")
+        raise ValueError(f"bad options for encoder {name!r}: unknown option {option!r}{hint}")
+    return cls
+
+
+def _config_check(spec: EncoderSpec, key: str) -> dict[str, Any]:
+    """The config's encoder check: :func:`check_spec`, and what the class says of itself."""
+    cls = check_spec(spec, key)
+    return {
+        "modality": cls.modality,
+        "owns_tokenizer": cls.owns_tokenizer,
+        "supports_gradient_checkpointing": cls.supports_gradient_checkpointing,
+        "learns_vocabulary": cls.learns_vocabulary(spec.as_dict()),
+    }
+
+
+register_encoder_check(_config_check)
 
 
 def architecture_only(spec: str | Mapping[str, Any]) -> str | dict[str, Any]:
@@ -119,36 +169,37 @@ def architecture_only(spec: str | Mapping[str, Any]) -> str | dict[str, Any]:
     return encoder_class(spec).architecture_only(dict(spec))
 
 
-def _split_text_options(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    tok_keys = {"min_count", "max_length", "vocab_size"}
+def _split_text_options(cls: type[Encoder], spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    tok_keys = set(cls.tokenizer_options)
     return {k: v for k, v in spec.items() if k not in tok_keys}, {k: v for k, v in spec.items() if k in tok_keys}
 
 
 def build_encoder(
-    spec: str | Mapping[str, Any],
+    spec: Spec,
     captions: Iterable[str] | None = None,
     tokenizer: TextTokenizer | OpenCLIPTokenizer | None = None,
 ) -> Encoder:
-    """Build an encoder from a name or a ``{"name": ..., **options}`` dict.
+    """Build an encoder from an :class:`~mmvicreg.config.EncoderSpec` (checked when it was parsed), a name, or a
+    ``{"name": ..., **options}`` dict (checked here, once: :func:`check_spec`).
 
     Text encoders that learn a vocabulary (``gru``; ``hf`` from a config) need the training ``captions``,
     unless a saved ``tokenizer`` is given (as when loading an export). ``pretrained`` (any kind) is validated
     before any download: a bad value raises ValueError; weights a tag or Hub id names that cannot be had raise
     :class:`PretrainedUnavailable` (one line naming the model, the cause and the local-path alternative).
     """
-    cls = encoder_class(spec)
-    options = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if isinstance(spec, EncoderSpec):
+        cls, options = encoder_class(spec), spec.as_dict()
+    else:
+        cls, options = check_spec(spec), ({"name": spec} if isinstance(spec, str) else dict(spec))
     name = options.pop("name")
     try:
         if cls is GRUTextEncoder:
-            options, tok_opts = _split_text_options(options)
+            options, tok_opts = _split_text_options(cls, options)
             tok_opts.pop("vocab_size", None)
             tok = tokenizer or word_tokenizer(captions or [], **tok_opts)  # type: ignore[arg-type]
             return GRUTextEncoder(tok, **options)  # type: ignore[arg-type]
         if cls is HFTextEncoder:
-            options, tok_opts = _split_text_options(options)
-            if "path" in options:
-                raise ValueError("hf option `path` is now `pretrained` (a local folder or a Hub id)")
+            options, tok_opts = _split_text_options(cls, options)
             if tokenizer is None:
                 if options.get("pretrained"):
                     tokenizer = hf_tokenizer(options["pretrained"], tok_opts.get("max_length"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import torch
@@ -24,6 +25,10 @@ class Encoder(nn.Module):
     :func:`mmvicreg.encoders.encoder_class` or :func:`mmvicreg.encoders.needs_tokenizer` for a spec, rather than
     comparing encoder names.
 
+    Options: what a spec may give besides its ``name`` is :meth:`options` (the constructor's keyword arguments
+    and :attr:`tokenizer_options`), so a config names an unknown option when it loads, before anything is built;
+    :attr:`renamed_options` says what an old option is called now.
+
     Training switches, the same on every encoder: ``supports_gradient_checkpointing`` (a class attribute: whether
     :meth:`set_gradient_checkpointing` can turn it on, asked before any model is built) and
     :meth:`set_gradient_checkpointing`; :meth:`freeze` (all but the last ``unfreeze_last`` of
@@ -36,6 +41,19 @@ class Encoder(nn.Module):
     tokenizer: Any = None  # the text tokenizer of an encoder that owns one (``encode``, ``pad_id``, ``save``)
     output_dim: int
     supports_gradient_checkpointing: ClassVar[bool] = False
+    tokenizer_options: ClassVar[tuple[str, ...]] = ()  # options of the tokenizer the builder makes for it
+    renamed_options: ClassVar[dict[str, str]] = {}  # an old option name -> one line saying what it is now
+
+    @classmethod
+    def options(cls, name: str) -> frozenset[str] | None:
+        """The options a spec of this class (called ``name``) may give besides ``name``: the constructor's keyword
+        arguments, except the model name and the tokenizer (the builder gives those), and
+        :attr:`tokenizer_options`. None when the constructor passes any keyword on to a library (which checks it)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        own = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return frozenset((own - {"self", "name", "model", "tokenizer"}) | set(cls.tokenizer_options))
 
     @classmethod
     def learns_vocabulary(cls, spec: Any) -> bool:

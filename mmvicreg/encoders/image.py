@@ -7,6 +7,8 @@ default), a tag the library knows (timm: ``true`` or a tag; open_clip: a tag) or
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -38,6 +40,29 @@ def timm_checkpointing(model: nn.Module, enable: bool, label: str) -> None:
         raise freezing.checkpointing_refused(label, f"timm: {str(e) or type(e).__name__}") from None
 
 
+@functools.lru_cache(maxsize=64)
+def timm_options(arch: str) -> frozenset[str] | None:
+    """The keyword options ``timm.create_model(arch, ...)`` takes: its own, ``build_model_with_cfg``'s and the
+    model class's constructor arguments. The class is read from a model made on the meta device (no memory, no
+    weights). None when the class takes any keyword, or cannot be made there (the build then names a bad option).
+    """
+    import timm
+    from timm.models import build_model_with_cfg
+
+    try:
+        with torch.device("meta"):
+            model_cls = type(timm.create_model(arch, pretrained=False))
+    except Exception:  # noqa: BLE001 - an architecture that cannot be made on the meta device: no answer here
+        return None
+    names: set[str] = set()
+    for fn in (model_cls.__init__, timm.create_model, build_model_with_cfg):
+        params = list(inspect.signature(fn).parameters.values())
+        if fn is model_cls.__init__ and any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return frozenset(names - {"self", "model_name", "model_cls", "variant", "pretrained"})
+
+
 def timm_groups(model: nn.Module, prefix: str, label: str) -> list[list[str]]:
     """timm's coarse layer groups of ``model`` (stem, then each stage or block, ...), names prefixed by ``prefix``.
 
@@ -65,6 +90,12 @@ class TimmImageEncoder(Encoder):
 
     modality = "image"
     supports_gradient_checkpointing = True
+
+    @classmethod
+    def options(cls, name: str) -> frozenset[str] | None:
+        """``pretrained``, ``image_size`` and what timm takes for ``name`` (:func:`timm_options`; None: unknown)."""
+        timm_keys = timm_options(name.partition(".")[0])
+        return None if timm_keys is None else frozenset({"pretrained", "image_size"} | timm_keys)
 
     @classmethod
     def architecture_only(cls, spec: dict[str, Any]) -> dict[str, Any]:

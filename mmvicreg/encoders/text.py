@@ -93,6 +93,7 @@ class GRUTextEncoder(Encoder):
 
     modality = "text"
     owns_tokenizer = True
+    tokenizer_options = ("min_count", "max_length", "vocab_size")  # vocab_size: read and ignored (a word vocabulary)
 
     @classmethod
     def learns_vocabulary(cls, spec: Any) -> bool:
@@ -136,6 +137,8 @@ class HFTextEncoder(Encoder):
     modality = "text"
     owns_tokenizer = True
     supports_gradient_checkpointing = True
+    tokenizer_options = ("min_count", "max_length", "vocab_size")
+    renamed_options = {"path": "hf option `path` is now `pretrained` (a local folder or a Hub id)"}
 
     @classmethod
     def learns_vocabulary(cls, spec: Any) -> bool:

@@ -5,28 +5,20 @@ from __future__ import annotations
 from torch import nn
 
 from mmvicreg.choices import EXPANDER_NORMS, check_choice
+from mmvicreg.config import ExpanderSpec, parse_expander
 
 DEFAULT_EXPANDER = "8192-8192-8192"  # VICReg's published expander (ResNet-50: 2048 -> 8192 -> 8192 -> 8192)
 
+__all__ = ["DEFAULT_EXPANDER", "Expander", "parse_expander", "parse_expander_spec"]
+
 
 def parse_expander_spec(spec: str | int | None) -> list[int]:
-    """``"8192-8192-8192"`` -> ``[8192, 8192, 8192]``; ``""``, ``"none"`` or None -> ``[]`` (identity)."""
-    if spec is None:
-        return []
-    if isinstance(spec, int):
-        spec = str(spec)
-    text = str(spec).strip().lower()
-    if text in ("", "none", "identity"):
-        return []
-    sizes = []
-    for part in text.split("-"):
-        if not part.strip().isdigit() or int(part) < 1:
-            raise ValueError(
-                f"bad expander spec {spec!r}: {part!r} is not a positive width; write layer widths joined by '-', "
-                f"e.g. '8192-8192-8192', or 'none' for no expander"
-            )
-        sizes.append(int(part))
-    return sizes
+    """``"8192-8192-8192"`` -> ``[8192, 8192, 8192]``; ``""``, ``"none"`` or None -> ``[]`` (identity).
+
+    :func:`mmvicreg.config.parse_expander` (the one parser: a config's ``expander`` is parsed with it when the
+    config loads), as a list.
+    """
+    return list(parse_expander(spec))
 
 
 def _norm(kind: str, width: int) -> list[nn.Module]:
@@ -38,13 +30,18 @@ class Expander(nn.Sequential):
 
     ``norm``: ``"batch"`` (BatchNorm1d, as published), ``"layer"`` (LayerNorm: each sample on its own, so the
     output never depends on the rest of the batch) or ``"none"``. ``Expander(2048, "8192-8192-8192")`` is
-    VICReg's ResNet-50 expander; an empty spec is the identity.
+    VICReg's ResNet-50 expander; an empty spec is the identity. ``spec`` is a width spec as a config writes it, or
+    what :func:`mmvicreg.config.parse_expander` made of one.
     """
 
-    def __init__(self, input_dim: int, spec: str | int | None = DEFAULT_EXPANDER, norm: str = "batch"):
-        self.spec = "-".join(str(s) for s in parse_expander_spec(spec))
+    def __init__(
+        self, input_dim: int, spec: str | int | tuple[int, ...] | ExpanderSpec | None = DEFAULT_EXPANDER,
+        norm: str = "batch",
+    ):
+        widths = parse_expander(spec)  # a parsed spec (ExpanderSpec, tuple of widths) is taken as it is
+        self.spec = "-".join(str(w) for w in widths)
         self.norm = check_choice(norm, EXPANDER_NORMS, "expander_norm")
-        sizes = [input_dim, *parse_expander_spec(spec)]
+        sizes = [input_dim, *widths]
         layers: list[nn.Module] = []
         for i in range(len(sizes) - 2):
             layers += [nn.Linear(sizes[i], sizes[i + 1]), *_norm(norm, sizes[i + 1]), nn.ReLU(inplace=True)]

@@ -22,7 +22,8 @@ from mmvicreg.choices import EMBEDDING_LAYERS, check_choice
 from mmvicreg.data.batching import Preprocessor, RawItems, make_loader
 from mmvicreg.devices import autocast
 from mmvicreg.model import hub, io
-from mmvicreg.model.branch import Branch, BranchSection, build_branches
+from mmvicreg.config import BranchConfig, parse_branches
+from mmvicreg.model.branch import Branch, build_branches
 
 
 class JointEmbedding(nn.Module):
@@ -40,21 +41,21 @@ class JointEmbedding(nn.Module):
     @classmethod
     def from_config(
         cls,
-        branches: Mapping[str, BranchSection],
+        branches: Mapping[str, BranchConfig | Mapping[str, Any]],
         captions: Iterable[str] | None = None,
         *,
         tokenizers: Mapping[str, Any] | None = None,
     ) -> "JointEmbedding":
-        """Build from ``{name: BranchConfig or {encoder, expander, field, transform, shares}}``.
-
-        A plain mapping is read with ``BranchConfig.from_mapping(value, f"branches.{name}")``: an unknown key
-        raises ``ConfigError`` (a ``ValueError``) naming it and the nearest valid key; the loss coefficients
-        (``variance_weight``, ``covariance_weight``, ``gamma``) are accepted and ignored here. ``captions`` feed
-        learned vocabularies (``gru``, ``hf`` from a config); ``tokenizers`` (``{branch: tokenizer}``, as saved
-        with a model) stand in for them. A missing ``expander`` is ``"8192-8192-8192"``, or for a ``shares:``
-        branch the shared branch's expander.
+        """Build from ``{name: BranchConfig}`` (as :func:`mmvicreg.config.load_config` parsed them), or from plain
+        mappings ``{encoder, expander, field, transform, shares, ...}``, parsed here, once, by the config's parser
+        (:func:`mmvicreg.config.parse_branches`): an unknown key raises ``ConfigError`` (a ``ValueError``) naming
+        ``branches.<name>.<key>`` and the nearest valid key, and so does a bad expander, transform or encoder
+        option; the loss coefficients (``variance_weight``, ``covariance_weight``, ``gamma``) are accepted and
+        ignored here. ``captions`` feed learned vocabularies (``gru``, ``hf`` from a config); ``tokenizers``
+        (``{branch: tokenizer}``, as saved with a model) stand in for them. A missing ``expander`` is
+        ``"8192-8192-8192"``, or for a ``shares:`` branch the shared branch's expander.
         """
-        return cls(build_branches(branches, captions, tokenizers))
+        return cls(build_branches(parse_branches(branches), captions, tokenizers))
 
     @property
     def branch_names(self) -> list[str]:

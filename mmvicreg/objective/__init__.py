@@ -5,13 +5,15 @@
 * :mod:`~mmvicreg.objective.baselines`: ``infonce_loss``, ``triplet_loss``, ``barlow_twins_loss``;
 * :mod:`~mmvicreg.objective.modules`: the ``nn.Module`` objectives the trainer optimises;
 * :mod:`~mmvicreg.objective.vcreg`: ``vcreg_penalty`` and ``VCRegHooks`` for intermediate layers;
-* :mod:`~mmvicreg.objective.build`: ``build_objective(loss, branches)``, ``build_vcreg(loss, model)``;
+* :mod:`~mmvicreg.objective.build`: ``build_objective(loss, branches)``, ``build_vcreg(loss, model)``; the
+  objective registry is :data:`mmvicreg.choices.OBJECTIVE_CLASSES` (``loss.name -> "module:Class"``, read by
+  ``objective_class``);
 * :mod:`~mmvicreg.objective.diagnostics`: ``embedding_std``, ``rankme``;
 * :mod:`~mmvicreg.objective.numerics`: the one input check, float32 statistics, the Gram rule.
 """
 
 from mmvicreg.objective.baselines import barlow_twins_loss, infonce_loss, triplet_loss
-from mmvicreg.objective.build import branch_coefficients, build_objective, build_vcreg
+from mmvicreg.objective.build import branch_coefficients, build_objective, build_vcreg, objective_class
 from mmvicreg.objective.diagnostics import embedding_std, rankme
 from mmvicreg.objective.modules import (
     BarlowTwinsObjective,
@@ -57,6 +59,7 @@ __all__ = [
     "infonce_loss",
     "invariance_term",
     "multi_branch_vicreg",
+    "objective_class",
     "rankme",
     "triplet_loss",
     "variance_term",

@@ -1,50 +1,69 @@
 """Config sections to objectives: the ``loss`` section, handed whole, and the branches' own coefficients.
 
-``build_objective(loss, branches)`` returns the :class:`~mmvicreg.objective.modules.Objective` named by
-``loss.name``; branch b's μ_b, ν_b, γ_b are ``branches[b].variance_weight``, ``.covariance_weight`` and
+``build_objective(loss, branches)`` returns the :class:`~mmvicreg.objective.modules.Objective` that ``loss.name``
+names in the registry, :data:`mmvicreg.choices.OBJECTIVE_CLASSES` (``name -> "module:Class"``; adding an objective
+is its module and one line there). The class gets the ``loss.*`` values its constructor names (an objective's
+options are keyword arguments called as the ``loss`` keys: ``temperature``, ``margin``, ...), the branches and
+their coefficients: branch b's μ_b, ν_b, γ_b are ``branches[b].variance_weight``, ``.covariance_weight`` and
 ``.gamma``, each falling back to the global ``loss.*`` value when ``None``. ``build_vcreg(loss, model)`` returns
 the VCReg hooks of ``loss.vcreg_layers`` on ``model``, or ``None`` when that list is empty.
+
+The sections were checked when they were made (:mod:`mmvicreg.config.schema`); nothing is checked again here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
+import inspect
 from typing import Any, Mapping
 
 from torch import nn
 
-from mmvicreg.choices import ABLATIONS, OBJECTIVES, VCREG_SPATIAL, check_choice
-from mmvicreg.config import BranchConfig, LossConfig
-from mmvicreg.objective.modules import (
-    BarlowTwinsObjective,
-    InfoNCEObjective,
-    Objective,
-    TripletObjective,
-    VICRegObjective,
-)
-from mmvicreg.objective.numerics import check_algorithm
+from mmvicreg.choices import OBJECTIVE_CLASSES
+from mmvicreg.config import BranchConfig, LossConfig, parse_branches
+from mmvicreg.objective.modules import Objective
 from mmvicreg.objective.vcreg import VCRegHooks
 from mmvicreg.objective.vicreg import BranchCoefficients
 
-__all__ = ["branch_coefficients", "build_objective", "build_vcreg"]
+__all__ = ["branch_coefficients", "build_objective", "build_vcreg", "objective_class"]
 
 
 def _or(value: float | None, default: float) -> float:
     return float(default if value is None else value)
 
 
-def branch_coefficients(
-    loss: LossConfig, branches: Mapping[str, BranchConfig | Mapping[str, Any]]
-) -> dict[str, BranchCoefficients]:
+def branch_coefficients(loss: LossConfig, branches: Mapping[str, BranchConfig]) -> dict[str, BranchCoefficients]:
     """Per-branch μ_b, ν_b, γ_b: the branch's own value where given, else the global ``loss.*`` one."""
-    coefficients = {}
-    for name, section in branches.items():
-        b = BranchConfig.from_mapping(section, f"branches.{name}")
-        coefficients[name] = BranchCoefficients(
+    return {
+        name: BranchCoefficients(
             _or(b.variance_weight, loss.variance_weight),
             _or(b.covariance_weight, loss.covariance_weight),
             _or(b.gamma, loss.gamma),
         )
-    return coefficients
+        for name, b in branches.items()
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def objective_class(name: str) -> type[Objective]:
+    """The class the registry (:data:`mmvicreg.choices.OBJECTIVE_CLASSES`) names for ``loss.name`` ``name``."""
+    module, _, attr = OBJECTIVE_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _loss_options(cls: type[Objective], loss: LossConfig) -> dict[str, Any]:
+    """The ``loss.*`` values the objective's constructors (its class's and its bases') take by name."""
+    keys = {f.name for f in dataclasses.fields(loss)}
+    taken = {
+        p.name
+        for klass in cls.__mro__
+        if issubclass(klass, Objective)
+        for p in inspect.signature(klass.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    }
+    return {k: getattr(loss, k) for k in sorted(keys & taken)}
 
 
 def build_objective(
@@ -56,29 +75,13 @@ def build_objective(
     the VICReg terms (the loss for ``vicreg``, detached diagnostics otherwise); ``covariance`` also picks Barlow
     Twins' dense/Gram form. ``loss.ablation`` applies to ``vicreg`` only; the other options to their own
     objective, and are ignored by the rest (so one config section serves every objective). ``gather``: use the
-    global batch under torch.distributed.
+    global batch under torch.distributed. Branches given as plain mappings are parsed once here
+    (:func:`mmvicreg.config.parse_branches`).
     """
-    name = check_choice(loss.name, OBJECTIVES, "loss.name")
-    if loss.ablation is not None:
-        check_choice(loss.ablation, ABLATIONS, "loss.ablation")
-        if name != "vicreg" and loss.ablation != "full":
-            raise ValueError(f"loss.ablation={loss.ablation!r} applies to the vicreg objective only, not to {name!r}")
-    shared: dict[str, Any] = dict(
-        pairs=loss.pairs,
-        invariance_weight=loss.invariance_weight,
-        coefficients=branch_coefficients(loss, branches),
-        eps=loss.eps,
-        covariance=check_algorithm(loss.covariance, "loss.covariance"),
-        gather=gather,
-    )
-    names = list(branches)
-    if name == "infonce":
-        return InfoNCEObjective(names, temperature=loss.temperature, learn_temperature=loss.learn_temperature, **shared)
-    if name == "triplet":
-        return TripletObjective(names, margin=loss.margin, max_violation=loss.max_violation, **shared)
-    if name == "barlow":
-        return BarlowTwinsObjective(names, barlow_lambda=loss.barlow_lambda, **shared)
-    return VICRegObjective(names, ablation=loss.ablation, **shared)
+    branches = parse_branches(branches)
+    cls = objective_class(loss.name)
+    options = _loss_options(cls, loss)
+    return cls(list(branches), **options, coefficients=branch_coefficients(loss, branches), gather=gather)
 
 
 def build_vcreg(loss: LossConfig, model: nn.Module) -> VCRegHooks | None:
@@ -91,5 +94,5 @@ def build_vcreg(loss: LossConfig, model: nn.Module) -> VCRegHooks | None:
         loss.vcreg_layers,
         variance_weight=loss.vcreg_variance_weight,
         covariance_weight=loss.vcreg_covariance_weight,
-        spatial=check_choice(loss.vcreg_spatial, VCREG_SPATIAL, "loss.vcreg_spatial"),
+        spatial=loss.vcreg_spatial,
     )

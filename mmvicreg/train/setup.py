@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 
-from mmvicreg.config import ConfigError, RunConfig
-from mmvicreg.config_checks import divisor_near
+from mmvicreg.config import ConfigError, RunConfig, check_batch_split
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
 from mmvicreg.data.protocols import StreamedSource
 from mmvicreg.data.streaming import StreamDataset, StreamLoader
 from mmvicreg.devices import resolve_device
 from mmvicreg.evaluation.labelled import labelled_memory
+from mmvicreg.evaluation.model_level import is_captioned
 from mmvicreg.model import JointEmbedding
-from mmvicreg.model.branch import check_training_options, needs_vocabulary
+from mmvicreg.model.branch import needs_vocabulary
 from mmvicreg.objective import build_objective, build_vcreg
 from mmvicreg.train.checkpoint import FrozenWeights, TrainState, load_checkpoint, remove_debris
 from mmvicreg.train.chunked import batch_norm_branches
@@ -65,14 +65,11 @@ class Run:
 def setup(config: RunConfig, objective: torch.nn.Module | None = None) -> Run:
     """Build every part of the run ``config`` describes; resume from the last checkpoint when ``resume``.
 
+    ``config`` is taken as checked (:func:`mmvicreg.config.load_config` checked every rule when it loaded).
     ``objective`` replaces the one ``config.loss`` names (any module mapping ``{branch: z}`` to an output with
     ``loss, invariance, variance, covariance, per_branch``).
     """
-    t, out_dir = config.train, Path(config.output_dir)
-    try:  # gradient checkpointing on an encoder without the switch is named before anything is built
-        check_training_options(config.branches)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    out_dir = Path(config.output_dir)
     accelerator = make_accelerator(config)
     lock = RunFolderLock(out_dir)
     resume_from = claim_folder(config, out_dir, accelerator, lock)
@@ -218,21 +215,12 @@ def tracker_init(config: RunConfig) -> dict[str, dict[str, Any]]:
 
 
 def make_accelerator(config: RunConfig) -> Any:
-    """The Accelerator (precision, trackers, CPU processes), seeded; checks the batch splits over processes."""
+    """The Accelerator (precision, trackers, CPU processes), seeded; checks the batch splits over processes
+    (:func:`mmvicreg.config.check_batch_split`, the rule the config checked for one process)."""
     from accelerate import Accelerator
-    from accelerate.utils import LoggerType, set_seed
+    from accelerate.utils import set_seed
 
     t = config.train
-    known_trackers = sorted(str(k.value) for k in LoggerType)
-    for tracker in t.trackers:
-        if tracker not in known_trackers:
-            raise ConfigError(f"train.trackers names {tracker!r}; known trackers: {', '.join(known_trackers)}")
-    for tracker in t.tracker_init:
-        if tracker not in t.trackers:
-            raise ConfigError(
-                f"train.tracker_init has options for {tracker!r}, which is not in train.trackers "
-                f"({t.trackers}); add it there or remove its options"
-            )
     # Several processes without a GPU (torchrun / accelerate launch on CPUs) need Accelerate's cpu flag to
     # start gloo; a single process keeps Accelerate's own device choice.
     launched_on_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -242,25 +230,9 @@ def make_accelerator(config: RunConfig) -> Any:
         log_with=t.trackers or None,
         project_dir=str(config.output_dir),
     )
-    world = accelerator.num_processes
-    if t.batch_size % world:
-        raise ConfigError(f"train.batch_size {t.batch_size} must be divisible by the number of processes ({world})")
-    if t.batch_size // world < 2:
-        raise ConfigError(f"train.batch_size {t.batch_size} over {world} processes leaves < 2 samples per process")
-    check_micro_batch(t, world)
+    check_batch_split(t, accelerator.num_processes)  # the config's batch rules, now that the processes are known
     set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
     return accelerator
-
-
-def check_micro_batch(t: Any, world: int) -> None:
-    """``train.micro_batch_size`` must divide each of ``world`` processes' share of the global batch."""
-    per, micro = t.batch_size // world, t.micro_batch_size
-    if micro is not None and (micro > per or per % micro):
-        raise ConfigError(
-            f"train.micro_batch_size {micro} does not divide each process's share of the batch, {per} "
-            f"(train.batch_size {t.batch_size} over {world} processes); choose a divisor of {per}, e.g. "
-            f"{divisor_near(per, micro)}"
-        )
 
 
 def build_sources(config: RunConfig) -> tuple[Any, Any, Any]:
@@ -273,7 +245,7 @@ def build_sources(config: RunConfig) -> tuple[Any, Any, Any]:
     train = build_source(config.data.train, "train")
     evaluation = build_source(config.data.eval, "test") if config.data.eval is not None else None
     reference = train
-    if evaluation is not None and not callable(getattr(evaluation, "eval_set", None)):
+    if evaluation is not None and not is_captioned(evaluation):
         try:  # a labelled eval set is scored by k-NN against a labelled reference: named now, not after training
             reference = labelled_memory(train, config.eval.reference)
         except ValueError as e:

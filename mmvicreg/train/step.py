@@ -11,6 +11,7 @@ row say that the weights themselves are broken.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,12 +92,37 @@ def optimisation_step(run: Any, batch: Mapping[str, torch.Tensor], guard: NonFin
     return StepOutput(out, zs)
 
 
+def named_terms(out: Any) -> dict[str, torch.Tensor]:
+    """Every scalar tensor an objective's output holds, by the name a log gives it, whatever the objective.
+
+    The output's fields (a ``NamedTuple``'s or a dataclass's) and its ``terms``: a tensor by its field's name
+    (``variance``); a mapping of tensors by their keys (``terms``: ``infonce/image-text``, ``temperature``); a
+    mapping of mappings ``{branch: {term: tensor}}`` as ``term/branch`` (``per_branch``: ``variance/image``).
+    """
+    if hasattr(out, "_asdict"):
+        fields = dict(out._asdict())
+    elif dataclasses.is_dataclass(out):
+        fields = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    else:
+        fields = {}
+    if isinstance(getattr(out, "terms", None), Mapping):
+        fields.setdefault("terms", out.terms)
+    named: dict[str, torch.Tensor] = {}
+    for name, value in fields.items():
+        if isinstance(value, torch.Tensor):
+            named[name] = value
+        elif isinstance(value, Mapping):
+            for key, inner in value.items():
+                if isinstance(inner, torch.Tensor):
+                    named[str(key)] = inner
+                elif isinstance(inner, Mapping):
+                    named.update({f"{t}/{key}": v for t, v in inner.items() if isinstance(v, torch.Tensor)})
+    return {k: v for k, v in named.items() if v.numel() == 1}
+
+
 def nonfinite_terms(out: Any) -> list[str]:
-    """``"variance = nan"``-style names of the non-finite terms of an objective output (else the loss)."""
-    terms = {"invariance": out.invariance, "variance": out.variance, "covariance": out.covariance}
-    for branch, t in out.per_branch.items():
-        terms.update({f"{name}/{branch}": value for name, value in t.items()})
-    values = {k: float(v.detach()) for k, v in terms.items()}
+    """``"variance = nan"``-style names of the non-finite terms the objective returned (else the loss)."""
+    values = {k: float(v.detach()) for k, v in named_terms(out).items() if k != "loss"}
     return [f"{k} = {v}" for k, v in values.items() if not math.isfinite(v)] or [f"loss = {float(out.loss.detach())}"]
 
 

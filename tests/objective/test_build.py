@@ -10,7 +10,7 @@ import mmvicreg.objective.numerics as numerics
 import mmvicreg.objective.vcreg as vcreg_module
 import mmvicreg.objective.vicreg as vicreg_module
 from mmvicreg.choices import OBJECTIVES
-from mmvicreg.config import BranchConfig, LossConfig
+from mmvicreg.config import BranchConfig, LossConfig, parse_branch
 from mmvicreg.objective import (
     BranchCoefficients,
     InfoNCEObjective,
@@ -41,8 +41,8 @@ def test_branch_coefficients_fall_back_to_the_loss_section():
         "image": BranchCoefficients(10.0, 1.0, 1.0),
         "text": BranchCoefficients(25.0, 3.0, 0.5),
     }
-    # A plain mapping is read as a BranchConfig.
-    assert branch_coefficients(loss, {"a": {"gamma": 2}})["a"] == BranchCoefficients(25.0, 1.0, 2.0)
+    # A plain mapping is read as a BranchConfig by the config's one branch parser.
+    assert branch_coefficients(loss, {"a": parse_branch({"gamma": 2})})["a"] == BranchCoefficients(25.0, 1.0, 2.0)
 
 
 def test_build_objective_hands_the_loss_section_whole():
@@ -137,3 +137,47 @@ def test_each_objective_forward_checks_each_input_once(checks, name):
     checks.clear()
     objective(_zs(names=("x", "y", "w")))  # three pairs and the diagnostics: still one check per tensor
     assert checks == {"x": 1, "y": 1, "w": 1}
+
+
+# ----------------------------------------------------------------------------------------------- the registry
+
+
+class HalvedVICReg(VICRegObjective):
+    """An objective added by its module and one registry line (the test below): VICReg at half weight."""
+
+    name = "halved"
+
+    def forward(self, zs):
+        out = super().forward(zs)
+        return out._replace(loss=out.loss / 2)
+
+
+def test_every_registry_entry_is_an_objective_named_as_its_key():
+    from mmvicreg.choices import OBJECTIVE_CLASSES
+    from mmvicreg.objective import Objective, objective_class
+
+    assert tuple(OBJECTIVE_CLASSES) == OBJECTIVES
+    for name in OBJECTIVE_CLASSES:
+        cls = objective_class(name)
+        assert issubclass(cls, Objective) and cls.name == name
+
+
+def test_an_objective_is_its_module_and_one_registry_line(monkeypatch):
+    from mmvicreg.choices import OBJECTIVE_CLASSES
+
+    monkeypatch.setitem(OBJECTIVE_CLASSES, "halved", f"{__name__}:HalvedVICReg")
+    branches = {"a": BranchConfig(variance_weight=10.0), "b": BranchConfig()}
+    objective = build_objective(LossConfig(name="halved", invariance_weight=5.0), branches, gather=False)
+    assert isinstance(objective, HalvedVICReg) and objective.invariance_weight == 5.0
+    reference = build_objective(LossConfig(invariance_weight=5.0), branches, gather=False)
+    zs = _zs(names="ab")
+    torch.testing.assert_close(objective(zs).loss, reference(zs).loss / 2)
+
+
+def test_each_objective_gets_the_loss_keys_its_constructor_names():
+    branches = {"a": BranchConfig(), "b": BranchConfig()}
+    triplet = build_objective(LossConfig(name="triplet", margin=0.5, max_violation=False, eps=1e-3), branches)
+    assert (triplet.margin, triplet.max_violation, triplet.eps) == (0.5, False, 1e-3)
+    assert build_objective(LossConfig(name="barlow", barlow_lambda=0.01), branches).barlow_lambda == 0.01
+    assert build_objective(LossConfig(ablation="invariance"), branches).ablation == "invariance"
+    assert build_objective(LossConfig(pairs=[["b", "a"]]), branches).pairs == [("b", "a")]

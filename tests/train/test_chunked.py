@@ -193,14 +193,14 @@ def test_bad_micro_batch_sizes_are_one_line(tmp_path, micro, message):
 
 
 def test_a_micro_batch_that_does_not_divide_each_process_share_is_one_line(tmp_path):
-    from mmvicreg.train.setup import check_micro_batch
+    from mmvicreg.config import check_batch_split  # the one batch-split rule (make_accelerator calls it too)
 
     train_section = load_config(_config(tmp_path, micro=64), format_keys=format_options).train  # 128 / 64: fine
-    check_micro_batch(train_section, 2)
+    check_batch_split(train_section, 2)
     with pytest.raises(ConfigError, match=r"train.micro_batch_size 64 does not divide each process's share of the "
                                           r"batch, 32 \(train.batch_size 128 over 4 processes\); choose a divisor "
                                           r"of 32, e.g. 32"):
-        check_micro_batch(train_section, 4)
+        check_batch_split(train_section, 4)
 
 
 @pytest.mark.timeout(600)

@@ -1,0 +1,118 @@
+"""The rules that look at more than one value of a run configuration, each in one place.
+
+:func:`check_config` runs when a config loads, after every section has been made (each section checks its own
+rules: :mod:`mmvicreg.config.schema`); :func:`check_branches` holds the branches' rules and also runs when branches
+are given to a builder as plain mappings (:func:`mmvicreg.config.parse_branches`). Each raises
+:class:`ConfigError` in one line naming the dotted key at fault, what it holds and what would be accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from mmvicreg.choices import DATA_FORMATS, EXPANDER_NORMS, RENAMED_DATA_KEYS, did_you_mean
+from mmvicreg.config.schema import BRANCH_LOSS_KEYS, BRANCH_TRAINING_KEYS, BranchConfig, RunConfig
+from mmvicreg.config.specs import ConfigError, choice
+
+FormatKeys = Callable[[str], "set[str] | None"]
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
+
+
+def check_config(config: RunConfig, format_keys: FormatKeys | None = None) -> None:
+    """The rules across sections; the first problem raises ``ConfigError`` naming its key.
+
+    ``format_keys(format)`` gives the option names a data format accepts (None for an unknown format):
+    :func:`mmvicreg.data.build.format_options`; without it the data sections' options are not checked.
+    """
+    if not config.branches:
+        raise ConfigError("the config names no branches; add `branches:` with at least two (e.g. image, caption)")
+    check_branches(config.branches)
+    names = list(config.branches)
+    if config.loss.name == "vicreg" and len(names) < 2 and not config.loss.pairs:
+        raise ConfigError(f"VICReg compares branches in pairs; the config has only {names}")
+    for pair in config.loss.pairs or []:
+        for b in pair:
+            if b not in names:
+                raise ConfigError(f"loss.pairs names branch {b!r}, which is not a branch{_nearest(b, names)}")
+    for b in config.eval.branches or []:
+        if b not in names:
+            raise ConfigError(f"eval.branches names {b!r}, which is not a branch{_nearest(b, names)}")
+    if format_keys is not None:
+        for section in ("train", "eval"):
+            data = getattr(config.data, section)
+            if data is not None:
+                check_data_section(data, f"data.{section}", format_keys)
+
+
+def check_data_section(data: Mapping[str, object], key: str, format_keys: FormatKeys) -> None:
+    """A ``data.*`` section: a known ``format`` and only the options that format takes (renamed keys named)."""
+    valid = format_keys(str(data["format"]))
+    if valid is None:
+        raise ConfigError(f"{key}.format is {data['format']!r}{did_you_mean(data['format'], DATA_FORMATS)}; "
+                          f"known formats: {', '.join(DATA_FORMATS)}")
+    for name in data:
+        if name != "format" and name not in valid:
+            renamed = RENAMED_DATA_KEYS.get(name)
+            hint = (f"; it is called {renamed!r} (every caption source names its caption file `captions` and its "
+                    f"image folder `images`)" if renamed in valid else _nearest(name, sorted(valid | {"format"})))
+            raise ConfigError(f"unknown config key '{key}.{name}' for format {data['format']!r}{hint}")
+
+
+def check_branches(branches: Mapping[str, BranchConfig]) -> None:
+    """Every branch's own rules, then how they share: a ``shares:`` names a branch, no sharing cycle, and one
+    training setting per shared encoder."""
+    names = list(branches)
+    for name, b in branches.items():
+        _check_branch(name, b, names)
+    for name in names:
+        seen, at = [name], branches[name].shares
+        while at is not None and at not in seen:
+            seen.append(at)
+            at = branches[at].shares
+        if at is not None:
+            raise ConfigError(f"branches {sorted(seen)} share each other in a cycle; one must own an encoder")
+    _check_branch_training(branches)
+
+
+def _check_branch(name: str, b: BranchConfig, names: list[str]) -> None:
+    key = f"branches.{name}"
+    for loss_key in BRANCH_LOSS_KEYS:
+        value = getattr(b, loss_key)
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{key}.{loss_key} must be >= 0, got {value!r}")
+    if b.expander_norm is not None:
+        choice(b.expander_norm, EXPANDER_NORMS, f"{key}.expander_norm")
+    if b.shares is not None and b.shares not in names:
+        raise ConfigError(f"branch {name!r} shares {b.shares!r}, which is not a branch"
+                          f"{did_you_mean(b.shares, names)}; branches: {', '.join(names)}")
+    if b.shares is None and b.encoder is None:
+        raise ConfigError(f"branch {name!r} needs an `encoder` (e.g. resnet50, gru) or `shares: <branch>`")
+    if b.unfreeze_last is not None and (b.unfreeze_last < 0 or not b.freeze):
+        raise ConfigError(
+            f"{key}.unfreeze_last is {b.unfreeze_last}; it counts the encoder's last layer groups that still train "
+            f"under `freeze: true`: set freeze: true and a number >= 0"
+        )
+    traits = b.encoder.traits if b.encoder is not None else {}
+    if b.gradient_checkpointing and b.shares is None and traits.get("supports_gradient_checkpointing") is False:
+        raise ConfigError(
+            f"{key}.gradient_checkpointing: encoder {b.encoder.name!r} has no gradient checkpointing switch; "  # type: ignore[union-attr]
+            f"remove the key (supported: timm, open_clip and hf encoders)"
+        )
+
+
+def _check_branch_training(branches: Mapping[str, BranchConfig]) -> None:
+    """``freeze`` / ``unfreeze_last`` / ``gradient_checkpointing``: one setting per shared encoder."""
+    for name, b in branches.items():
+        owner = branches.get(b.shares) if b.shares else None
+        if owner is None:
+            continue
+        for key in BRANCH_TRAINING_KEYS:
+            mine, theirs = getattr(b, key), getattr(owner, key)
+            if mine is not None and mine != theirs:
+                raise ConfigError(
+                    f"branches.{name}.{key} is {mine!r} but branch {b.shares!r}, whose encoder it shares, has "
+                    f"{theirs!r}: one encoder trains one way; set {key} on {b.shares!r} only"
+                )
