@@ -1,5 +1,6 @@
 """mmvicreg: train any set of encoders with VICReg and evaluate what they learned."""
 
+from mmvicreg.data.encoding import encode
 from mmvicreg.model import Branch, JointEmbedding
 from mmvicreg.objective import (
     VICRegLoss,
@@ -18,6 +19,7 @@ __all__ = [
     "VICRegLoss",
     "VICRegOutput",
     "covariance_term",
+    "encode",
     "invariance_term",
     "variance_term",
     "vicreg_loss",

@@ -17,27 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from mmvicreg.choices import did_you_mean
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_INTERPOLATION = "bicubic"
-DEFAULT_CROP_PCT = 0.875
-INTERPOLATIONS = tuple(m.value for m in InterpolationMode)
-VIEW_TRANSFORMS = {"vicreg_view1": 1, "vicreg_view2": 2}  # the transforms whose colour half may run on the device
-
-
-def check_interpolation(name: Any) -> str:
-    """``name`` when it is one of torchvision's interpolation modes (``"bicubic"``, ``"bilinear"``, ...); else a
-    ``ValueError`` naming the nearest and every known one."""
-    if name not in INTERPOLATIONS:
-        raise ValueError(
-            f"unknown interpolation {name!r}{did_you_mean(name, INTERPOLATIONS)}; known: {', '.join(INTERPOLATIONS)}"
-        )
-    return name
+from mmvicreg.choices import VICREG_VIEWS
 
 
 def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -63,17 +45,18 @@ class ImagePreprocessing:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    interpolation: str = DEFAULT_INTERPOLATION
-    crop_pct: float = DEFAULT_CROP_PCT
-    train: str = "vicreg_view1"
-    eval: str = "eval"
-    augment_on: str = "workers"
+    interpolation: str
+    crop_pct: float
+    train: str
+    eval: str
+    augment_on: str
 
     modality = "image"
 
     @classmethod
     def from_spec(cls, field: str, spec: Mapping[str, Any]) -> "ImagePreprocessing":
-        """From a branch's resolved ``transform`` section (every key present: ``Branch.transform_spec``)."""
+        """From a branch's resolved ``transform`` section (every key present: ``Branch.transform_spec``; the keys,
+        their defaults and their checks are the config's, :mod:`mmvicreg.config.specs`)."""
         return cls(field, int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]),  # type: ignore[arg-type]
                    spec["interpolation"], float(spec["crop_pct"]), spec["train"], spec["eval"], spec["augment_on"])
 
@@ -81,7 +64,7 @@ class ImagePreprocessing:
     def device_view(self) -> int | None:
         """The VICReg view (1 or 2) whose colour half runs on the device in training, or None (``augment_on:
         workers``, or a training transform that is no VICReg view)."""
-        return VIEW_TRANSFORMS.get(self.train) if self.augment_on == "device" else None
+        return VICREG_VIEWS.get(self.train) if self.augment_on == "device" else None
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0, 1] float) images as the encoder reads them: :func:`normalize_images` with this mean/std."""

@@ -21,7 +21,7 @@ from PIL import Image
 from mmvicreg.cli import main
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.data import BadImageError, BranchDataset, build_source, coco_captions, csv_captions, karpathy_captions
-from mmvicreg.data import FolderImages, make_loader
+from mmvicreg.data import FolderImages, encode, make_loader
 from mmvicreg.data.build import format_options
 from mmvicreg.evaluation import (
     extract_embeddings,
@@ -296,11 +296,11 @@ MODEL_ROWS = [
     ("model/tokenizer-corrupt", lambda t, a: _tampered_model(t, a, "tokenizers/caption/mmvicreg_tokenizer.json",
                                                              "{"), ValueError,
      "the tokenizer of branch 'caption' in"),
-    ("model/encode-unknown-branch", lambda t, a: a["net"].encode("text", ["x"]), KeyError,
+    ("model/encode-unknown-branch", lambda t, a: encode(a["net"], "text", ["x"]), KeyError,
      "no branch 'text'; this model's branches: image, caption"),
-    ("model/encode-one-string", lambda t, a: a["net"].encode("caption", "a red circle"), TypeError,
+    ("model/encode-one-string", lambda t, a: encode(a["net"], "caption", "a red circle"), TypeError,
      "wrap the single str in a list"),
-    ("model/caption-to-image-branch", lambda t, a: a["net"].encode("image", ["a red circle"]), TypeError,
+    ("model/caption-to-image-branch", lambda t, a: encode(a["net"], "image", ["a red circle"]), TypeError,
      "is a caption routed to an image branch?"),
     ("model/forward-wrong-shape", lambda t, a: a["net"]({"image": torch.zeros(2, 3)}), ValueError,
      "needs images (batch, 3, H, W), uint8 as the loader makes them or float normalised, got torch.float32 tensor of shape (2, 3)"),

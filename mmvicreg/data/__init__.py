@@ -1,18 +1,26 @@
-"""Data: image–caption and image-only sources, embedded datasets, transforms, batching.
+"""Data: image–caption and image-only sources, embedded datasets, transforms, batching, the input path.
 
-=============  ===================================================================================
-sources/       map-style datasets of raw samples (``{"image", "caption", "image_id"}`` or
-               ``{"image", "label"}``), each made of records, an image store and a bad-data policy
-transforms.py  image transforms (uint8 out): the VICReg view pair, a light recipe, evaluation; decode_views;
-               ``normalize_images`` (on the device)
-device_augment.py  ``DeviceViewAugment``: a VICReg view's colour half on a batch (``augment_on: device``)
-batching.py    the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)
-build.py       ``build_source(section)``: a config's ``data.*`` section -> a source
-report.py      ``merge_reports``: one source's data report over every process (data-parallel ranks)
-=============  ===================================================================================
+==================  ==============================================================================
+sources/            map-style datasets of raw samples (``{"image", "caption", "image_id"}`` or
+                    ``{"image", "label"}``), each made of records, an image store and a bad-data policy;
+                    streamed shards (``stream.py``, ``hf_stream.py``)
+protocols.py        what the package asks of a source (``StreamedSource``, ``LoadSkips``, ...)
+recipe.py           the VICReg view recipe, written once
+transforms.py       image transforms (uint8 out): the VICReg view pair, a light recipe, evaluation; decode_views
+opencv_kernels.py   the colour and blur ops of the views, in OpenCV (one thread where the loader runs them)
+device_augment.py   ``DeviceViewAugment``: a VICReg view's colour half on a batch (``augment_on: device``)
+preprocess.py       a model's declared preprocessing built: ``branch_preprocessors`` (per item, in the
+                    workers) and ``DeviceInput`` (the batch on the device, as the encoders read it)
+batching.py         the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)
+streaming.py        the epoch plan of streamed shards, ``StreamDataset`` / ``StreamLoader``
+encoding.py         ``encode(model, branch, items)``: raw items -> embeddings, the one encode path
+build.py            ``build_source(section)``: a config's ``data.*`` section -> a source
+report.py           ``merge_reports``: one source's data report over every process (data-parallel ranks)
+==================  ==============================================================================
 
-``make_loader`` turns a source into ``{branch: tensor}`` batches with each branch's own preprocessing.
-The data package imports nothing above it (no model, training, evaluation or command-line code).
+``make_loader`` turns a source into ``{branch: tensor}`` batches with each branch's own preprocessing, built
+here from what the model declares (:mod:`mmvicreg.preprocessing`). The data package imports nothing above it
+(no model, training, evaluation or command-line code); :func:`encode` takes the model duck-typed.
 """
 
 from mmvicreg.data.batching import (
@@ -27,6 +35,8 @@ from mmvicreg.data.batching import (
     select_branches,
 )
 from mmvicreg.data.build import FORMATS, build_source, format_options
+from mmvicreg.data.encoding import encode, encode_batches
+from mmvicreg.data.preprocess import DeviceInput, branch_preprocessors
 from mmvicreg.data.report import merge_reports
 from mmvicreg.data.transforms import decode_views
 from mmvicreg.data.sources import (
@@ -68,6 +78,7 @@ __all__ = [
     "BadImageError",
     "BranchCollator",
     "BranchDataset",
+    "DeviceInput",
     "CaptionRecords",
     "CaptionSource",
     "DigitsSource",
@@ -87,6 +98,7 @@ __all__ = [
     "RawItems",
     "RetrievalSet",
     "ShapesSource",
+    "branch_preprocessors",
     "build_source",
     "coco_captions",
     "collate",
@@ -94,6 +106,8 @@ __all__ = [
     "convert_rgb",
     "csv_captions",
     "decode_views",
+    "encode",
+    "encode_batches",
     "format_options",
     "generate_shapes",
     "hf_captions",

@@ -215,8 +215,16 @@ class BranchLoader(DataLoader):
     """A DataLoader over a :class:`BranchDataset` that records, in the main process, the images its workers left
     out at load time (``SKIPPED_KEY`` of each batch, taken off before the batch is handed on).
 
+    ``device_stage`` (e.g. :class:`~mmvicreg.data.preprocess.DeviceInput`), when given, is the last stage: each
+    batch goes through it (to the device, as the model reads it) before it is handed on.
+
     Without workers the main process runs the transforms, with OpenCV on one thread while it iterates
     (:func:`~mmvicreg.data.opencv_kernels.one_thread`); each worker sets its own (:func:`seed_worker`)."""
+
+    def __init__(self, *args: Any, device_stage: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_stage = device_stage
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         source = self.dataset.source
@@ -225,7 +233,7 @@ class BranchLoader(DataLoader):
                 skipped = batch.pop(SKIPPED_KEY, None)
                 if skipped and isinstance(source, LoadSkips):
                     source.record_load_skips(skipped)
-                yield batch
+                yield self.device_stage(batch) if self.device_stage is not None else batch
 
 
 def seed_worker(worker_id: int) -> None:
@@ -249,6 +257,7 @@ def make_loader(
     extra_fields: Sequence[str] = (),
     persistent_workers: bool = False,
     prefetch_factor: int | None = None,
+    device_stage: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> BranchLoader:
     """A DataLoader (:class:`BranchLoader`) of ``{branch: tensor}`` batches over the raw samples of ``dataset``;
     what its workers skip at load time is recorded in ``dataset``'s bad-data report as the batches arrive.
@@ -262,7 +271,8 @@ def make_loader(
     resume) never draws from the global torch RNG that the augmentations use. With ``workers > 0`` the same seed
     and worker count also repeat the augmentations and caption draws (each worker's torch, ``random`` and numpy
     RNGs are seeded from the generator); with ``workers=0`` those use the process's global RNGs.
-    ``pin_memory`` defaults to whether CUDA is available.
+    ``pin_memory`` defaults to whether CUDA is available. ``device_stage`` turns each batch into the model's input
+    (:class:`~mmvicreg.data.preprocess.DeviceInput`); without it, batches are CPU tensors as collated.
     """
     if (batch_size is None) == (batch_sampler is None):
         raise ValueError("give make_loader either batch_size or batch_sampler (exactly one)")
@@ -286,4 +296,5 @@ def make_loader(
         worker_init_fn=seed_worker if workers > 0 else None,
         persistent_workers=persistent_workers and workers > 0,
         prefetch_factor=prefetch_factor if workers > 0 else None,
+        device_stage=device_stage,
     )

@@ -1,10 +1,11 @@
 """The colour half of the VICReg views, applied to a whole batch on the training device.
 
-The published recipe is written once, in :mod:`mmvicreg.data.recipe` (the workers' :func:`~mmvicreg.data.transforms.vicreg_view`
-reads it too): per image, after the random resized crop and the horizontal flip, colour jitter (p 0.8), grayscale
-(p 0.2), Gaussian blur (p 1.0 / 0.1 for view 1 / 2) and solarisation (p 0.0 / 0.2). :class:`DeviceViewAugment` does
-the same on a float batch ``(B, 3, H, W)`` in [0, 1] (a GPU batch, typically), with independent random parameters per
-sample drawn from the device's global RNG, so that DataLoader workers only decode, crop and flip.
+The published recipe is written once, in :mod:`mmvicreg.data.recipe` (the workers'
+:func:`~mmvicreg.data.transforms.vicreg_view` reads it too): per image, after the random resized crop and the
+horizontal flip, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur (p 1.0 / 0.1 for view 1 / 2) and
+solarisation (p 0.0 / 0.2). :class:`DeviceViewAugment` does the same on a float batch ``(B, 3, H, W)`` in [0, 1] (a
+GPU batch, typically), with independent random parameters per sample drawn from the device's global RNG, so that
+DataLoader workers only decode, crop and flip.
 
 The per-op maths follows ``torchvision.transforms.v2.functional`` on float tensors (``x`` in [0, 1], factor ``f``,
 luma ``L(x) = 0.2989 R + 0.587 G + 0.114 B``, ``clamp`` to [0, 1]):
@@ -30,9 +31,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from mmvicreg.data.recipe import JITTER_OPS, VICREG_VIEWS, blur_kernel_size, view_recipe
+from mmvicreg.data.recipe import JITTER_OPS, VIEW_RECIPES, blur_kernel_size, view_recipe
 
-SOLARIZE_THRESHOLD = VICREG_VIEWS[1].solarize_threshold / 255  # the recipe's 128 on 8-bit levels, on [0, 1]
+SOLARIZE_THRESHOLD = VIEW_RECIPES[1].solarize_threshold / 255  # the recipe's 128 on 8-bit levels, on [0, 1]
 _LUMA = (0.2989, 0.587, 0.114)
 # HSV -> RGB: for sector i = floor(6h) mod 6, which of (v, p, q, t) each of R, G, B takes (torchvision's table)
 _HSV_SELECT = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))

@@ -53,12 +53,12 @@ def use_one_thread(worker_id: int | None = None) -> None:
 def one_thread() -> Iterator[None]:
     """OpenCV single-threaded inside the block, the process's thread count restored after it: for the main process
     while it runs the kernels itself (a loader without workers)."""
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(0)
+    set_threads, before = cv2.setNumThreads, cv2.getNumThreads()  # held here: a loader's generator may be
+    set_threads(0)  # closed at interpreter exit, after this module's globals are gone
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        set_threads(before)
 
 
 class CVImage(tv_tensors.Image):

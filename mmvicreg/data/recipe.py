@@ -50,14 +50,14 @@ class ViewRecipe:
         return {**ranges, "hue": (-self.hue, self.hue)}
 
 
-VICREG_VIEWS = {1: ViewRecipe(blur_p=1.0, solarize_p=0.0), 2: ViewRecipe(blur_p=0.1, solarize_p=0.2)}
+VIEW_RECIPES = {1: ViewRecipe(blur_p=1.0, solarize_p=0.0), 2: ViewRecipe(blur_p=0.1, solarize_p=0.2)}
 
 
 def view_recipe(view: int) -> ViewRecipe:
     """The recipe of VICReg view ``view`` (1 or 2); anything else raises ``ValueError``."""
-    if isinstance(view, bool) or view not in VICREG_VIEWS:
+    if isinstance(view, bool) or view not in VIEW_RECIPES:
         raise ValueError(f"view must be 1 or 2, got {view!r}")
-    return VICREG_VIEWS[view]
+    return VIEW_RECIPES[view]
 
 
 def blur_kernel_size(size: int) -> int:

@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -213,15 +213,17 @@ class StreamLoader:
 
     ``set_epoch(epoch, start)`` positions the next iteration (as ``EpochBatchSampler.set_epoch`` does for
     map-style data); each batch's counts are added to the source's ``counts`` (its ``data_report``). OpenCV runs
-    on one thread in each worker, and in the main process while it iterates without workers.
+    on one thread in each worker, and in the main process while it iterates without workers. ``device_stage``, when
+    given, is the last stage (:class:`~mmvicreg.data.preprocess.DeviceInput`: the batch as the model reads it).
     """
 
-    def __init__(self, dataset: StreamDataset, workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(self, dataset: StreamDataset, workers: int = 0, pin_memory: bool = False,
+                 device_stage: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.dataset = dataset
         self.counts = dataset.source.counts
         self.loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                                  worker_init_fn=use_one_thread if workers > 0 else None)
-        self.workers = workers
+        self.workers, self.device_stage = workers, device_stage
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.dataset.set_epoch(epoch, start)
@@ -233,4 +235,4 @@ class StreamLoader:
         with one_thread() if self.workers == 0 else contextlib.nullcontext():
             for batch in self.loader:
                 self.counts.merge(batch.pop(BAD_KEY))
-                yield batch
+                yield self.device_stage(batch) if self.device_stage is not None else batch

@@ -28,25 +28,28 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from mmvicreg.choices import TRANSFORMS, did_you_mean
+from mmvicreg.choices import INTERPOLATIONS, TRANSFORMS, did_you_mean
 from mmvicreg.data.opencv_kernels import as_cv_image, one_thread
 from mmvicreg.data.protocols import DeclaresEncoded
 from mmvicreg.data.recipe import CROP_SCALE, FLIP_P, blur_kernel_size, view_recipe
 from mmvicreg.data.sources.encoded import EncodedImage, largest_reduction
 from mmvicreg.data.sources.io import convert_rgb
-from mmvicreg.preprocessing import (  # noqa: F401  (IMAGENET_*, normalize_images: the data package's names too)
+from mmvicreg.config.specs import (  # noqa: F401  (IMAGENET_*: the defaults of the transform keys, named here too)
     DEFAULT_CROP_PCT,
     DEFAULT_INTERPOLATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    check_interpolation,
-    normalize_images,
 )
+from mmvicreg.preprocessing import normalize_images  # noqa: F401  (the one normalisation, a data name too)
 
 
 def interpolation_mode(name: str) -> InterpolationMode:
     """``"bicubic"`` -> ``InterpolationMode.BICUBIC``; an unknown name raises naming the known ones."""
-    return InterpolationMode(check_interpolation(name))
+    if name not in INTERPOLATIONS:
+        raise ValueError(
+            f"unknown interpolation {name!r}{did_you_mean(name, INTERPOLATIONS)}; known: {', '.join(INTERPOLATIONS)}"
+        )
+    return InterpolationMode(name)
 
 
 class DecodeResizedCrop(v2.RandomResizedCrop):

@@ -8,10 +8,11 @@ call these functions; the metrics themselves are computed on arrays by :mod:`mmv
 The model is duck-typed, so this module never imports the model package. It needs:
 
 * ``model.branch_names`` (list of str) and ``model.branch(name).modality`` (``"image"`` or ``"text"``);
-* ``model.encode_batches(branch, items, batch_size=..., layer=..., progress=..., workers=..., precision=...)``
-  -> an iterator of (batch, d) CPU tensors in order, where ``items`` is a sequence (``len`` and integer
-  indexing; picklable for ``workers > 0``) of raw items, PIL images or strings. ``JointEmbedding`` runs it
-  through one DataLoader with worker processes, on its device, under autocast.
+* what the one encode path, :func:`mmvicreg.data.encoding.encode_batches` (``items`` a sequence of raw items,
+  PIL images or strings, -> (batch, d) CPU tensors in order), asks of a model: ``model.branch(name).preprocessing``
+  (the data package builds the loader from it: worker processes, the batch on the model's device) and
+  ``model.encode(branch, batch, layer=..., precision=...)`` (one batch, under autocast). ``JointEmbedding`` has
+  them.
 
 And of a source:
 
@@ -226,9 +227,11 @@ def format_retrieval(metrics: dict[str, Any], chance: Optional[dict[str, float]]
 
 
 def encode_all(model: Any, branch: str, items: Sequence[Any], **options: Any) -> torch.Tensor:
-    """``model.encode_batches(branch, items, **options)`` as one (n, d) tensor (options: batch_size, layer,
-    progress, workers, precision)."""
-    return torch.cat(list(model.encode_batches(branch, items, **options)))
+    """``items`` through the one encode path (:func:`mmvicreg.data.encoding.encode`) as one (n, d) tensor (options:
+    batch_size, layer, progress, workers, precision)."""
+    from mmvicreg.data.encoding import encode
+
+    return encode(model, branch, items, **options)
 
 
 def feature_batches(
@@ -241,10 +244,11 @@ def feature_batches(
     whatever the source's policy (replacing it would misalign features and labels).
     """
     from mmvicreg.data import LazyImages  # the data package only when an image source is evaluated
+    from mmvicreg.data.encoding import encode_batches
 
     labels = np.asarray(source.labels)
     start = 0
-    for feats in model.encode_batches(branch, LazyImages(source), layer=layer, **options):
+    for feats in encode_batches(model, branch, LazyImages(source), layer=layer, **options):
         yield feats, labels[start : start + len(feats)]
         start += len(feats)
 

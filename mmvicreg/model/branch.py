@@ -1,5 +1,6 @@
-"""A branch: encoder -> representation h -> expander -> embedding z, with the raw field it reads and its
-preprocessing (an image transform, or the tokenizer its text encoder owns).
+"""A branch: encoder -> representation h -> expander -> embedding z, with the raw field it reads and the
+preprocessing it declares (:mod:`mmvicreg.preprocessing`: an image transform's settings, or the tokenizer its text
+encoder owns); the data package builds that preprocessing, the branch builds none of it.
 
 :func:`build_branches` turns parsed branch sections (``BranchConfig``, checked when the config loaded) into
 branches; a branch with ``shares: other`` reuses ``other``'s encoder (siamese, same weights) and, unless it names
@@ -8,26 +9,15 @@ its own, its expander.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 
-from mmvicreg.config import BranchConfig, TransformConfig, view_number
-from mmvicreg.data.transforms import (
-    accepts_encoded,
-    build_transform,
-    normalize_images,
-    vicreg_crop,
-)
-from mmvicreg.data.device_augment import DeviceViewAugment
-from mmvicreg.data.sources.encoded import EncodedImage
-from mmvicreg.data.sources.io import convert_rgb
+from mmvicreg.config import BranchConfig, TransformConfig
 from mmvicreg.encoders import Encoder, build_encoder, encoder_class
 from mmvicreg.model.expander import DEFAULT_EXPANDER, Expander
+from mmvicreg.preprocessing import ImagePreprocessing, TextPreprocessing
 
 def transform_spec(
     spec: TransformConfig | Mapping[str, Any] | None, weights: Mapping[str, Any] | None = None
@@ -40,30 +30,6 @@ def transform_spec(
     mapping is parsed by the config's one transform parser (unknown keys and bad values raise ``ConfigError``).
     """
     return TransformConfig.parse(spec or {}, "transform").resolve(weights)
-
-
-class ItemPreprocessor:
-    """A branch's preprocessing of one raw item: ``tokenizer.encode`` for text, ``transform`` for images."""
-
-    def __init__(self, field: str, tokenizer: Any = None, transform: Callable | None = None) -> None:
-        self.field, self.tokenizer, self.transform = field, tokenizer, transform
-
-    @property
-    def accepts_encoded(self) -> bool:
-        """Whether it takes images read but not decoded (``EncodedImage``): the loader then lets it decode."""
-        return self.tokenizer is None and accepts_encoded(self.transform)
-
-    def __call__(self, item: Any) -> torch.Tensor:
-        if self.tokenizer is not None:
-            return self.tokenizer.encode(item)
-        if isinstance(item, Image.Image):
-            item = convert_rgb(item)  # 16-bit and transparent images too
-        elif not isinstance(item, (torch.Tensor, np.ndarray, EncodedImage)):
-            raise TypeError(
-                f"this branch reads images (field {self.field!r}), got {type(item).__name__}; "
-                f"is a caption routed to an image branch?"
-            )
-        return self.transform(item)
 
 
 class Branch(nn.Module):
@@ -90,13 +56,8 @@ class Branch(nn.Module):
         self.field = field or ("image" if encoder.modality == "image" else "caption")
         image = encoder.modality == "image"
         self.transform_spec = transform_spec(transform, encoder.preprocessing()) if image else None
-        t = self.transform_spec
-        # augment_on: device: workers crop and flip; the colour half runs here, on the batch, in training mode
-        self.device_augment = (DeviceViewAugment(view_number(t["train"]), t["size"])
-                               if t is not None and t["augment_on"] == "device" else None)
         self.shares = shares
         self.own_expander = own_expander
-        self._preprocessors: dict[bool, ItemPreprocessor] = {}
 
     @property
     def modality(self) -> str:
@@ -116,41 +77,26 @@ class Branch(nn.Module):
     def embedding_dim(self) -> int:
         return self.expander.output_dim
 
+    @property
+    def preprocessing(self) -> ImagePreprocessing | TextPreprocessing:
+        """What this branch's inputs are made with, declared (:mod:`mmvicreg.preprocessing`): an image branch's
+        resolved ``transform`` (size, mean/std, interpolation, eval crop, training transform and where its colour
+        half runs), a text branch's tokenizer. ``mmvicreg.data`` builds the transforms and the device stage from
+        it (``mmvicreg.data.preprocess``); the branch builds none of it."""
+        if self.transform_spec is None:
+            return TextPreprocessing(self.field, self.tokenizer)
+        return ImagePreprocessing.from_spec(self.field, self.transform_spec)
+
     def forward(self, x: torch.Tensor, return_representation: bool = False):
-        """``z`` (and ``h``) of a batch. Images arrive as the loader makes them, uint8 (B, 3, H, W), and are
-        normalised here (:meth:`normalize`), on their device; float images are taken as already normalised."""
-        h = self.encoder(self.normalize(x))
+        """``z`` (and ``h``) of a batch as the encoder reads it: float images already normalised (what a loader
+        with the data package's device stage gives) or token ids. uint8 images (B, 3, H, W) handed over directly
+        are normalised first with this branch's mean and std (:meth:`ImagePreprocessing.normalize`); no
+        augmentation ever runs here."""
+        if x.dtype == torch.uint8 and self.transform_spec is not None:
+            x = self.preprocessing.normalize(x)
+        h = self.encoder(x)
         z = self.expander(h)
         return (z, h) if return_representation else z
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images (what :meth:`preprocess` gives) as the encoder reads them: ``(x / 255 - mean) / std``
-        with this branch's ``transform`` mean and std, on ``x``'s device; anything else is returned as it is.
-        With ``augment_on: device``, in training mode, the view's colour augmentation runs first."""
-        if x.dtype != torch.uint8 or self.transform_spec is None:
-            return x
-        if self.training and self.device_augment is not None:
-            x = self.device_augment(x)  # the colour half of the view, per sample: float in [0, 1]
-        return normalize_images(x, self.transform_spec["mean"], self.transform_spec["std"])
-
-    def preprocess(self, item: Any, train: bool = False) -> torch.Tensor:
-        """One raw item (PIL image or str) -> the tensor this branch's encoder reads (before batching)."""
-        return self.preprocessor(train)(item)
-
-    def preprocessor(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
-        """``item -> tensor`` for a data loader: picklable, and it carries the transform or the tokenizer only
-        (never the encoder's weights, which would otherwise be copied into every DataLoader worker)."""
-        if train not in self._preprocessors:
-            transform = None
-            if self.modality == "image":
-                t = self.transform_spec
-                if train and self.device_augment is not None:
-                    transform = v2.Compose(vicreg_crop(t["size"], t["interpolation"]))
-                else:
-                    transform = build_transform(t["train" if train else "eval"], t["size"], t["interpolation"],
-                                                t["crop_pct"])
-            self._preprocessors[train] = ItemPreprocessor(self.field, self.tokenizer, transform)
-        return self._preprocessors[train]
 
     def config(self) -> dict[str, Any]:
         """The JSON-able section that rebuilds this branch (the model's saved ``config.json``)."""

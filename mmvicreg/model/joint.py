@@ -1,8 +1,9 @@
 """The joint-embedding model: named branches trained jointly; the loss never needs to know what a branch is.
 
 ``JointEmbedding.from_config({"image": {"encoder": "resnet50"}, "caption": {"encoder": "gru"}}, captions=...)``
-builds it; ``model({branch: input batch})`` returns ``{branch: z}``; ``model.encode(branch, raw items)`` embeds
-raw images or strings through the data package's one loader path; ``save_pretrained`` / ``from_pretrained``
+builds it; ``model({branch: input batch})`` returns ``{branch: z}``; ``model.encode(branch, batch)`` embeds one
+ready batch for inference (raw images or strings: ``mmvicreg.encode(model, branch, items)``, the data package's
+one loader path); ``model.preprocessing()`` declares each branch's inputs; ``save_pretrained`` / ``from_pretrained``
 write and read safetensors + JSON and a model card (:mod:`mmvicreg.model.io`), locally or through the Hugging
 Face Hub (``push_to_hub``, ``from_pretrained("org/name")``: :mod:`mmvicreg.model.hub`).
 """
@@ -12,18 +13,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import torch
-from PIL import Image
 from torch import nn
 
 from mmvicreg.choices import EMBEDDING_LAYERS, check_choice
-from mmvicreg.data.batching import Preprocessor, RawItems, make_loader
 from mmvicreg.devices import autocast
 from mmvicreg.model import hub, io
 from mmvicreg.config import BranchConfig, parse_branches
 from mmvicreg.model.branch import Branch, build_branches
+from mmvicreg.preprocessing import Preprocessing
 
 
 class JointEmbedding(nn.Module):
@@ -67,9 +67,10 @@ class JointEmbedding(nn.Module):
             raise KeyError(f"no branch {name!r}; this model's branches: {', '.join(self.branch_names)}")
         return self.branches[name]  # type: ignore[return-value]
 
-    def preprocessors(self, train: bool) -> dict[str, Preprocessor]:
-        """``{branch: Preprocessor(raw field, item -> tensor, pad id or None)}``: what a data loader needs."""
-        return {name: Preprocessor(b.field, b.preprocessor(train), b.pad_id) for name, b in self.branches.items()}
+    def preprocessing(self) -> dict[str, Preprocessing]:
+        """``{branch: its declared preprocessing}`` (:attr:`Branch.preprocessing`): what the data package builds a
+        loader's transforms and device stage from (``mmvicreg.data.preprocess``)."""
+        return {name: b.preprocessing for name, b in self.branches.items()}
 
     # ------------------------------------------------------------------------------------------ running
 
@@ -87,71 +88,33 @@ class JointEmbedding(nn.Module):
             zs[name], hs[name] = branch(x, return_representation=True)
         return (zs, hs) if return_representations else zs
 
-    def encode_batches(
-        self,
-        branch: str,
-        items: Sequence[Any],
-        batch_size: int = 64,
-        layer: str = "embedding",
-        progress: bool = False,
-        *,
-        workers: int = 0,
-        precision: str = "auto",
-    ) -> Iterator[torch.Tensor]:
-        """Raw items (PIL images or strings) -> (batch, d) float32 CPU tensors in order, one per batch.
+    def encode(
+        self, branch: str, inputs: torch.Tensor, layer: str = "embedding", *, precision: str = "auto"
+    ) -> torch.Tensor:
+        """One ready batch of ``branch`` -> its (batch, d) float32 CPU embeddings, for inference.
 
-        One DataLoader path (:func:`mmvicreg.data.batching.make_loader`): ``workers`` processes decode and
-        preprocess (``items`` must then be picklable, as lists and the data package's lazy views are), batches run
-        on the model's device, in eval mode, without gradients, under ``precision``'s autocast
-        (:func:`mmvicreg.devices.autocast`: ``"auto"`` is bf16 on CUDA, float32 on the CPU). ``layer``:
-        ``"embedding"`` (z, after the expander: what retrieval compares) or ``"representation"`` (h, before it:
-        what k-NN and linear probes use). The mode the model was in is restored afterwards.
+        ``inputs``: what a loader of the data package makes (normalised float images or token ids, on any device;
+        uint8 images are normalised here), moved to the model's device. Runs in eval mode, without gradients,
+        under ``precision``'s autocast (:func:`mmvicreg.devices.autocast`: ``"auto"`` is bf16 on CUDA, float32 on
+        the CPU); the mode the model was in is restored. ``layer``: ``"embedding"`` (z, after the expander: what
+        retrieval compares) or ``"representation"`` (h, before it: what k-NN and linear probes use). Raw images
+        or strings raise ``TypeError``: embed those with ``mmvicreg.encode(model, branch, items)``.
         """
         check_choice(layer, EMBEDDING_LAYERS, "layer")
         b = self.branch(branch)
-        if isinstance(items, (str, Image.Image)):
-            raise TypeError(f"encode takes a list of items; wrap the single {type(items).__name__} in a list")
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"model.encode takes a batch tensor of branch {branch!r}, got {type(inputs).__name__}; "
+                            f"embed raw images or strings with mmvicreg.encode(model, {branch!r}, items)")
+        b.encoder.check_input(inputs, branch)
         device = next(self.parameters()).device
-        loader = make_loader(
-            RawItems(items, b.field),
-            {branch: Preprocessor(b.field, b.preprocessor(train=False), b.pad_id)},
-            batch_size=batch_size,
-            train=False,
-            workers=workers,
-            pin_memory=device.type == "cuda",
-        )
-        batches: Iterable[dict[str, Any]] = loader
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(loader, desc=f"encode {branch}", unit="batch")
         was_training = self.training
         self.eval()
         try:
-            for batch in batches:
-                with torch.no_grad(), autocast(device, precision):
-                    z, h = b(batch[branch].to(device, non_blocking=True), return_representation=True)
-                yield (z if layer == "embedding" else h).float().cpu()
+            with torch.no_grad(), autocast(device, precision):
+                z, h = b(inputs.to(device, non_blocking=True), return_representation=True)
+            return (z if layer == "embedding" else h).float().cpu()
         finally:
             self.train(was_training)
-
-    def encode(
-        self,
-        branch: str,
-        items: Sequence[Any],
-        batch_size: int = 64,
-        layer: str = "embedding",
-        progress: bool = False,
-        *,
-        workers: int = 0,
-        precision: str = "auto",
-    ) -> torch.Tensor:
-        """Raw items -> one (n, d) float32 CPU tensor: :meth:`encode_batches` concatenated; no items give (0, d)."""
-        out = list(self.encode_batches(branch, items, batch_size, layer, progress, workers=workers, precision=precision))
-        if not out:
-            b = self.branch(branch)
-            return torch.empty(0, b.embedding_dim if layer == "embedding" else b.encoder.output_dim)
-        return torch.cat(out)
 
     # ------------------------------------------------------------------------------------------ saving
 

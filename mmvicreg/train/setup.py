@@ -17,6 +17,7 @@ import torch
 from mmvicreg.config import ConfigError, RunConfig, check_batch_split
 from mmvicreg.data import CaptionSource, build_source
 from mmvicreg.data.batching import EpochBatchSampler, make_loader
+from mmvicreg.data.preprocess import DeviceInput, branch_preprocessors
 from mmvicreg.data.protocols import StreamedSource
 from mmvicreg.data.streaming import StreamDataset, StreamLoader
 from mmvicreg.devices import resolve_device
@@ -157,19 +158,25 @@ def chunking_note(config: RunConfig, processes: int, model: JointEmbedding) -> s
 def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelerator: Any) -> tuple[Any, Any]:
     """``(sampler, loader)``: the sampler's ``set_epoch(epoch, start)`` positions the loader's next epoch.
 
-    Map-style sources: :class:`EpochBatchSampler` over indices. Streamed ones (``webdataset``): the epoch plan
-    of :mod:`mmvicreg.data.streaming`, which is both.
+    The model declares each branch's preprocessing (``model.preprocessing()``); the data package builds from it
+    the workers' per-item transforms and the device stage that ends the loader (:mod:`mmvicreg.data.preprocess`),
+    so the loader yields batches on ``accelerator.device`` as the encoders read them (``augment_on: device``: the
+    view's colour half already applied). Map-style sources: :class:`EpochBatchSampler` over indices. Streamed ones
+    (a :class:`~mmvicreg.data.protocols.StreamedSource`): the epoch plan of :mod:`mmvicreg.data.streaming`, which
+    is both.
     """
     t, data = config.train, config.data
     rank, world = accelerator.process_index, accelerator.num_processes
+    declared = model.preprocessing()
+    items = branch_preprocessors(declared, train=True)
+    on_device = DeviceInput(declared, True, accelerator.device, chunk=t.micro_batch_size)
     if isinstance(source, StreamedSource):
-        dataset = StreamDataset(source, model.preprocessors(train=True), t.batch_size, t.seed, rank, world,
-                                data.workers, t.samples_per_epoch)
-        loader = StreamLoader(dataset, data.workers, data.pin_memory)
+        dataset = StreamDataset(source, items, t.batch_size, t.seed, rank, world, data.workers, t.samples_per_epoch)
+        loader = StreamLoader(dataset, data.workers, data.pin_memory, device_stage=on_device)
         return loader, loader
     sampler = EpochBatchSampler(len(source), t.batch_size, t.seed, rank, world)
-    loader = make_loader(source, model.preprocessors(train=True), batch_sampler=sampler, workers=data.workers,
-                         pin_memory=data.pin_memory, seed=t.seed)
+    loader = make_loader(source, items, batch_sampler=sampler, workers=data.workers, pin_memory=data.pin_memory,
+                         seed=t.seed, device_stage=on_device)
     return sampler, loader
 
 

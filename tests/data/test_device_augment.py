@@ -225,3 +225,33 @@ def test_augmentation_stays_float32_under_autocast():
         out = DeviceViewAugment(1, 16)(images)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_the_workers_and_the_device_read_one_recipe():
+    """Issue 25: the view recipe is written once (mmvicreg.data.recipe); the workers' per-image transform and the
+    device's batch augmentation both take every number from it."""
+    from torchvision.transforms import v2
+
+    from mmvicreg.data.recipe import view_recipe
+    from mmvicreg.data.transforms import vicreg_view
+
+    for view in (1, 2):
+        recipe, ops = view_recipe(view), vicreg_view(32, view).transforms
+        jitter, grey, blur, solarize = (t for t in ops if isinstance(t, (v2.RandomApply, v2.RandomGrayscale,
+                                                                         v2.RandomSolarize)))
+        colour = jitter.transforms[0]
+        assert jitter.p == recipe.jitter_p and grey.p == recipe.grayscale_p and blur.p == recipe.blur_p
+        ranges = recipe.factor_ranges()
+        assert [tuple(getattr(colour, op)) for op in JITTER_OPS] == [tuple(ranges[op]) for op in JITTER_OPS]
+        assert list(blur.transforms[0].sigma) == list(recipe.blur_sigma)
+        assert (solarize.p, solarize.threshold) == (recipe.solarize_p, recipe.solarize_threshold)
+        aug = DeviceViewAugment(view, 32)
+        assert (aug.blur_p, aug.solarize_p, aug.kernel_size) == (recipe.blur_p, recipe.solarize_p,
+                                                                 blur.transforms[0].kernel_size[0])
+        torch.manual_seed(0)
+        p = sample_params(20000, view)
+        assert abs(p["jitter"].float().mean() - recipe.jitter_p) < 0.02
+        assert abs(p["blur"].float().mean() - recipe.blur_p) < 0.02
+        assert abs(p["solarize"].float().mean() - recipe.solarize_p) < 0.02
+        low, high = ranges["hue"]
+        assert low <= float(p["hue"].min()) and float(p["hue"].max()) <= high

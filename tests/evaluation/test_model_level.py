@@ -47,6 +47,14 @@ class StandIn:
         return torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).flatten() for im in batch])
 
 
+@pytest.fixture(autouse=True)
+def stand_in_encodes_raw_items(monkeypatch):
+    """The stand-in embeds raw items itself: the one encode path (``mmvicreg.data.encoding``) hands them to it."""
+    monkeypatch.setattr("mmvicreg.data.encoding.encode_batches",
+                        lambda model, branch, items, *args, **options: model.encode_batches(branch, items, *args,
+                                                                                            **options))
+
+
 def _captioned(n=10, per_image=5):
     captions = [[f"c{i}"] * (per_image + 1) for i in range(n)]  # one caption more than the protocol keeps
 

@@ -18,7 +18,7 @@ import huggingface_hub.utils as hub_errors
 import pytest
 import torch
 
-from mmvicreg import JointEmbedding
+from mmvicreg import JointEmbedding, encode
 from mmvicreg.model.hub import EXPORT_PATTERNS
 from tests.helpers import REPO_ROOT
 from tests.helpers.models import CAPTIONS, images
@@ -114,8 +114,8 @@ def test_pushed_folder_loads_back_from_the_cache(model, monkeypatch, tmp_path):
         (sent / rel).write_bytes(data)
     cache_repo(tmp_path / "cache", "org/name", sent)
     loaded = JointEmbedding.from_pretrained("org/name", cache_dir=tmp_path / "cache", local_files_only=True)
-    assert torch.equal(loaded.encode("caption", TEXTS), model.encode("caption", TEXTS))
-    assert torch.equal(loaded.encode("image", images(3)), model.encode("image", images(3)))
+    assert torch.equal(encode(loaded, "caption", TEXTS), encode(model, "caption", TEXTS))
+    assert torch.equal(encode(loaded, "image", images(3)), encode(model, "image", images(3)))
 
 
 def test_hub_ids_reach_snapshot_download_and_paths_never_do(model, monkeypatch, tmp_path):
@@ -208,12 +208,12 @@ def test_an_export_from_before_cards_gets_its_card_from_the_loaded_model(model, 
 
 OFFLINE_SCRIPT = """
 import json, sys
-from mmvicreg import JointEmbedding
+from mmvicreg import JointEmbedding, encode
 from tests.helpers.models import CAPTIONS
 out = {}
 try:
     model = JointEmbedding.from_pretrained("org/name")
-    out["z"] = model.encode("caption", json.loads(sys.argv[1])).tolist()
+    out["z"] = encode(model, "caption", json.loads(sys.argv[1])).tolist()
 except Exception as e:
     out["cached"] = [type(e).__name__, str(e)]
 for key, call in [("load", lambda: JointEmbedding.from_pretrained("org/missing")),
@@ -245,7 +245,7 @@ def offline_run(model, tmp_path_factory):
 
 def test_a_cached_repo_loads_with_hf_hub_offline(model, offline_run):
     assert "cached" not in offline_run, offline_run.get("cached")
-    assert torch.equal(torch.tensor(offline_run["z"]), model.encode("caption", TEXTS))
+    assert torch.equal(torch.tensor(offline_run["z"]), encode(model, "caption", TEXTS))
 
 
 def test_offline_load_of_an_uncached_repo_is_one_line(offline_run):

@@ -4,14 +4,16 @@ import pytest
 import torch
 from tests.helpers.models import CAPTIONS, TINY_BERT, image_batch, images
 
-from mmvicreg import JointEmbedding
+from mmvicreg import JointEmbedding, encode
+from mmvicreg.data import branch_preprocessors, encode_batches
+from mmvicreg.data.preprocess import item_preprocessor
 
 SMALL = "64-32"
 
 
 def _texts(model, branch, captions=CAPTIONS[:4]):
     b = model.branch(branch)
-    ids = [b.preprocess(c) for c in captions]
+    ids = [item_preprocessor(b.preprocessing)(c) for c in captions]
     return torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=b.pad_id)
 
 
@@ -78,11 +80,11 @@ def test_vit_with_transformer_text():
 def test_encode_layers_and_mode():
     m = JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": SMALL, "transform": {"size": 32}}})
     m.train()
-    h = m.encode("image", images(4), layer="representation")
-    z = m.encode("image", images(4), batch_size=1)
+    h = encode(m, "image", images(4), layer="representation")
+    z = encode(m, "image", images(4), batch_size=1)
     assert h.shape == (4, 96) and z.shape == (4, 32) and z.dtype == torch.float32 and not z.requires_grad
     assert m.training  # encode restores the mode it found
-    torch.testing.assert_close(z, m.encode("image", images(4), batch_size=4), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z, encode(m, "image", images(4), batch_size=4), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -90,18 +92,18 @@ def test_encode_layers_and_mode():
 
 def test_images_fed_to_text_branch(image_text):
     with pytest.raises(TypeError, match="a text branch tokenizes strings, got Image"):
-        image_text.encode("caption", images(2))
+        encode(image_text, "caption", images(2))
     with pytest.raises(ValueError, match="branch 'caption' has a text encoder and needs int64 token ids"):
         image_text({"caption": image_batch(2)})
     with pytest.raises(TypeError, match="reads images .* got str"):
-        image_text.encode("image", ["a caption"])
+        encode(image_text, "image", ["a caption"])
     with pytest.raises(ValueError, match="branch 'image' has an image encoder and needs images"):
         image_text({"image": _texts(image_text, "caption")})
 
 
 def test_unknown_branch(image_text):
     with pytest.raises(KeyError, match="no branch 'text'; this model's branches: image, caption"):
-        image_text.encode("text", ["x"])
+        encode(image_text, "text", ["x"])
     with pytest.raises(KeyError, match="not branches"):
         image_text({"txt": torch.zeros(2, 3, dtype=torch.long)})
 
@@ -138,20 +140,20 @@ def test_from_config_takes_a_branch_config_or_a_mapping_with_loss_keys_alike():
 
 
 def test_preprocessors_name_field_function_and_pad_id(image_text):
-    pre = image_text.preprocessors(train=False)
+    pre = branch_preprocessors(image_text.preprocessing(), train=False)
     assert list(pre) == ["image", "caption"]
     field, fn, pad_id = pre["image"]
     assert field == "image" and pad_id is None and fn(images(1)[0]).shape == (3, 32, 32)
     field, fn, pad_id = pre["caption"]
     assert field == "caption" and pad_id == image_text.branch("caption").tokenizer.pad_id
-    assert torch.equal(fn(CAPTIONS[0]), image_text.branch("caption").preprocess(CAPTIONS[0]))
+    assert torch.equal(fn(CAPTIONS[0]), item_preprocessor(image_text.branch("caption").preprocessing)(CAPTIONS[0]))
 
 
 def test_encode_nothing_gives_an_empty_matrix_of_the_layer_width(image_text):
-    assert image_text.encode("image", []).shape == (0, 32)
-    assert image_text.encode("caption", [], layer="representation").shape == (0, 16)
+    assert encode(image_text, "image", []).shape == (0, 32)
+    assert encode(image_text, "caption", [], layer="representation").shape == (0, 16)
     with pytest.raises(ValueError, match="layer is 'embeddings' \\(did you mean 'embedding'\\?\\)"):
-        image_text.encode("image", images(1), layer="embeddings")
+        encode(image_text, "image", images(1), layer="embeddings")
 
 
 def test_encode_with_worker_processes_equals_serial_encode_and_batches_concatenate(image_text):
@@ -159,13 +161,13 @@ def test_encode_with_worker_processes_equals_serial_encode_and_batches_concatena
 
     pictures, captions = images(10, size=36), CAPTIONS[:9]
     for branch, items in (("image", pictures), ("caption", captions)):
-        serial = image_text.encode(branch, items, batch_size=4, workers=0)
-        parallel = image_text.encode(branch, items, batch_size=4, workers=2)
+        serial = encode(image_text, branch, items, batch_size=4, workers=0)
+        parallel = encode(image_text, branch, items, batch_size=4, workers=2)
         torch.testing.assert_close(parallel, serial, atol=1e-5, rtol=0)
-        batches = list(image_text.encode_batches(branch, items, batch_size=4))
+        batches = list(encode_batches(image_text, branch, items, batch_size=4))
         assert [len(b) for b in batches] == [4, 4, len(items) - 8]
         torch.testing.assert_close(torch.cat(batches), serial, atol=0, rtol=0)
     # what a worker receives is the transform, not the network: no parameter tensor in the pickle
     state = image_text.branch("image").encoder.state_dict()
-    assert len(pickle.dumps(image_text.branch("image").preprocessor(False))) < sum(
+    assert len(pickle.dumps(item_preprocessor(image_text.branch("image").preprocessing, False))) < sum(
         t.numel() * t.element_size() for t in state.values())

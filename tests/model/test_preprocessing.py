@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from mmvicreg import JointEmbedding
+from mmvicreg.data.preprocess import DeviceInput, item_preprocessor
 from mmvicreg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -22,10 +23,10 @@ def _normalised_grey(mean, std) -> torch.Tensor:
 
 def _assert_normalises_with(model: JointEmbedding, mean, std, size: int) -> None:
     grey = Image.new("RGB", (size + 13, size + 5), (GREY, GREY, GREY))
-    branch = model.branch("image")
-    pixels = branch.preprocess(grey, train=False)
+    declared = model.preprocessing()
+    pixels = item_preprocessor(declared["image"], train=False)(grey)
     assert pixels.shape == (3, size, size) and pixels.dtype == torch.uint8  # uint8 until the device
-    out = branch.normalize(pixels[None])[0]
+    out = DeviceInput(declared, train=False)({"image": pixels[None]})["image"][0]
     expected = _normalised_grey(mean, std)[:, None, None].expand_as(out)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
@@ -95,20 +96,19 @@ def test_bad_transform_values_are_named(transform, message):
 
 
 def test_augment_on_device_moves_the_colour_half_of_the_view_to_the_batch():
-    """Workers crop and flip only (a grey image stays grey); in training mode the branch jitters the batch, per
-    sample, on its device; in eval mode it only normalises."""
+    """Workers crop and flip only (a grey image stays grey); in training the loader's device stage jitters the
+    batch, per sample, on its device; in evaluation it only normalises."""
     model = JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": "8",
                                                   "transform": {"size": 32, "augment_on": "device"}}})
-    branch = model.branch("image")
+    declared = model.preprocessing()
     grey = Image.new("RGB", (60, 45), (GREY, GREY, GREY))
-    pixels = torch.stack([branch.preprocess(grey, train=True) for _ in range(16)])
+    pixels = torch.stack([item_preprocessor(declared["image"], train=True)(grey) for _ in range(16)])
     assert pixels.dtype == torch.uint8 and bool((pixels == GREY).all())  # no colour op ran in the worker
     plain = _normalised_grey(IMAGENET_MEAN, IMAGENET_STD)[None, :, None, None].expand(16, 3, 32, 32)
-    branch.eval()
-    torch.testing.assert_close(branch.normalize(pixels), plain, atol=1e-5, rtol=0)
-    branch.train()
+    torch.testing.assert_close(DeviceInput(declared, train=False)({"image": pixels})["image"], plain, atol=1e-5,
+                               rtol=0)
     torch.manual_seed(0)
-    jittered = branch.normalize(pixels)
+    jittered = DeviceInput(declared, train=True)({"image": pixels})["image"]
     moved = (jittered - plain).abs().amax(dim=(1, 2, 3)) > 1e-3
     assert 6 <= int(moved.sum()) < 16  # brightness/contrast jitter (p 0.8) moves most samples, not all
     assert model.config()["branches"]["image"]["transform"]["augment_on"] == "device"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from huggingface_hub.utils import filter_repo_objects
 
-from mmvicreg import JointEmbedding
+from mmvicreg import JointEmbedding, encode
 from mmvicreg.encoders import build_encoder
 from mmvicreg.model.hub import EXPORT_PATTERNS
 from tests.helpers.models import images, register_tiny_open_clip
@@ -65,7 +65,7 @@ def garbage(tmp_path):
 
 def _same_outputs(loaded, model):
     for branch, items in (("caption", TEXTS), ("image", images(2, size=32))):
-        torch.testing.assert_close(loaded.encode(branch, items), model.encode(branch, items), rtol=0, atol=0)
+        torch.testing.assert_close(encode(loaded, branch, items), encode(model, branch, items), rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------------------- code
@@ -145,8 +145,8 @@ def test_open_clip_pretrained_in_an_export_is_ignored(tiny_clip, tmp_path, garba
         with Watch.active() as watch:
             loaded = JointEmbedding.from_pretrained(edited)
         assert watch.network == [] and watch.opened_under(garbage) == []
-        torch.testing.assert_close(loaded.encode(branch, TEXTS if branch == "caption" else images(2, size=32)),
-                                   model.encode(branch, TEXTS if branch == "caption" else images(2, size=32)),
+        torch.testing.assert_close(encode(loaded, branch, TEXTS if branch == "caption" else images(2, size=32)),
+                                   encode(model, branch, TEXTS if branch == "caption" else images(2, size=32)),
                                    rtol=0, atol=0)
 
 
