@@ -143,9 +143,10 @@ def add_knn_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
     add_image_arguments(p)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--probe-batch-size", type=int, default=256)
+    # left out: the quick probe's (mmvicreg.evaluation.metrics.linear_probe.QUICK_PROBE)
+    p.add_argument("--epochs", type=int, help="default: the quick probe's 100")
+    p.add_argument("--lr", type=float, help="the head's learning rate; default: the quick probe's 0.1")
+    p.add_argument("--probe-batch-size", type=int, help="the probe's SGD batch; default: the quick probe's 256")
 
 
 COMMANDS = {

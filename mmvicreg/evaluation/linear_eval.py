@@ -1,6 +1,8 @@
 """Linear evaluation and semi-supervised fine-tuning of an image branch, by VICReg's published protocol.
 
-The protocol is that of facebookresearch/vicreg ``evaluate.py`` and its README (Bardes et al. 2022, appendix):
+The protocol is that of facebookresearch/vicreg ``evaluate.py`` and its README (Bardes et al. 2022, appendix);
+the head is trained by the one linear-head trainer (:class:`~mmvicreg.evaluation.metrics.linear_probe.LinearTrainer`)
+with its published recipes (``PRESETS``):
 
 * ``mode="linear"``: a linear classifier (``nn.Linear``, weights N(0, 0.01²), bias 0) on the frozen
   representation h (the encoder's output, before the expander). The backbone runs in eval mode under
@@ -28,12 +30,12 @@ never modified. Images go through the data package's one loader path (:func:`mak
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import BatchSampler, RandomSampler, Subset
 from torchvision.transforms import v2
@@ -44,15 +46,15 @@ from mmvicreg.data.batching import Preprocessor, make_loader
 from mmvicreg.data.transforms import build_transform, interpolation_mode
 from mmvicreg.devices import autocast, resolve_device
 from mmvicreg.evaluation.labelled import choose_subset
+from mmvicreg.evaluation.metrics.linear_probe import PRESETS, LinearTrainer, best_epoch
 
 __all__ = ["LINEAR_EVAL_MODES", "PUBLISHED", "evaluate_linear", "format_linear", "published_settings"]
 
-MOMENTUM = 0.9
-HEAD_INIT_STD = 0.01
-PUBLISHED = {  # at batch 256; facebookresearch/vicreg evaluate.py defaults and README commands
-    "linear": {"epochs": 100, "lr_head": 0.02, "lr_backbone": 0.0, "weight_decay": 1e-6},
-    "finetune_1": {"epochs": 20, "lr_head": 0.08, "lr_backbone": 0.03, "weight_decay": 0.0},
-    "finetune_10": {"epochs": 20, "lr_head": 0.1, "lr_backbone": 0.01, "weight_decay": 0.0},
+MOMENTUM = PRESETS["linear"].momentum
+PUBLISHED = {  # at batch 256: the published recipes of the one trainer (metrics.linear_probe.PRESETS)
+    name: {"epochs": p.epochs, "lr_head": p.lr_head, "lr_backbone": p.lr_backbone, "weight_decay": p.weight_decay}
+    for name, p in PRESETS.items()
+    if name in ("linear", "finetune_1", "finetune_10")
 }
 _INPUT = "input"  # the loader's key for the image tensor (the label travels as "label")
 
@@ -113,7 +115,7 @@ def evaluate_linear(
     with torch.random.fork_rng(devices=forks):  # the augmentations are seeded; the caller's RNG is left alone
         torch.manual_seed(seed)
         history = _fit(model.branch(branch), train_set, test_source, num_classes, config, progress)
-    best = max(range(len(history)), key=lambda e: history[e]["top1"])
+    best = best_epoch(history)
     result: dict[str, Any] = {"branch": branch, "layer": layer, "mode": mode, "top1": history[-1]["top1"]}
     if "top5" in history[-1]:
         result["top5"] = history[-1]["top5"]
@@ -235,39 +237,41 @@ def linear_eval_transforms(spec: dict[str, Any]) -> tuple[RGBTransform, RGBTrans
 
 def _fit(branch: Any, train_set: Any, test_source: Any, num_classes: int, config: dict[str, Any],
          progress: bool) -> list[dict[str, float]]:
-    """Train the head (and, fine-tuning, a copy of the backbone); test after every epoch."""
+    """Train the head (and, fine-tuning, a copy of the backbone) with the one trainer; test after every epoch."""
     device, finetune = torch.device(config["device"]), config["mode"] == "finetune"
     backbone = copy.deepcopy(branch.encoder if config["layer"] == "representation" else branch).to(device)
     dim = branch.encoder.output_dim if config["layer"] == "representation" else branch.embedding_dim
     backbone.requires_grad_(finetune)
-    head = torch.nn.Linear(dim, num_classes)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(config["seed"])))
-        head.weight.mul_(HEAD_INIT_STD)
-        head.bias.zero_()
-    head = head.to(device)
-    groups = [{"params": list(head.parameters()), "lr": config["lr_head"]}]
-    if finetune:
-        groups.append({"params": list(backbone.parameters()), "lr": config["lr_backbone"]})
-    optimizer = torch.optim.SGD(groups, lr=0.0, momentum=MOMENTUM, weight_decay=config["weight_decay"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config["epochs"])
-    scaler = torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16")
+    protocol = dataclasses.replace(  # the published recipe with this run's settings
+        PRESETS["linear"], epochs=config["epochs"], batch_size=config["batch_size"], lr_head=config["lr_head"],
+        lr_backbone=config["lr_backbone"], weight_decay=config["weight_decay"],
+    )
+    trainer = LinearTrainer(dim, num_classes, protocol, seed=config["seed"], device=device,
+                            backbone=backbone if finetune else None,
+                            scaler=torch.amp.GradScaler(device.type, enabled=config["precision"] == "fp16"))
     train_fn, test_fn = linear_eval_transforms(config["transform"])
     train_loader = _loader(train_set, train_fn, config, train=True)
     test_loader = _loader(test_source, test_fn, config, train=False)
+    if not finetune:
+        backbone.eval()  # linear: eval mode, the BatchNorm statistics stay as trained
     frozen_test = None if finetune else _features(backbone, test_loader, config)  # the backbone never changes
-    epochs = range(config["epochs"])
-    if progress:
-        from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc=f"{config['mode']} evaluation", unit="epoch")
-    history = []
-    for epoch in epochs:
-        _train_epoch(backbone, head, train_loader, optimizer, scaler, config)
-        schedule.step()
-        feats, labels = frozen_test if frozen_test is not None else _features(backbone, test_loader, config)
-        history.append({"epoch": epoch + 1, **_accuracy(head, feats, labels, num_classes)})
-    return history
+    def batches(epoch: int) -> Any:
+        for batch in train_loader:
+            yield batch[_INPUT].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+
+    def logits(head: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if finetune:
+            with _autocast(config):
+                return head(backbone(x)).float()
+        with torch.no_grad(), _autocast(config):
+            h = backbone(x)
+        return head(h.float())
+
+    def test() -> tuple[torch.Tensor, torch.Tensor]:
+        return frozen_test if frozen_test is not None else _features(backbone, test_loader, config)
+
+    return trainer.fit(batches, logits, test, progress=f"{config['mode']} evaluation" if progress else None)
 
 
 def _loader(dataset: Any, fn: RGBTransform, config: dict[str, Any], train: bool) -> Any:
@@ -284,27 +288,6 @@ def _loader(dataset: Any, fn: RGBTransform, config: dict[str, Any], train: bool)
     return make_loader(dataset, pre, batch_sampler=BatchSampler(order, size, drop_last=drop), **common)
 
 
-def _train_epoch(backbone, head, loader, optimizer, scaler, config: dict[str, Any]) -> None:
-    device, finetune = torch.device(config["device"]), config["mode"] == "finetune"
-    backbone.train(finetune)  # linear: eval mode, the BatchNorm statistics stay as trained
-    head.train()
-    for batch in loader:
-        x = batch[_INPUT].to(device, non_blocking=True)
-        y = batch["label"].to(device, non_blocking=True)
-        if finetune:
-            with _autocast(config):
-                logits = head(backbone(x)).float()
-        else:
-            with torch.no_grad(), _autocast(config):
-                h = backbone(x)
-            logits = head(h.float())
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-
 @torch.no_grad()
 def _features(backbone, loader, config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     device = torch.device(config["device"])
@@ -315,14 +298,3 @@ def _features(backbone, loader, config: dict[str, Any]) -> tuple[torch.Tensor, t
             feats.append(backbone(batch[_INPUT].to(device, non_blocking=True)).float())
         labels.append(batch["label"].to(device))
     return torch.cat(feats), torch.cat(labels)
-
-
-@torch.no_grad()
-def _accuracy(head, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    head.eval()
-    top = head(feats).topk(min(5, num_classes), dim=1).indices
-    hits = top == labels[:, None]
-    out = {"top1": 100.0 * float(hits[:, 0].float().mean())}
-    if num_classes >= 5:
-        out["top5"] = 100.0 * float(hits.any(dim=1).float().mean())
-    return out

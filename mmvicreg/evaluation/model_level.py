@@ -38,7 +38,7 @@ from mmvicreg.choices import RETRIEVAL_PROTOCOLS, check_choice
 from mmvicreg.evaluation.labelled import is_labelled
 from mmvicreg.evaluation.metrics.chance import retrieval_chance
 from mmvicreg.evaluation.metrics.knn import KNNMemory, knn_classify_memory
-from mmvicreg.evaluation.metrics.linear_probe import linear_probe
+from mmvicreg.evaluation.metrics.linear_probe import QUICK_PROBE, linear_probe
 from mmvicreg.evaluation.metrics.retrieval import retrieval_metrics, retrieval_ranks
 
 if TYPE_CHECKING:
@@ -296,9 +296,9 @@ def evaluate_linear_probe(
     train_source: Any,
     test_source: Any,
     branch: str,
-    epochs: int = 100,
-    lr: float = 0.1,
-    probe_batch_size: int = 256,
+    epochs: Optional[int] = None,
+    lr: Optional[float] = None,
+    probe_batch_size: Optional[int] = None,
     batch_size: int = 256,
     layer: str = "representation",
     progress: bool = False,
@@ -306,14 +306,21 @@ def evaluate_linear_probe(
 ) -> dict[str, Any]:
     """Linear-probe top-1 of ``branch``'s frozen, unaugmented features: ``{"branch", "layer", **linear_probe(...)}``.
 
-    ``batch_size`` is the encoding batch, ``probe_batch_size`` the SGD batch of the probe; ``options``:
+    ``batch_size`` is the encoding batch, ``probe_batch_size`` the SGD batch of the probe; ``epochs``, ``lr`` and
+    ``probe_batch_size`` left None are the quick probe's (``QUICK_PROBE``: 100, 0.1, 256); ``options``:
     ``workers``, ``precision``. The published protocol (augmented, or fine-tuned on 1%/10% of the labels) is
-    :mod:`mmvicreg.evaluation.linear_eval`.
+    :mod:`mmvicreg.evaluation.linear_eval`; both train the head with the one trainer of
+    :mod:`mmvicreg.evaluation.metrics.linear_probe`.
     """
     encoding = {"batch_size": batch_size, "progress": progress, **options}
     train_x, train_y = image_features(model, branch, train_source, layer, **encoding)
     test_x, test_y = image_features(model, branch, test_source, layer, **encoding)
-    scores = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr, batch_size=probe_batch_size)
+    scores = linear_probe(
+        train_x, train_y, test_x, test_y,
+        epochs=QUICK_PROBE.epochs if epochs is None else epochs,
+        lr=QUICK_PROBE.lr_head if lr is None else lr,
+        batch_size=QUICK_PROBE.batch_size if probe_batch_size is None else probe_batch_size,
+    )
     return {"branch": branch, "layer": layer, **scores}
 
 

@@ -1,10 +1,16 @@
-"""linear_probe on synthetic frozen features: separable clusters, random labels, determinism, bad input."""
+"""linear_probe on synthetic frozen features: separable clusters, random labels, determinism, bad input; the one
+linear-head trainer it is a preset of (its recipes, its cosine, its head's start)."""
+
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from mmvicreg.evaluation import linear_probe
+from mmvicreg.evaluation.linear_eval import PUBLISHED
+from mmvicreg.evaluation.metrics.linear_probe import PRESETS, QUICK_PROBE, LinearProtocol, LinearTrainer
 
 
 def clusters(n, num_classes, d, spread, seed, centers=None, scale=1.0):
@@ -75,3 +81,44 @@ def test_feature_function_variant():
 def test_bad_input(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         linear_probe(*args, **kwargs)
+
+
+def test_one_trainer_the_published_recipes_and_the_quick_probe_are_its_presets():
+    assert QUICK_PROBE is PRESETS["probe"]
+    assert QUICK_PROBE == dataclasses.replace(PRESETS["linear"], lr_head=0.1, head_init_std=0.0, cosine_per="step",
+                                              standardize=True)
+    for name, settings in PUBLISHED.items():  # linear_eval's published table is read from the presets
+        assert settings == {k: getattr(PRESETS[name], k) for k in ("epochs", "lr_head", "lr_backbone", "weight_decay")}
+
+
+@pytest.mark.parametrize("per", ["epoch", "step"])
+def test_the_trainer_follows_the_cosine_in_its_unit(per):
+    x, y, _ = clusters(64, 4, 8, spread=0.3, seed=10)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    trainer = LinearTrainer(8, 4, LinearProtocol(epochs=4, batch_size=16, lr_head=0.4, cosine_per=per),
+                            steps_per_epoch=4)
+    seen = []
+
+    def batches(epoch):
+        for idx in torch.arange(64).split(16):
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+            yield x[idx], y[idx]
+
+    history = trainer.fit(batches, lambda head, batch: head(batch), lambda: (x, y))
+    t, total = (([s // 4 for s in range(16)], 4) if per == "epoch" else (list(range(16)), 16))
+    assert seen == pytest.approx([0.4 * (1 + math.cos(math.pi * k / total)) / 2 for k in t])
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and history[-1]["top1"] == 100.0
+    assert "top5" not in history[-1]  # top-5 with 5 classes or more
+
+
+def test_the_head_starts_as_its_recipe_says():
+    published = [LinearTrainer(32, 10, PRESETS["linear"], seed=s).head for s in (0, 0, 1)]
+    assert torch.equal(published[0].weight, published[1].weight)
+    assert not torch.equal(published[0].weight, published[2].weight)
+    assert abs(float(published[0].weight.detach().std()) - 0.01) < 0.002 and not published[0].bias.any()
+    probe = LinearTrainer(32, 10, QUICK_PROBE, steps_per_epoch=1).head
+    assert not probe.weight.any() and not probe.bias.any()
+    with pytest.raises(ValueError, match="cosine_per must be 'epoch' or 'step'"):
+        LinearTrainer(4, 2, LinearProtocol(cosine_per="batch"))
+    with pytest.raises(ValueError, match="needs steps_per_epoch"):
+        LinearTrainer(4, 2, QUICK_PROBE)

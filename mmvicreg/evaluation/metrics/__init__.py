@@ -2,7 +2,8 @@
 
 * :mod:`.retrieval` — Recall@K / medr / meanr both ways, COCO 1K and 5K protocols (exact ranks, or FAISS).
 * :mod:`.knn` — weighted k-NN top-1 on frozen features (the DINO / VICReg protocol).
-* :mod:`.linear_probe` — a linear head trained with SGD on frozen features.
+* :mod:`.linear_probe` — the one linear-head trainer (SGD, cosine; the published recipes and the quick probe
+  on frozen features, :func:`linear_probe`).
 * :mod:`.search` — top-k inner-product search with FAISS (flat, HNSW, IVF); the only module that imports FAISS.
 * :mod:`.chance` — the Recall@K of random embeddings.
 * :mod:`.inputs` — user arrays to checked tensors, one clear error per kind of bad input.
