@@ -1,19 +1,23 @@
 """From raw samples to batches ``{branch: tensor}``: the one collate, the epoch sampler, the one loader builder.
 
-Training, evaluation and ``JointEmbedding.encode`` all batch through :func:`make_loader`, so a batch is made
-the same way everywhere.
+Training, evaluation and ``mmvicreg.encode`` all batch through :func:`make_loader`, so a batch is made the same
+way everywhere.
 
-Contract with the model side: ``preprocessors`` maps a branch name to a :class:`Preprocessor`
-``(field, fn, pad_id)`` (a plain 3-tuple is accepted): ``field`` is the raw sample key the branch reads
-(``"image"``, ``"caption"``, ...), ``fn`` turns ONE raw value into a tensor (image: float (3, H, W); text: 1-D
-LongTensor of token ids), and ``pad_id`` is the id that right-pads 1-D tensors to the longest in the batch
-(text), or None for tensors that are stacked as they are.
+What it takes: ``preprocessors`` maps a branch name to a :class:`Preprocessor` ``(field, fn, pad_id)`` (a plain
+3-tuple is accepted; :func:`mmvicreg.data.preprocess.branch_preprocessors` builds them from what a model declares):
+``field`` is the raw sample key the branch reads (``"image"``, ``"caption"``, ...), ``fn`` turns ONE raw value into
+a tensor (image: uint8 (3, H, W), normalised later on the device; text: 1-D LongTensor of token ids), and
+``pad_id`` is the id that right-pads 1-D tensors to the longest in the batch (text), or None for tensors that are
+stacked as they are. ``device_stage`` (:class:`~mmvicreg.data.preprocess.DeviceInput`) ends the loader: each batch
+reaches its consumer on the device, as the model reads it.
 
 Preprocessing runs inside ``BranchDataset.__getitem__``, hence in DataLoader workers. Two branches may read the
 same field (two augmented views of one image for siamese training): each applies its own ``fn`` to it. When
-every branch that reads ``"image"`` takes encoded images (``fn.accepts_encoded``: this library's transforms),
-images are read but not decoded (the source's ``sample(i, encoded=True)``) and the transforms decode only what
-their crops need; an image whose decode fails there goes back to the source's bad-data policy.
+every branch that reads ``"image"`` takes encoded images (``fn.accepts_encoded``: this library's transforms) and the
+source can read them so (a :class:`~mmvicreg.data.protocols.SamplesEncoded`), images are read but not decoded
+(``sample(i, encoded=True)``) and the transforms decode only what their crops need; an image whose decode fails
+there goes back to the source's bad-data policy (a :class:`~mmvicreg.data.protocols.LoadSkips`), and the same
+sample is read again.
 
 Images a worker leaves out at load time (``on_bad_image: skip``) travel back with the batch it made (the collate
 gathers them under ``SKIPPED_KEY``) and the loader :func:`make_loader` returns records them in the main
