@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from mmvicreg.config import load_config
 from mmvicreg.data.build import format_options
+from mmvicreg.data.preprocess import branch_preprocessors
 from mmvicreg.data.streaming import StreamDataset, StreamLoader
 from mmvicreg.train import train
 from mmvicreg.train.setup import setup
@@ -79,8 +80,8 @@ def test_an_epoch_of_shards_reads_every_key_once(shards, tmp_path, workers):
     run = setup(config)
     counted = Counter()
     for rank in range(2):  # the plan of each of two processes, read here one after the other
-        dataset = StreamDataset(run.train_source, run.unwrapped.preprocessors(train=True), 32, 0, rank, 2, workers,
-                                extra_fields=("key",))
+        items = branch_preprocessors(run.unwrapped.preprocessing(), train=True)
+        dataset = StreamDataset(run.train_source, items, 32, 0, rank, 2, workers, extra_fields=("key",))
         loader = StreamLoader(dataset, workers)
         loader.set_epoch(1)
         counted.update(k for batch in loader for k in batch["key"])
