@@ -19,7 +19,8 @@ FAISS can (:func:`~mmvicreg.evaluation.metrics.search.on_faiss_device`); :meth:`
 or an image with the same model and returns the top k.
 
 The model is duck-typed as in :mod:`mmvicreg.evaluation.model_level` (``branch_names``, ``branch(name).modality``,
-``encode(branch, items, batch_size=..., progress=..., **encode_options)``).
+and what the one encode path, :func:`mmvicreg.data.encoding.encode`, asks of it); ``encode_options`` are that
+function's (``layer``, ``workers``, ``precision``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from mmvicreg.data.encoding import encode
 from mmvicreg.evaluation.index_folder import INDEX_FILE, META_FILE, read_items, refusal, write_folder
 from mmvicreg.evaluation.metrics.search import new_index, on_faiss_device, read_index, search
 
@@ -195,8 +197,8 @@ class _Filler:
 def _chunks(model: Any, branch: str, items: Sequence[Any], chunk_size: int, batch_size: int,
             encode_options: Mapping[str, Any]) -> Iterator[np.ndarray]:
     for lo in range(0, len(items), chunk_size):
-        z = model.encode(branch, items[lo : lo + chunk_size], batch_size=batch_size, progress=False,
-                         **encode_options)
+        z = encode(model, branch, items[lo : lo + chunk_size], batch_size=batch_size, progress=False,
+                   **encode_options)
         yield _unit_rows(z)
 
 
@@ -353,8 +355,8 @@ class SearchIndex:
         branch = pick_branch(model, modality, branch, f"{flag} queries")
         if isinstance(image, (str, os.PathLike)):
             image = read_query_image(image)
-        z = _unit_rows(model.encode(branch, [text if text is not None else image], batch_size=1, progress=False,
-                                    **encode_options))
+        z = _unit_rows(encode(model, branch, [text if text is not None else image], batch_size=1, progress=False,
+                              **encode_options))
         if z.shape[1] != self.meta["dim"]:
             raise ValueError(f"branch {branch!r} embeds into {z.shape[1]} dimensions but index {self.directory} "
                              f"holds {self.meta['dim']}; query with the model that built it")

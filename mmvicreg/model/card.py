@@ -105,12 +105,13 @@ def _snippet(model: nn.Module, target: str) -> str:
     first = {}
     for name, b in model.branches.items():
         first.setdefault(b.modality, name)
-    lines = ["from mmvicreg import JointEmbedding", f"model = JointEmbedding.from_pretrained({json.dumps(target)})"]
+    lines = ["from mmvicreg import JointEmbedding, encode",
+             f"model = JointEmbedding.from_pretrained({json.dumps(target)})"]
     if "text" in first:
-        lines.append(f'z_text = model.encode("{first["text"]}", ["a dog on the grass"])')
+        lines.append(f'z_text = encode(model, "{first["text"]}", ["a dog on the grass"])')
     if "image" in first:
         lines[0] = "import PIL.Image\n" + lines[0]
-        lines.append(f'z_image = model.encode("{first["image"]}", [PIL.Image.open("dog.jpg")])')
+        lines.append(f'z_image = encode(model, "{first["image"]}", [PIL.Image.open("dog.jpg")])')
     return "```python\n" + "\n".join(lines) + "\n```"
 
 

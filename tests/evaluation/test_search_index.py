@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from mmvicreg import JointEmbedding
+from mmvicreg.evaluation import search_index as search_index_module
 from mmvicreg.evaluation.metrics import search as search_module
 from mmvicreg.evaluation.metrics.search import build_index, faiss_device, knn_search, on_faiss_device, search
 from mmvicreg.evaluation.search_index import (
@@ -35,15 +36,28 @@ def _model(seed: int = 0, text: bool = True) -> JointEmbedding:
 
 
 class CountingModel:
-    """A model whose ``encode`` calls are recorded: ``calls`` holds the number of items of each."""
+    """A model whose encodes are recorded: ``calls`` holds the number of items of each (the index encodes through
+    the one encode path, :func:`mmvicreg.data.encoding.encode`, one call per chunk; see ``_count_encodes``)."""
 
     def __init__(self, model):
         self.model, self.calls = model, []
-        self.branch_names, self.branch = model.branch_names, model.branch
+        self.branch_names, self.branch, self.parameters = model.branch_names, model.branch, model.parameters
 
-    def encode(self, branch, items, **kwargs):
-        self.calls.append(len(items))
-        return self.model.encode(branch, items, **kwargs)
+    def encode(self, branch, batch, **kwargs):  # one batch the encode path made
+        return self.model.encode(branch, batch, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _count_encodes(monkeypatch):
+    """Each ``encode(model, branch, items)`` the index makes of a ``CountingModel`` is recorded in its ``calls``."""
+    original = search_index_module.encode
+
+    def counting(model, branch, items, *args, **kwargs):
+        if isinstance(model, CountingModel):
+            model.calls.append(len(items))
+        return original(model, branch, items, *args, **kwargs)
+
+    monkeypatch.setattr(search_index_module, "encode", counting)
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +231,9 @@ def test_a_file_added_during_the_build_stops_the_swap(model, data, tmp_path):
     old = build_search_index(model, out, captions=data[1], model_ref=REF)
 
     class Intruder(CountingModel):
-        def encode(self, branch, items, **kwargs):
+        def encode(self, branch, batch, **kwargs):
             (out / "results.csv").write_text("written while the index was built")
-            return super().encode(branch, items, **kwargs)
+            return super().encode(branch, batch, **kwargs)
 
     with pytest.raises(FileExistsError, match="it holds results.csv, which an index build never writes"):
         build_search_index(Intruder(model), out, images=data[0], model_ref=REF)

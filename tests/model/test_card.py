@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from mmvicreg import JointEmbedding
+from mmvicreg import JointEmbedding, encode
 from mmvicreg.model.card import (
     LOCAL_PLACEHOLDER,
     card_for_repo,
@@ -58,8 +58,8 @@ def test_card_has_front_matter_branches_config_metrics_and_snippet(photo_text, t
     assert yaml.safe_load(_block(text, "yaml")) == TRAINING
     snippet = _block(text, "python")
     assert f'JointEmbedding.from_pretrained("{LOCAL_PLACEHOLDER}")' in snippet
-    assert 'model.encode("words", ["a dog on the grass"])' in snippet
-    assert 'model.encode("photo", [PIL.Image.open("dog.jpg")])' in snippet
+    assert 'encode(model, "words", ["a dog on the grass"])' in snippet
+    assert 'encode(model, "photo", [PIL.Image.open("dog.jpg")])' in snippet
 
 
 def test_the_snippet_runs(photo_text, tmp_path, monkeypatch):
@@ -71,7 +71,7 @@ def test_the_snippet_runs(photo_text, tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the point: the card's code runs
     assert scope["z_text"].shape == (1, 16) and scope["z_image"].shape == (1, 16)
-    assert torch.equal(scope["z_text"], photo_text.encode("words", ["a dog on the grass"]))
+    assert torch.equal(scope["z_text"], encode(photo_text, "words", ["a dog on the grass"]))
 
 
 def test_a_save_without_metrics_still_writes_a_card(photo_text, tmp_path):
@@ -90,7 +90,7 @@ def test_an_image_only_siamese_card(tmp_path):
     assert _front_matter(text)["tags"] == ["vicreg", "mmvicreg", "image"]
     assert "| `v2` | shares `v1` | image | `image` | 96 | shares `v1` | 16 |" in text
     snippet = _block(text, "python")
-    assert 'model.encode("v1", [PIL.Image.open("dog.jpg")])' in snippet and "z_text" not in snippet
+    assert 'encode(model, "v1", [PIL.Image.open("dog.jpg")])' in snippet and "z_text" not in snippet
 
 
 def test_write_model_card_rewrites_only_the_card(photo_text, tmp_path):
