@@ -33,7 +33,7 @@ ALLOWED = {
     "objective": LEAVES,
     "encoders": LEAVES,
     "data": LEAVES,
-    "model": LEAVES | {"encoders", "data"},
+    "model": LEAVES | {"encoders"},
     "evaluation.metrics": LEAVES,
     "evaluation": LEAVES | {"evaluation.metrics", "data"},
     "train": LEAVES | {"objective", "encoders", "data", "model", "evaluation", "evaluation.metrics"},

@@ -32,7 +32,6 @@ from mmvicreg.data.batching import (
     collate,
     collate_branches,
     make_loader,
-    select_branches,
 )
 from mmvicreg.data.build import FORMATS, build_source, format_options
 from mmvicreg.data.encoding import encode, encode_batches
@@ -118,5 +117,4 @@ __all__ = [
     "merge_reports",
     "open_image",
     "open_image_for_eval",
-    "select_branches",
 ]

@@ -182,11 +182,6 @@ def collate_branches(pad_ids: Mapping[str, int | None]) -> BranchCollator:
     return BranchCollator(pad_ids)
 
 
-def select_branches(preprocessors: Mapping[str, Preprocessor | tuple], field: str) -> dict[str, Preprocessor]:
-    """The branches that read ``field``: e.g. the image branches to embed a retrieval set's images."""
-    return {name: as_preprocessor(name, spec) for name, spec in preprocessors.items() if spec[0] == field}
-
-
 class EpochBatchSampler(Sampler[list[int]]):
     """Seeded per-epoch shuffling into full global batches; each process takes its slice of every batch.
 

@@ -14,9 +14,9 @@ from mmvicreg.data import (
     collate,
     collate_branches,
     make_loader,
-    select_branches,
 )
 from mmvicreg.data.transforms import eval_transform, vicreg_view
+from tests.helpers.sources import caption_dataset, image_dataset, select_branches
 
 PAD = 0
 
@@ -91,8 +91,8 @@ def test_two_workers_siamese_views_reproducible():
 def test_retrieval_set_embeds_through_the_same_plumbing(shapes):
     pre = image_text_preprocessors()
     ev = shapes.eval_set()
-    images = list(make_loader(ev.image_dataset(), select_branches(pre, "image"), batch_size=20, train=False))
-    captions = list(make_loader(ev.caption_dataset(), select_branches(pre, "caption"), batch_size=64, train=False,
+    images = list(make_loader(image_dataset(ev), select_branches(pre, "image"), batch_size=20, train=False))
+    captions = list(make_loader(caption_dataset(ev), select_branches(pre, "caption"), batch_size=64, train=False,
                                 extra_fields=("image_index",)))
     assert sum(len(b["image"]) for b in images) == 50 and set(images[0]) == {"image"}
     assert torch.cat([b["image_index"] for b in captions]).tolist() == ev.caption_image_index
@@ -131,14 +131,14 @@ def test_training_and_encode_batches_share_one_collate(shapes):
     spec = {"text": Preprocessor("caption", tokens, PAD), "image": Preprocessor("image", eval_transform(16))}
     ev = shapes.eval_set()
     captions = ev.flat_captions[:10]
-    from_source = next(iter(make_loader(ev.caption_dataset(), select_branches(spec, "caption"), batch_size=10)))
+    from_source = next(iter(make_loader(caption_dataset(ev), select_branches(spec, "caption"), batch_size=10)))
     from_raw = next(iter(make_loader(RawItems(captions, "caption"), select_branches(spec, "caption"), batch_size=10)))
     assert torch.equal(from_source["text"], from_raw["text"]) and (from_raw["text"] == PAD).any()
     direct = collate([{"text": tokens(c)} for c in captions], {"text": PAD})
     assert torch.equal(direct["text"], from_raw["text"])
     images = [shapes.load_image(i) for i in range(4)]
     raw = next(iter(make_loader(RawItems(images, "image"), select_branches(spec, "image"), batch_size=4)))
-    source = next(iter(make_loader(ev.image_dataset(), select_branches(spec, "image"), batch_size=4)))
+    source = next(iter(make_loader(image_dataset(ev), select_branches(spec, "image"), batch_size=4)))
     assert torch.equal(raw["image"], source["image"]) and raw["image"].shape == (4, 3, 16, 16)
     assert collate_branches({"text": PAD})([{"text": tokens(c)} for c in captions])["text"].equal(direct["text"])
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from mmvicreg.data import coco_captions, csv_captions, hf_captions, karpathy_captions
+from tests.helpers.sources import caption_dataset, eval_captions, eval_images, image_dataset
 
 
 def _flickr(shared_data, **kw):
@@ -65,9 +66,9 @@ def test_eval_set_keeps_images_in_order_with_first_five_captions(shared_data, tm
     assert len(ev.flat_captions) == 395 and ev.caption_image_index[:6] == [0, 0, 0, 0, 0, 1]
     assert src.eval_set(max_captions=None).captions[0][-1] == "extra 1"
     assert ev.images[3].size == src.load_image(3).size and ev.images[-1].mode == "RGB"
-    assert src.eval_captions(max_captions=2)[0] == src.captions[0][:2] and len(src.eval_images()) == 79
-    assert ev.caption_dataset()[5] == {"caption": ev.captions[1][0], "image_index": 1}
-    assert ev.image_dataset()[2]["image_id"] == src.image_ids[2]
+    assert eval_captions(src, max_captions=2)[0] == src.captions[0][:2] and len(eval_images(src)) == 79
+    assert caption_dataset(ev)[5] == {"caption": ev.captions[1][0], "image_index": 1}
+    assert image_dataset(ev)[2]["image_id"] == src.image_ids[2]
 
 
 def test_one_caption_per_image_draws_every_caption_over_time(shared_data):

@@ -235,12 +235,6 @@ class CaptionSource(_Source):
         caps = [c[:max_captions] if max_captions else list(c) for c in self.captions]
         return RetrievalSet(images=LazyImages(self), captions=caps, image_ids=list(self.image_ids))
 
-    def eval_images(self) -> "LazyImages":
-        return LazyImages(self)
-
-    def eval_captions(self, max_captions: int | None = 5) -> list[list[str]]:
-        return self.eval_set(max_captions).captions
-
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, images={self.num_images}, pairs={self.num_pairs}, "
                 f"mode={self.pairs!r}, skipped={self.num_skipped})")
@@ -315,8 +309,7 @@ class LazyImages(Sequence):
 class RetrievalSet:
     """Evaluation view of a captioned source: ``images[i]`` is described by ``captions[i]`` (a list).
 
-    ``caption_dataset()`` flattens the captions in order; ``caption_image_index[k]`` is the image of caption k.
-    Both datasets plug into ``make_loader(..., train=False)`` like any source.
+    ``flat_captions`` lists the captions in order; ``caption_image_index[k]`` is the image of caption k.
     """
 
     images: Sequence[Image.Image]
@@ -333,31 +326,3 @@ class RetrievalSet:
     @property
     def caption_image_index(self) -> list[int]:
         return [i for i, caps in enumerate(self.captions) for _ in caps]
-
-    def image_dataset(self) -> "_ImagesOnly":
-        return _ImagesOnly(self)
-
-    def caption_dataset(self) -> "_CaptionsOnly":
-        return _CaptionsOnly(self.flat_captions, self.caption_image_index)
-
-
-class _ImagesOnly(Dataset):
-    def __init__(self, rs: RetrievalSet) -> None:
-        self.rs = rs
-
-    def __len__(self) -> int:
-        return len(self.rs.images)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.rs.images[i], "image_id": self.rs.image_ids[i], "image_index": i}
-
-
-class _CaptionsOnly(Dataset):
-    def __init__(self, captions: list[str], image_index: list[int]) -> None:
-        self.captions, self.image_index = captions, image_index
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        return {"caption": self.captions[k], "image_index": self.image_index[k]}
