@@ -27,7 +27,7 @@ ENCODE_FLAGS = ("precision", "workers")
 
 
 def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--precision/--workers`` as ``model.encode`` keyword arguments, only those given (``--device`` places
+    """``--precision/--workers`` as :func:`mmvicreg.encode` keyword arguments, only those given (``--device`` places
     the model: :func:`mmvicreg.cli.common.load_model`)."""
     return {k: getattr(args, k) for k in ENCODE_FLAGS if getattr(args, k, None) is not None}
 

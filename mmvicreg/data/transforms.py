@@ -28,7 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from mmvicreg.choices import INTERPOLATIONS, TRANSFORMS, did_you_mean
+from mmvicreg.choices import INTERPOLATIONS, TRANSFORMS, VICREG_VIEWS, did_you_mean
 from mmvicreg.data.opencv_kernels import as_cv_image, one_thread
 from mmvicreg.data.protocols import DeclaresEncoded
 from mmvicreg.data.recipe import CROP_SCALE, FLIP_P, blur_kernel_size, view_recipe
@@ -194,8 +194,8 @@ def build_transform(
     if name not in TRANSFORMS:
         raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORMS)}; known: {', '.join(TRANSFORMS)}")
     interpolation = interpolation or DEFAULT_INTERPOLATION
-    if name in ("vicreg_view1", "vicreg_view2"):
-        return vicreg_view(size, 1 if name == "vicreg_view1" else 2, interpolation)
+    if name in VICREG_VIEWS:
+        return vicreg_view(size, VICREG_VIEWS[name], interpolation)
     if name == "light":
         return light_train(size, interpolation)
     return eval_transform(size, crop_pct if crop_pct is not None else DEFAULT_CROP_PCT, interpolation)

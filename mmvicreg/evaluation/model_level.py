@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mmvicreg.choices import RETRIEVAL_PROTOCOLS, check_choice
+from mmvicreg.data.protocols import CaptionedSource
 from mmvicreg.evaluation.labelled import is_labelled
 from mmvicreg.evaluation.metrics.chance import retrieval_chance
 from mmvicreg.evaluation.metrics.knn import KNNMemory, knn_classify_memory
@@ -103,7 +104,7 @@ def evaluate(
 
 def is_captioned(source: Any) -> bool:
     """Whether ``source`` is an image–caption source (it has a retrieval view, ``eval_set``)."""
-    return callable(getattr(source, "eval_set", None))
+    return isinstance(source, CaptionedSource)
 
 
 # ------------------------------------------------------------------------------------------- retrieval

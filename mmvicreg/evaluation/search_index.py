@@ -224,7 +224,7 @@ def build_search_index(
     ``kind`` / ``options``: the FAISS index (``"flat"``, ``"hnsw"``, ``"ivf"``; see
     :func:`~mmvicreg.evaluation.metrics.search.new_index`). ``model_ref`` (``{"ref", "fingerprint"}``) is what
     :meth:`SearchIndex.load` callers check a query model against. ``batch_size`` and ``encode_options``
-    (``device``, ``precision``, ``workers``) go to ``model.encode``, called once per ``chunk_size`` items.
+    (``device``, ``precision``, ``workers``) go to :func:`mmvicreg.encode`, called once per ``chunk_size`` items.
     ``out_dir`` is replaced whole when it is a search index (by content: an index's files only); any other
     non-empty folder is refused (``FileExistsError`` naming what else it holds) and nothing in it is deleted.
     """

@@ -16,6 +16,7 @@ import torch
 
 from mmvicreg.config import RunConfig, dump_config
 from mmvicreg.data import merge_reports
+from mmvicreg.data.protocols import DataReporting
 from mmvicreg.files import atomic_write_json, atomic_write_text, reporting_full_disk
 from mmvicreg.model.card import write_model_card
 from mmvicreg.objective.diagnostics import embedding_std, rankme
@@ -61,7 +62,7 @@ class RunDir:
     def write_data_report(self, sources: Mapping[str, Any], say: Callable[[str], None] | None) -> None:
         """``data_report.json``: per source, what ``on_bad_image`` / ``on_bad_caption`` left out on every process
         (``merge_reports`` of the gathered reports); printed by ``say``. Called on every process."""
-        report = {k: s.data_report() for k, s in sources.items() if s is not None and hasattr(s, "data_report")}
+        report = {k: s.data_report() for k, s in sources.items() if isinstance(s, DataReporting)}
         if self.gather is not None:
             every = self.gather([report])
             report = {k: merge_reports([r[k] for r in every]) for k in report}
@@ -120,7 +121,7 @@ def log_record(run: Any, out: Any, zs: Mapping[str, torch.Tensor], last_rankme: 
         record[key] = float(value)
     if state.skipped_nonfinite:
         record["skipped_nonfinite"] = state.skipped_nonfinite
-    report = run.train_source.data_report() if hasattr(run.train_source, "data_report") else {}
+    report = run.train_source.data_report() if isinstance(run.train_source, DataReporting) else {}
     record.update({k: report[k] for k in ("skipped_images", "skipped_captions") if report.get(k)})
     return record
 

@@ -90,7 +90,7 @@ def build_run(
     changed = check_resume(config, resume_from, accelerator.print) if resume_from is not None else []
     train_source, eval_source, reference_source = build_sources(config)
     model = build_model(config, train_source, accelerator)
-    if getattr(train_source, "sizes", ()) is None:  # streamed shards of unknown size
+    if isinstance(train_source, StreamedSource) and train_source.sizes is None:  # streamed, size unknown
         if not t.samples_per_epoch:
             raise ConfigError(f"{train_source.unsized}")
         epoch_samples = t.samples_per_epoch
@@ -265,7 +265,7 @@ def build_model(config: RunConfig, train_source: Any, accelerator: Any) -> Joint
     captions = None
     if isinstance(train_source, CaptionSource):
         captions = [c for caps in train_source.captions for c in caps]
-    elif callable(getattr(train_source, "iter_captions", None)) and needs_vocabulary(config.branches):
+    elif isinstance(train_source, StreamedSource) and needs_vocabulary(config.branches):
         captions = list(train_source.iter_captions())  # streamed: one pass over the shards' captions
     model = JointEmbedding.from_config(config.branches, captions=captions)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":

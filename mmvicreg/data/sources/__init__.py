@@ -1,18 +1,24 @@
 """Sources: map-style datasets of raw samples, each made of records, an image store and a bad-data policy.
 
-=============  ===================================================================================
-base.py        ``CaptionSource`` / ``ImageSource`` (records + store + policy), ``RetrievalSet``, ``LazyImages``
-stores.py      where images live: ``FileStore``, ``HFColumnStore``, ``ArrayStore``
-policy.py      ``BadDataPolicy``: on_bad_image / on_bad_caption / verify, and what was left out
-io.py          opening images (``convert_rgb``: the one RGB conversion; ``open_image_for_eval``: reduced
-               scale) and caption text, with one clear error per problem
-shard_list.py  listing webdataset shards, and the ``pipe:`` rule (``allow_pipe``)
-captions.py    COCO captions JSON, Karpathy split JSON, CSV/TSV (``captions`` file + ``images`` folder)
-hf.py          Hugging Face datasets (``path``; relative image paths under ``images``)
-folder.py      an image folder (``images``; class subfolders become labels)
-digits.py      scikit-learn's bundled digits (embedded)
-shapes.py      procedural captioned scenes (embedded)
-=============  ===================================================================================
+===============  =================================================================================
+base.py          ``CaptionSource`` / ``ImageSource`` (records + store + policy), ``RetrievalSet``, ``LazyImages``
+stores.py        where images live: ``FileStore``, ``HFColumnStore``, ``ArrayStore``
+policy.py        ``BadDataPolicy``: on_bad_image / on_bad_caption / verify, and what was left out
+io.py            opening images (``convert_rgb``: the one RGB conversion; ``open_image_for_eval``: reduced
+                 scale) and caption text, with one clear error per problem
+encoded.py       ``EncodedImage``: an image's bytes and header size, decoded at the reduction a crop allows
+shard_list.py    listing webdataset shards, and the ``pipe:`` rule (``allow_pipe``)
+shards.py        webdataset tars: counting, reading raw samples, decoding them
+shard_writer.py  writing any source as webdataset shards (``write_shards``)
+shard_index.py   a header index over local shards, for evaluation (random access by image)
+stream.py        ``format: webdataset``: ``ShardSource``, shards streamed (never indexed)
+hf_stream.py     ``format: hf`` with ``streaming: true``: a Hugging Face dataset's parquet files, streamed
+captions.py      COCO captions JSON, Karpathy split JSON, CSV/TSV (``captions`` file + ``images`` folder)
+hf.py            Hugging Face datasets (``path``; relative image paths under ``images``)
+folder.py        an image folder (``images``; class subfolders become labels)
+digits.py        scikit-learn's bundled digits (embedded)
+shapes.py        procedural captioned scenes (embedded)
+===============  =================================================================================
 """
 
 from mmvicreg.data.sources.base import (
