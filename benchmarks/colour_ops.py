@@ -21,7 +21,7 @@ from _measure import median_seconds, write_section  # benchmarks/ is on sys.path
 from PIL import Image, ImageFilter
 from torchvision.transforms.v2 import functional as F
 
-from mmvicreg.data.opencv_kernels import as_cv_image
+from mmvicreg.data.opencv_kernels import as_cv_image, use_one_thread
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini" / "val2017"
 RESULTS = str(Path(__file__).with_name("RESULTS.md"))
@@ -44,6 +44,7 @@ def main() -> None:
     if not files:
         sys.exit(f"{SHARED} has no JPEGs: this benchmark reads a real coco-mini image from ../shared/data")
     torch.set_num_threads(1)
+    use_one_thread()  # OpenCV as the loader workers run it
     pil = Image.open(files[0]).convert("RGB").resize((224, 224), Image.BICUBIC)
     tensor = F.pil_to_tensor(pil)
     cv_image = as_cv_image(tensor.permute(1, 2, 0).contiguous().permute(2, 0, 1))

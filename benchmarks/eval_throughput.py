@@ -1,4 +1,4 @@
-"""Extraction throughput: ``JointEmbedding.encode`` against a bare loop on the same images, in one run.
+"""Extraction throughput: ``mmvicreg.encode`` against a bare loop on the same images, in one run.
 
     python benchmarks/eval_throughput.py                     # writes a section of benchmarks/RESULTS.md
     python benchmarks/eval_throughput.py --images 200 --no-write
@@ -8,7 +8,7 @@ Both sides read the real Flickr8k JPEGs (``../shared/data/flickr8k-1k``), decode
 DataLoader processes, apply the branch's eval transform at ``--size`` px and run the image branch (encoder +
 expander) in eval mode without gradients, batch by batch, on ``--device`` under ``--precision``:
 
-  ours  ``model.encode("image", LazyImages(source), workers=W, precision=P)`` (the path every evaluation takes);
+  ours  ``mmvicreg.encode(model, "image", LazyImages(source), workers=W, precision=P)`` (the path every evaluation takes);
   bare  a plain ``torch.utils.data.DataLoader`` over the image paths (PIL open + the same transform), the
         same batch size and workers, the same model call written out by hand.
 
@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from _measure import write_section
 
-from mmvicreg import JointEmbedding
-from mmvicreg.data import LazyImages, csv_captions
+from mmvicreg import JointEmbedding, encode
+from mmvicreg.data import DeviceInput, LazyImages, csv_captions
+from mmvicreg.data.preprocess import item_preprocessor
 from mmvicreg.devices import autocast, resolve_device
 
 FLICKR = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k-1k"
@@ -52,18 +53,19 @@ class Paths(Dataset):
 
 def bare(model, paths, args, device) -> torch.Tensor:
     branch = model.branch("image")
-    loader = DataLoader(Paths(paths, branch.preprocessor(train=False)), batch_size=args.batch_size,
+    to_input = DeviceInput({"image": branch.preprocessing}, train=False, device=device)
+    loader = DataLoader(Paths(paths, item_preprocessor(branch.preprocessing)), batch_size=args.batch_size,
                         num_workers=args.workers, pin_memory=device.type == "cuda")
     out = []
     with torch.no_grad():
         for x in loader:
             with autocast(device, args.precision):
-                out.append(branch(x.to(device, non_blocking=True)).float().cpu())
+                out.append(branch(to_input({"image": x})["image"]).float().cpu())
     return torch.cat(out)
 
 
 def ours(model, source, args) -> torch.Tensor:
-    return model.encode("image", LazyImages(source), batch_size=args.batch_size, workers=args.workers,
+    return encode(model, "image", LazyImages(source), batch_size=args.batch_size, workers=args.workers,
                         precision=args.precision)
 
 
@@ -89,15 +91,15 @@ def main() -> None:
                                                   "transform": {"size": args.size}}}).to(device).eval()
     items = _Prefix(LazyImages(source), n)
 
-    serial = model.encode("image", items, batch_size=args.batch_size, workers=0, precision=args.precision)
-    parallel = model.encode("image", items, batch_size=args.batch_size, workers=args.workers, precision=args.precision)
+    serial = encode(model, "image", items, batch_size=args.batch_size, workers=0, precision=args.precision)
+    parallel = encode(model, "image", items, batch_size=args.batch_size, workers=args.workers, precision=args.precision)
     reference = bare(model, paths, args, device)
     assert torch.allclose(serial, parallel, atol=1e-5), "workers changed the embeddings"
     assert torch.allclose(serial, reference, atol=1e-4), "ours and the bare loop disagree"
 
     best = {"ours": float("inf"), "bare": float("inf")}
     for _ in range(args.repeats):
-        for name, run in (("ours", lambda: model.encode("image", items, batch_size=args.batch_size,
+        for name, run in (("ours", lambda: encode(model, "image", items, batch_size=args.batch_size,
                                                         workers=args.workers, precision=args.precision)),
                           ("bare", lambda: bare(model, paths, args, device))):
             t0 = time.perf_counter()
@@ -110,7 +112,7 @@ def main() -> None:
         f"--workers {args.workers} --device {args.device} --precision {args.precision}` on {platform.node() or 'this machine'} "
         f"({device}, torch {torch.__version__})\n\n"
         f"| path | images/s | ratio to bare |\n|---|---|---|\n"
-        f"| ours: `model.encode(..., workers={args.workers})` | {rate['ours']:.1f} | **{ratio:.2f}×** |\n"
+        f"| ours: `mmvicreg.encode(..., workers={args.workers})` | {rate['ours']:.1f} | **{ratio:.2f}×** |\n"
         f"| bare DataLoader loop | {rate['bare']:.1f} | 1.00× |\n\n"
         f"{n} Flickr8k JPEGs at {args.size} px, batch {args.batch_size}, best of {args.repeats}. Embeddings with "
         f"{args.workers} workers equal the serial `encode` (max |Δ| "

@@ -31,6 +31,7 @@ from mmvicreg import JointEmbedding, vicreg_loss
 from mmvicreg.config import load_config
 from mmvicreg.data import build_source
 from mmvicreg.data.batching import make_loader
+from mmvicreg.data.preprocess import DeviceInput, branch_preprocessors
 from mmvicreg.data.build import format_options
 from mmvicreg.train import train
 from mmvicreg.train.optim import build_optimizer, build_scheduler, schedule_length
@@ -61,7 +62,9 @@ def bare_rate(steps: int, batch: int) -> float:
     torch.manual_seed(cfg.train.seed)
     source = build_source(cfg.data.train, "train")
     model = JointEmbedding.from_config(cfg.branches, captions=[c for cs in source.captions for c in cs])
-    loader = make_loader(source, model.preprocessors(train=True), batch_size=batch, train=True, seed=cfg.train.seed)
+    loader = make_loader(source, branch_preprocessors(model.preprocessing(), train=True), batch_size=batch, train=True,
+                         seed=cfg.train.seed)
+    to_input = DeviceInput(model.preprocessing(), train=True)
     # The same optimiser, parameter groups and warmup + cosine schedule as the run: the weights then follow the
     # same kind of trajectory on both sides (on a CPU, speed can depend on the values, e.g. through denormals).
     opt = build_optimizer(model, cfg.train)
@@ -70,7 +73,7 @@ def bare_rate(steps: int, batch: int) -> float:
     rates, step, t0 = [], 0, time.perf_counter()
     while step < steps:
         for batch_ in loader:
-            z = model(batch_)
+            z = model(to_input(batch_))
             loss = vicreg_loss(z["image"], z["caption"]).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
