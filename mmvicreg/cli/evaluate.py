@@ -153,5 +153,5 @@ COMMANDS = {
     "retrieval": (add_retrieval_arguments, run_retrieval, "image–text Recall@K, medr, meanr"),
     "knn": (add_knn_arguments, run_knn, "weighted k-NN top-1 of frozen image features"),
     "linear-probe": (add_linear_probe_arguments, run_linear_probe, "linear probe top-1 of frozen image features"),
-    "linear": (add_linear_arguments, run_linear, "published linear evaluation (augmented) or 1%/10% fine-tuning"),
+    "linear": (add_linear_arguments, run_linear, "published linear evaluation (augmented) or 1%%/10%% fine-tuning"),
 }
