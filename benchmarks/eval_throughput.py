@@ -8,7 +8,8 @@ Both sides read the real Flickr8k JPEGs (``../shared/data/flickr8k-1k``), decode
 DataLoader processes, apply the branch's eval transform at ``--size`` px and run the image branch (encoder +
 expander) in eval mode without gradients, batch by batch, on ``--device`` under ``--precision``:
 
-  ours  ``mmvicreg.encode(model, "image", LazyImages(source), workers=W, precision=P)`` (the path every evaluation takes);
+  ours  ``mmvicreg.encode(model, "image", LazyImages(source), workers=W, precision=P)`` (the path every
+        evaluation takes);
   bare  a plain ``torch.utils.data.DataLoader`` over the image paths (PIL open + the same transform), the
         same batch size and workers, the same model call written out by hand.
 
@@ -66,7 +67,7 @@ def bare(model, paths, args, device) -> torch.Tensor:
 
 def ours(model, source, args) -> torch.Tensor:
     return encode(model, "image", LazyImages(source), batch_size=args.batch_size, workers=args.workers,
-                        precision=args.precision)
+                  precision=args.precision)
 
 
 def main() -> None:
@@ -100,7 +101,7 @@ def main() -> None:
     best = {"ours": float("inf"), "bare": float("inf")}
     for _ in range(args.repeats):
         for name, run in (("ours", lambda: encode(model, "image", items, batch_size=args.batch_size,
-                                                        workers=args.workers, precision=args.precision)),
+                                                  workers=args.workers, precision=args.precision)),
                           ("bare", lambda: bare(model, paths, args, device))):
             t0 = time.perf_counter()
             run()

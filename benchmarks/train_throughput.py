@@ -62,9 +62,10 @@ def bare_rate(steps: int, batch: int) -> float:
     torch.manual_seed(cfg.train.seed)
     source = build_source(cfg.data.train, "train")
     model = JointEmbedding.from_config(cfg.branches, captions=[c for cs in source.captions for c in cs])
-    loader = make_loader(source, branch_preprocessors(model.preprocessing(), train=True), batch_size=batch, train=True,
+    declarations = model.preprocessing()
+    loader = make_loader(source, branch_preprocessors(declarations, train=True), batch_size=batch, train=True,
                          seed=cfg.train.seed)
-    to_input = DeviceInput(model.preprocessing(), train=True)
+    to_input = DeviceInput(declarations, train=True)
     # The same optimiser, parameter groups and warmup + cosine schedule as the run: the weights then follow the
     # same kind of trajectory on both sides (on a CPU, speed can depend on the values, e.g. through denormals).
     opt = build_optimizer(model, cfg.train)
