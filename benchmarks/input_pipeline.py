@@ -117,7 +117,10 @@ def main() -> None:
     missing = [str(d) for d in SETS.values() if not d.is_dir()]
     if missing:
         sys.exit(f"{missing[0]} is absent: this benchmark reads the real JPEGs of ../shared/data")
-    torch.set_num_threads(1)  # (OpenCV runs single-threaded once mmvicreg.data is imported)
+    from mmvicreg.data.opencv_kernels import use_one_thread
+
+    torch.set_num_threads(1)
+    use_one_thread()  # OpenCV as the loader workers run it (importing mmvicreg no longer sets it)
     sides = {"mmvicreg": ours(), "lightly": lightly(), "before": before(), "device share": device_share()}
     sides = {k: v for k, v in sides.items() if v is not None}
     rows = []
