@@ -31,6 +31,9 @@ VCREG_SPATIAL = ("locations", "pool", "flatten")
 # data
 CAPTION_FORMATS = ("coco", "karpathy", "csv", "hf", "shapes")
 IMAGE_FORMATS = ("folder", "digits", "hf")
+# what the eval commands read: the formats above and local webdataset shards (indexed by their tar headers)
+EVAL_CAPTION_FORMATS = (*CAPTION_FORMATS, "webdataset")  # mmvicreg eval retrieval
+EVAL_IMAGE_FORMATS = (*IMAGE_FORMATS, "webdataset")  # mmvicreg eval knn, linear-probe, linear
 DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "webdataset")
 SHARD_LAYOUTS = ("pair", "image")  # mmvicreg shards --per: a sample per image–caption pair, or per image
 BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
@@ -62,16 +65,23 @@ LINEAR_EVAL_MODES = ("linear", "finetune")  # frozen backbone + augmented linear
 
 def did_you_mean(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5) -> str:
     """``" (did you mean 'x'?)"`` for the nearest candidates of ``name``, or ``""`` when none is close."""
-    close = difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=cutoff)
+    candidates = list(candidates)
+    folded = {c.lower(): c for c in candidates}
+    close = [folded[c] for c in difflib.get_close_matches(str(name).lower(), list(folded), n=n, cutoff=cutoff)]
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def check_choice(value: T, allowed: Sequence[object], what: str) -> T:
-    """``value`` when it is one of ``allowed``; else a ValueError naming ``what``, the nearest and every choice.
+    """``value`` when it is one of ``allowed`` (a name in any case: the allowed spelling is returned); else a
+    ValueError naming ``what``, the nearest and every choice.
 
     ``what`` names the setting as the user wrote it (``"loss.name"``, ``"covariance"``).
     """
-    if value not in allowed:
-        hint = did_you_mean(value, [str(a) for a in allowed]) if isinstance(value, str) else ""
-        raise ValueError(f"{what} is {value!r}{hint}; choose one of {', '.join(str(a) for a in allowed)}")
-    return value
+    if value in allowed:
+        return value
+    if isinstance(value, str):  # names match case-insensitively (VICReg, BF16): the canonical spelling is kept
+        folded = {str(a).lower(): a for a in allowed}
+        if value.lower() in folded:
+            return folded[value.lower()]  # type: ignore[return-value]
+    hint = did_you_mean(value, [str(a) for a in allowed]) if isinstance(value, str) else ""
+    raise ValueError(f"{what} is {value!r}{hint}; choose one of {', '.join(str(a) for a in allowed)}")

@@ -343,7 +343,7 @@ CLI_ROWS = [
     ("cli/train-missing-config", lambda t, a: _cli("train", t / "none.yaml"), CLIFailed,
      "mmvicreg: error: config file"),
     ("cli/train-unknown-override", lambda t, a: _cli("train", _cli_config(t, _cfg(t)), "train.batchsize=3"),
-     CLIFailed, "unknown config key 'train.batchsize' (did you mean 'batch_size'?)"),
+     CLIFailed, "unknown config key 'train.batchsize' (did you mean 'train.batch_size'?)"),
     ("cli/train-crafted-checkpoint", lambda t, a: _cli(
         "train", _cli_config(t, _resume_from(t, a, "optimizer.bin", _evil))), CLIFailed,
      "optimizer.bin: its pickle asks for the callable io.open"),

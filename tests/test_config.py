@@ -21,7 +21,7 @@ def test_tiny_config_loads_and_overrides_apply(tmp_path):
 @pytest.mark.parametrize(
     "override,fragment",
     [
-        ("train.batch_sze=8", "unknown config key 'train.batch_sze' (did you mean 'batch_size'?)"),
+        ("train.batch_sze=8", "unknown config key 'train.batch_sze' (did you mean 'train.batch_size'?)"),
         ("trian.seed=1", "unknown config key 'trian' (did you mean 'train'?)"),
         ("train.batch_size=abc", "train.batch_size must be int, got str 'abc'"),
         ("train.batch_size=1", "train.batch_size is 1; VICReg's variance and covariance need at least 2"),

@@ -1,8 +1,9 @@
 """The run configuration: one typed spec, parsed once, every rule checked when it loads.
 
-Three modules, imported one way (``specs`` <- ``schema`` <- ``checks`` <- ``load``; none imports a package above
-the config):
+Five modules, imported one way (``keys``, ``specs`` <- ``schema`` <- ``checks`` <- ``load``; none imports a package
+above the config):
 
+* :mod:`~mmvicreg.config.keys`: each key's one line of meaning and allowed values, each data format's options;
 * :mod:`~mmvicreg.config.specs`: a branch's sub-specs as typed values, each with its parser
   (:class:`EncoderSpec`, :class:`ExpanderSpec` / :func:`parse_expander`, :class:`TransformConfig`);
 * :mod:`~mmvicreg.config.schema`: the sections (:class:`RunConfig`, :class:`BranchConfig`, :class:`LossConfig`,
@@ -13,7 +14,7 @@ the config):
 """
 
 from mmvicreg.config.checks import check_branches, check_config
-from mmvicreg.config.load import dump_config, load_config, parse_branch, parse_branches, parse_override, validate
+from mmvicreg.config.load import config_yaml, dump_config, load_config, parse_branch, parse_branches, parse_override, validate
 from mmvicreg.config.schema import (
     BRANCH_LOSS_KEYS,
     BRANCH_MODEL_KEYS,
@@ -56,6 +57,7 @@ __all__ = [
     "check_batch_split",
     "check_branches",
     "check_config",
+    "config_yaml",
     "divisor_near",
     "dump_config",
     "load_config",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from mmvicreg.choices import DATA_FORMATS, EXPANDER_NORMS, RENAMED_DATA_KEYS, did_you_mean
+from mmvicreg.config.keys import data_format_keys
 from mmvicreg.config.schema import BRANCH_LOSS_KEYS, BRANCH_TRAINING_KEYS, BranchConfig, RunConfig
 from mmvicreg.config.specs import ConfigError, choice
 
@@ -21,11 +22,11 @@ def _nearest(key: str, valid: list[str]) -> str:
     return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
 
 
-def check_config(config: RunConfig, format_keys: FormatKeys | None = None) -> None:
+def check_config(config: RunConfig, format_keys: FormatKeys | None = data_format_keys) -> None:
     """The rules across sections; the first problem raises ``ConfigError`` naming its key.
 
-    ``format_keys(format)`` gives the option names a data format accepts (None for an unknown format):
-    :func:`mmvicreg.data.build.format_options`; without it the data sections' options are not checked.
+    ``format_keys(format)`` gives the option names a data format accepts (None for an unknown format; default:
+    :func:`mmvicreg.config.keys.data_format_keys`); None: the data sections' options are not checked.
     """
     if not config.branches:
         raise ConfigError("the config names no branches; add `branches:` with at least two (e.g. image, caption)")
@@ -84,7 +85,7 @@ def _check_branch(name: str, b: BranchConfig, names: list[str]) -> None:
         if value is not None and not value >= 0:
             raise ConfigError(f"{key}.{loss_key} must be >= 0, got {value!r}")
     if b.expander_norm is not None:
-        choice(b.expander_norm, EXPANDER_NORMS, f"{key}.expander_norm")
+        b.expander_norm = choice(b.expander_norm, EXPANDER_NORMS, f"{key}.expander_norm")
     if b.shares is not None and b.shares not in names:
         raise ConfigError(f"branch {name!r} shares {b.shares!r}, which is not a branch"
                           f"{did_you_mean(b.shares, names)}; branches: {', '.join(names)}")

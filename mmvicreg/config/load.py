@@ -23,7 +23,8 @@ import yaml
 from mmvicreg.choices import did_you_mean
 from mmvicreg.config.checks import FormatKeys, check_branches, check_config
 from mmvicreg.config.schema import BranchConfig, RunConfig
-from mmvicreg.config.specs import ConfigError
+from mmvicreg.config.keys import data_format_keys
+from mmvicreg.config.specs import ConfigError, encoder_checks
 
 
 def _nearest(key: str, valid: list[str]) -> str:
@@ -78,8 +79,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key {dotted!r}{_nearest(str(key), names)}")
+        if key not in names:  # the suggestion keeps the section: train.max_step -> train.max_steps
+            full = [f"{prefix}.{n}" if prefix else n for n in names]
+            raise ConfigError(f"unknown config key {dotted!r}{_nearest(dotted, full)}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     return cls(**kwargs)
 
@@ -147,15 +149,23 @@ def _read_tree(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 def load_config(
     source: str | Path | dict[str, Any],
     overrides: list[str] | None = None,
-    format_keys: FormatKeys | None = None,
+    format_keys: FormatKeys | None = data_format_keys,
+    check_encoders: bool = True,
 ) -> RunConfig:
     """Read a YAML file (or a dict), apply overrides, parse every section and check every rule.
 
-    ``format_keys(format)`` gives the option names a data format accepts (None for an unknown format;
-    :func:`mmvicreg.data.build.format_options`); it checks the ``data.*`` options and lets a
-    ``data.<section>.format=...`` override drop the options that only the previous format had. Raises
-    :class:`ConfigError` (one line, naming the dotted key) for the first problem found.
+    ``format_keys(format)`` gives the option names a data format accepts (None for an unknown format; default:
+    :func:`mmvicreg.config.keys.data_format_keys`, the data builders' options); it checks the ``data.*`` options
+    and lets a ``data.<section>.format=...`` override drop the options that only the previous format had.
+    ``check_encoders=False`` skips the encoders' check of names and options (which imports torch): a quick first
+    read that reports every other mistake. Raises :class:`ConfigError` (one line, naming the dotted key) for the
+    first problem found.
     """
+    with encoder_checks(check_encoders):
+        return _load(source, overrides, format_keys)
+
+
+def _load(source: str | Path | dict[str, Any], overrides: list[str] | None, format_keys: FormatKeys | None) -> RunConfig:
     tree = _read_tree(source)
     for text in overrides or []:
         key, value = parse_override(text)
@@ -172,14 +182,19 @@ def load_config(
     return config
 
 
-def validate(config: RunConfig, format_keys: FormatKeys | None = None) -> None:
+def validate(config: RunConfig, format_keys: FormatKeys | None = data_format_keys) -> None:
     """The rules across sections (:func:`mmvicreg.config.checks.check_config`), for a ``RunConfig`` made in
     Python; each section checked its own rules when it was made."""
     check_config(config, format_keys)
+
+
+def config_yaml(config: RunConfig) -> str:
+    """``config`` as YAML, every key present (defaults filled in): read back, it gives the same config."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 def dump_config(config: RunConfig, path: Path) -> None:
     """Write ``config`` as YAML to ``path`` (atomically)."""
     from mmvicreg.files import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, config_yaml(config))

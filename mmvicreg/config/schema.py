@@ -16,24 +16,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from mmvicreg.choices import (
-    ABLATIONS,
-    COVARIANCE_ALGORITHMS,
-    DATA_FORMATS,
-    EVAL_PRECISIONS,
-    MIXED_PRECISION,
-    NONFINITE_POLICIES,
-    OBJECTIVE_CLASSES,
-    OPTIMIZERS,
-    RETRIEVAL_INDEXES,
-    RETRIEVAL_PROTOCOLS,
-    VCREG_SPATIAL,
-)
+from mmvicreg.choices import DATA_FORMATS
+from mmvicreg.config.keys import KEY_CHOICES
 from mmvicreg.config.specs import ConfigError, EncoderSpec, ExpanderSpec, TransformConfig, choice
 
 BRANCH_LOSS_KEYS = ("variance_weight", "covariance_weight", "gamma")
 BRANCH_MODEL_KEYS = ("encoder", "expander", "expander_norm", "field", "shares", "transform")
 BRANCH_TRAINING_KEYS = ("gradient_checkpointing", "freeze", "unfreeze_last")  # how a branch trains; not saved
+
+
+def _choose(section: Any, prefix: str) -> None:
+    """Check each of ``section``'s keys that :data:`KEY_CHOICES` lists under ``prefix``, keeping the allowed
+    spelling (names match in any case)."""
+    for key, allowed in KEY_CHOICES.items():
+        head, _, name = key.rpartition(".")
+        if head == prefix and getattr(section, name) is not None:
+            setattr(section, name, choice(getattr(section, name), allowed, key))
 
 
 def _positive(values: dict[str, Any]) -> None:
@@ -111,7 +109,7 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
 
     def __post_init__(self) -> None:
-        choice(self.name, OPTIMIZERS, "train.optimizer.name")
+        _choose(self, "train.optimizer")
         _positive({"train.optimizer.lr": self.lr, "train.optimizer.base_lr": self.base_lr})
         _non_negative({"train.optimizer.weight_decay": self.weight_decay, "train.optimizer.momentum": self.momentum})
 
@@ -130,7 +128,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.001
     grad_clip: Optional[float] = None
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: Optional[str] = None  # no | bf16 | fp16; None: what Accelerate was told (flag, env, config)
     cpu: bool = False  # force the CPU even where a GPU is present
     log_every: int = 10
     rankme_every: int = 100
@@ -149,8 +147,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        choice(self.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
-        choice(self.on_nonfinite, NONFINITE_POLICIES, "train.on_nonfinite")
+        _choose(self, "train")
         if self.batch_size < 2:
             raise ConfigError(f"train.batch_size is {self.batch_size}; VICReg's variance and covariance need at "
                               f"least 2 samples per batch")
@@ -232,11 +229,8 @@ class LossConfig:
     vcreg_spatial: str = "locations"  # locations | pool | flatten
 
     def __post_init__(self) -> None:
-        choice(self.name, OBJECTIVE_CLASSES, "loss.name")  # the registry's names
-        choice(self.covariance, COVARIANCE_ALGORITHMS, "loss.covariance")
-        choice(self.vcreg_spatial, VCREG_SPATIAL, "loss.vcreg_spatial")
+        _choose(self, "loss")  # loss.name: the objective registry's names
         if self.ablation is not None:
-            choice(self.ablation, ABLATIONS, "loss.ablation")
             if self.name != "vicreg" and self.ablation != "full":
                 raise ConfigError(f"loss.ablation={self.ablation!r} applies to the vicreg objective only, "
                                   f"not to {self.name!r}")
@@ -278,9 +272,7 @@ class EvalConfig:
     reference: Optional[dict[str, Any]] = None  # a labelled data section: the k-NN / linear memory (default: data.train)
 
     def __post_init__(self) -> None:
-        choice(self.protocol, RETRIEVAL_PROTOCOLS, "eval.protocol")
-        choice(self.precision, EVAL_PRECISIONS, "eval.precision")
-        choice(self.index, RETRIEVAL_INDEXES, "eval.index")
+        _choose(self, "eval")
         _positive({"eval.batch_size": self.batch_size})
 
 

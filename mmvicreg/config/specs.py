@@ -10,15 +10,20 @@ it is), and raises :class:`ConfigError` in one line naming ``key`` (the dotted k
   keys it leaves out from the encoder's weights, then from :data:`TRANSFORM_DEFAULTS`.
 * :class:`EncoderSpec` is an encoder's name and options. Whether a name is known and an option is one that encoder
   takes is the encoders' knowledge: :mod:`mmvicreg.encoders` registers its check here
-  (:func:`register_encoder_check`) when it is imported, which ``import mmvicreg`` does before any config loads,
-  so this leaf never imports the encoders and the check still runs at parse time.
+  (:func:`register_encoder_check`) when it is imported; the first spec parsed imports it by name (the registry
+  pattern of ``OBJECTIVE_CLASSES``), so this leaf has no import edge to the encoders and the check still runs at
+  parse time. :func:`encoder_checks` turns it off for a quick first read (the command line's: a config's key,
+  type and value mistakes are answered before torch is imported).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from mmvicreg.choices import AUGMENT_PLACES, INTERPOLATIONS, TRANSFORMS, VICREG_VIEWS, check_choice, did_you_mean
 
@@ -192,6 +197,19 @@ class TransformConfig:
 
 EncoderCheck = Callable[["EncoderSpec", str], Mapping[str, Any]]
 _ENCODER_CHECK: dict[str, EncoderCheck] = {}
+_ENCODERS_MODULE = "mmvicreg.encoders"  # registers its check when imported
+_CHECK_ENCODERS = contextvars.ContextVar("check_encoders", default=True)
+
+
+@contextlib.contextmanager
+def encoder_checks(enabled: bool) -> Iterator[None]:
+    """Inside the block, :meth:`EncoderSpec.parse` checks names and options only when ``enabled`` (its traits
+    stay empty otherwise: a config read this way is for reporting mistakes, not for building)."""
+    token = _CHECK_ENCODERS.set(enabled)
+    try:
+        yield
+    finally:
+        _CHECK_ENCODERS.reset(token)
 
 
 def register_encoder_check(check: EncoderCheck) -> None:
@@ -225,9 +243,11 @@ class EncoderSpec:
             spec = cls(value["name"], {k: v for k, v in value.items() if k != "name"})
         else:
             raise ConfigError(f"{key} must be a name (e.g. resnet50, gru) or a mapping with a `name`, got {value!r}")
-        check = _ENCODER_CHECK.get("encoder")
-        if check is None:
+        if not _CHECK_ENCODERS.get():
             return spec
+        if "encoder" not in _ENCODER_CHECK:
+            importlib.import_module(_ENCODERS_MODULE)
+        check = _ENCODER_CHECK["encoder"]
         try:
             traits = check(spec, key)
         except ValueError as e:

@@ -155,6 +155,18 @@ def _accepted(fns: tuple[Callable[..., Any], ...]) -> set[str]:
     return names
 
 
+def format_signature(format: str) -> dict[str, Any]:
+    """``{option: default}`` of ``format`` (``...`` for a required option): the builder's own defaults first, then
+    those of the functions it hands its options to (``docs/CONFIG.md`` shows them)."""
+    builder, targets = _BUILDERS[format]
+    out: dict[str, Any] = {}
+    for fn in (builder, *targets):
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in ("self", "split"):
+                out.setdefault(p.name, ... if p.default is p.empty else p.default)
+    return out
+
+
 def format_options(format: str) -> set[str] | None:
     """The option names ``format`` accepts (``split`` included), or None for an unknown format."""
     if format not in _BUILDERS:

@@ -223,7 +223,11 @@ def tracker_init(config: RunConfig) -> dict[str, dict[str, Any]]:
 
 def make_accelerator(config: RunConfig) -> Any:
     """The Accelerator (precision, trackers, CPU processes), seeded; checks the batch splits over processes
-    (:func:`mmvicreg.config.check_batch_split`, the rule the config checked for one process)."""
+    (:func:`mmvicreg.config.check_batch_split`, the rule the config checked for one process).
+
+    ``train.mixed_precision: null`` leaves the precision to Accelerate (``accelerate launch --mixed_precision``,
+    ``ACCELERATE_MIXED_PRECISION``, its config file; else ``no``) and fills the key with what it chose, so the
+    saved config and the resume check see the precision the run used."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -237,6 +241,8 @@ def make_accelerator(config: RunConfig) -> Any:
         log_with=t.trackers or None,
         project_dir=str(config.output_dir),
     )
+    if t.mixed_precision is None:  # what Accelerate was told (launch flag, env, its config file), recorded as used
+        t.mixed_precision = str(accelerator.mixed_precision)
     check_batch_split(t, accelerator.num_processes)  # the config's batch rules, now that the processes are known
     set_seed(t.seed, device_specific=True)  # each process draws its own augmentations; DDP syncs the init
     return accelerator
