@@ -41,7 +41,7 @@ KEY_CHOICES: dict[str, tuple[str, ...]] = {
     "train.on_nonfinite": NONFINITE_POLICIES,
     "eval.protocol": RETRIEVAL_PROTOCOLS,
     "eval.precision": EVAL_PRECISIONS,
-    "eval.index": RETRIEVAL_INDEXES,
+    "eval.index_kind": RETRIEVAL_INDEXES,
     "branches.NAME.expander_norm": EXPANDER_NORMS,
     "branches.NAME.transform.train": TRANSFORMS,
     "branches.NAME.transform.eval": TRANSFORMS,
@@ -118,7 +118,7 @@ KEY_HELP: dict[str, str] = {
     "eval.device": "cpu, cuda or cuda:N (null: the training device)",
     "eval.precision": "encoding autocast: auto is bf16 on CUDA, fp32 on the CPU",
     "eval.workers": "DataLoader processes for decoding (null: data.workers)",
-    "eval.index": "retrieval ranks: exact, or a FAISS index kind (flat is exact too; ivf, hnsw approximate)",
+    "eval.index_kind": "retrieval ranks: exact, or a FAISS index kind (flat is exact too; ivf, hnsw approximate)",
     "eval.index_options": "FAISS options: hnsw m, ef_construction, ef_search; ivf nlist, nprobe",
     "eval.reference": "a labelled data section: the k-NN / linear memory (null: data.train)",
     "branches.NAME.encoder": "a name (resnet50, gru, hf, open_clip:ViT-B-32, any timm name) or {name, options}",
@@ -176,6 +176,9 @@ DATA_KEY_HELP: dict[str, str] = {
     "resample": "webdataset: draw shards with replacement (endless; for many nodes)",
     "allow_pipe": "webdataset: read pipe: shards written in shards itself (they run a shell command)",
 }
+
+# keys renamed to the command line's words (--index-kind): old dotted key -> new; the old one is refused by name
+RENAMED_KEYS = {"eval.index": "eval.index_kind"}
 
 _CAPTIONED = ("captions", "images", "pairs", "on_bad_image", "on_bad_caption", "verify")
 DATA_FORMAT_KEYS: dict[str, tuple[str, ...]] = {

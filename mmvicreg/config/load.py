@@ -23,7 +23,7 @@ import yaml
 from mmvicreg.choices import did_you_mean
 from mmvicreg.config.checks import FormatKeys, check_branches, check_config
 from mmvicreg.config.schema import BranchConfig, RunConfig
-from mmvicreg.config.keys import data_format_keys
+from mmvicreg.config.keys import RENAMED_KEYS, data_format_keys
 from mmvicreg.config.specs import ConfigError, encoder_checks
 
 
@@ -79,6 +79,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
+        if dotted in RENAMED_KEYS:
+            raise ConfigError(f"config key {dotted!r} is now {RENAMED_KEYS[dotted]!r} (the same values); rename it")
         if key not in names:  # the suggestion keeps the section: train.max_step -> train.max_steps
             full = [f"{prefix}.{n}" if prefix else n for n in names]
             raise ConfigError(f"unknown config key {dotted!r}{_nearest(dotted, full)}")

@@ -267,7 +267,7 @@ class EvalConfig:
     device: Optional[str] = None  # cpu | cuda | cuda:N; None: the training device (CLI: cuda when present)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     workers: Optional[int] = None  # DataLoader worker processes for decoding; None: data.workers
-    index: str = "exact"  # retrieval ranks: exact | flat | ivf | hnsw (FAISS; on the GPU when it can)
+    index_kind: str = "exact"  # retrieval ranks: exact | flat | ivf | hnsw (FAISS; on the GPU when it can)
     index_options: dict[str, Any] = field(default_factory=dict)  # hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe
     reference: Optional[dict[str, Any]] = None  # a labelled data section: the k-NN / linear memory (default: data.train)
 

@@ -79,13 +79,13 @@ def evaluate(
     ``protocol``, ``image_branch``, ``text_branch`` and ``chance``. A labelled image source gives
     ``{"knn": {branch: evaluate_knn(...)}}`` for every branch in ``settings.branches`` (default: all of them),
     with the labelled ``reference`` source as the k-NN memory. ``settings`` is the run's ``eval`` section
-    (batch_size, workers, precision, protocol, index, branches, captions_per_image).
+    (batch_size, workers, precision, protocol, index_kind, branches, captions_per_image).
     """
     encoding = {"batch_size": settings.batch_size, "workers": settings.workers or 0, "precision": settings.precision}
     if is_captioned(eval_source):
         result = evaluate_retrieval(
             model, eval_source, settings.branches, protocol=settings.protocol,
-            captions_per_image=settings.captions_per_image, index=settings.index,
+            captions_per_image=settings.captions_per_image, index=settings.index_kind,
             index_options=settings.index_options, **encoding,
         )
         text = f"held-out retrieval ({settings.protocol} protocol):\n" + format_retrieval(result, result["chance"])

@@ -44,7 +44,7 @@ def test_print_config_round_trips(tmp_path, capsys, overrides):
     assert main(["train", str(QUICKSTART), *overrides, "--print-config"]) == 0
     printed = capsys.readouterr().out
     tree = yaml.safe_load(printed)
-    assert tree["train"]["warmup_epochs"] == 0.0 and tree["eval"]["index"] == "exact"  # defaults filled in
+    assert tree["train"]["warmup_epochs"] == 0.0 and tree["eval"]["index_kind"] == "exact"  # defaults filled in
     saved = tmp_path / "printed.yaml"
     saved.write_text(printed)
     assert load_config(saved) == load_config(QUICKSTART, overrides)
@@ -96,3 +96,9 @@ print("HEAVY", heavy, rc)
 def test_quick_answers_import_no_torch(argv):
     out = subprocess.run([sys.executable, "-c", QUICK, *argv], capture_output=True, text=True, cwd=REPO).stdout
     assert out.strip().splitlines()[-1].startswith("HEAVY []"), out
+
+
+def test_a_renamed_key_is_refused_by_name(capsys):
+    err = _error(capsys, ["train", str(QUICKSTART), "eval.index=flat"])
+    assert "config key 'eval.index' is now 'eval.index_kind'" in err
+    assert load_config(QUICKSTART, ["eval.index_kind=flat"]).eval.index_kind == "flat"
