@@ -1,5 +1,12 @@
-"""Pieces every command shares: ``KEY=VALUE`` flags, loading a model onto a device, the flags and encoding
-options of every ``eval`` command, and writing ``--json``."""
+"""Pieces every command shares: the help formatter, retired flags, ``KEY=VALUE`` flags, loading a model onto a
+device, the flags and encoding options of every ``eval`` command, the data section of shards read for evaluation,
+and writing ``--json``.
+
+One name for one concept across commands: ``--index`` is only ever an index folder (``mmvicreg search``),
+``--index-kind`` a FAISS index kind, ``--image-branch`` / ``--text-branch`` choose branches, ``--shards`` (and
+``--train-shards`` / ``--test-shards``) are webdataset shards. Old spellings are registered with
+:func:`add_retired_flag`, so they stop with one line naming the new one instead of changing meaning.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,38 @@ import os
 from typing import Any, Sequence
 
 from mmvicreg.choices import EVAL_PRECISIONS
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every command's help (``formatter_class=`` of every parser): descriptions kept as written, and each flag's
+    default shown after its help, ``(default: 256)``, unless its help already says it (the word "default") or
+    there is none to show (None, a switch, an empty list). Help strings are %-formatted: write a literal % as %%."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if "default" in text or default is None or isinstance(default, bool) or default == [] \
+                or default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+class RetiredFlag(argparse.Action):
+    """A flag a command no longer takes: hidden from help; using it stops the parse with one line (its message)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, message: str = "", **_: Any) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="*", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+        self.message = message
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.exit(2, f"{parser.prog}: error: {self.message}\n")
+
+
+def add_retired_flag(p: argparse.ArgumentParser, flag: str, message: str) -> None:
+    """Register ``flag`` (an old spelling) on ``p``, hidden: given with any values, the command exits 2 with the
+    one line ``<prog>: error: <message>``; ``message`` names the flag that replaces it."""
+    p.add_argument(flag, action=RetiredFlag, message=message)
 
 
 def key_values(pairs: Sequence[str], flag: str, example: str = "") -> dict[str, Any]:
@@ -32,19 +71,48 @@ def load_model(name: str | os.PathLike, device: str | None) -> Any:
     return JointEmbedding.from_pretrained(name).to(where)
 
 
-def add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
-    """The flags of every ``eval`` command: the model, the data format, encoding, ``--option``, ``--json``."""
-    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/)")
-    p.add_argument("--format", required=True, choices=formats)
-    p.add_argument("--batch-size", type=int, default=256, help="items per encoding batch")
+def add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str], format_help: str,
+                         batch_help: str = "items per encoding batch") -> None:
+    """The flags of every ``eval`` command: the model, the data ``--format`` (one of ``formats``, described by
+    ``format_help``), encoding (``--batch-size``: ``batch_help``), ``--option``, ``--json``, ``--no-progress``."""
+    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/) or Hub id")
+    p.add_argument("--format", required=True, choices=formats, help=format_help)
+    p.add_argument("--batch-size", type=int, default=256, help=batch_help)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")
     p.add_argument("--precision", choices=EVAL_PRECISIONS, default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader processes that decode and preprocess (default: up to 4; 0: in this process)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extra source option")
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other data key of the format, as in a config's data section, e.g. --option pairs=all "
+                        "(repeatable)")
+    p.add_argument("--json", help="write the results here as JSON")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="do not show progress bars")
+
+
+def shard_section(fmt: str, shards: str | None, flag: str, others: dict[str, Any],
+                  options: dict[str, Any]) -> dict[str, Any] | None:
+    """The data section of shards read for evaluation, or None when ``fmt`` is not ``webdataset``.
+
+    ``shards`` (the value of ``flag``: a folder written by ``mmvicreg shards``, a ``.txt`` list or a brace
+    pattern of local tars) is indexed by its tar headers, not streamed (``streaming: false``). ``others`` are
+    the data flags of the other formats (``{"--images": value, ...}``); ``options`` are ``--option``'s. One
+    ValueError line when a flag belongs to the other kind of format, ``flag`` is missing or ``streaming`` is set.
+    """
+    if fmt != "webdataset":
+        if shards:
+            raise ValueError(f"{flag} is read by --format webdataset only; --format {fmt} reads "
+                             f"{' / '.join(others)}")
+        return None
+    given = [name for name, value in others.items() if value]
+    if given:
+        raise ValueError(f"--format webdataset reads {flag} only; drop {' and '.join(given)}")
+    if not shards:
+        raise ValueError(f"--format webdataset needs {flag} (a folder written by mmvicreg shards, its shards.txt or a "
+                         f"brace pattern of local .tar files)")
+    if "streaming" in options:
+        raise ValueError("evaluation reads shards through an index of their tar headers; drop --option streaming")
+    return {"format": "webdataset", **options, "shards": shards, "streaming": False}
 
 
 def encoding(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""``mmvicreg eval retrieval|knn|linear-probe`` (also ``eval/*.py``): parse the arguments, build the model and
-the data sources, call :mod:`mmvicreg.evaluation`, print a table and write JSON with ``--json OUT``.
+"""``mmvicreg eval retrieval|knn|linear-probe|linear`` (also ``eval/*.py``): parse the arguments, build the model
+and the data sources, call :mod:`mmvicreg.evaluation`, print a table and write JSON with ``--json OUT``.
 
 The model is a folder written by ``save_pretrained`` (a training run's ``model/``). The data flags are the config
-file's data keys, one to one: ``--images`` is a source's ``images`` (its image folder) and ``--captions`` its
-``captions`` file (COCO/Karpathy JSON, CSV/TSV; for ``hf``, the dataset: the key ``path``); the image commands
-take ``--train-images``/``--test-images`` (``folder``: the class-subfolder root; ``hf``: the dataset).
-Errors are reported by the command line's one handler (``mmvicreg.cli.main``).
+file's data keys, one to one: ``--images`` is a source's ``images`` (its image folder), ``--captions`` its
+``captions`` file (COCO/Karpathy JSON, CSV/TSV; for ``hf``, the dataset: the key ``path``) and ``--shards`` the
+``shards`` of ``--format webdataset`` (local shards, read through an index of their tar headers); the image
+commands take ``--train-images``/``--test-images`` (``folder``: the class-subfolder root; ``hf``: the dataset) or
+``--train-shards``/``--test-shards``. Branches are chosen with ``--image-branch`` (and ``--text-branch``); a FAISS
+index kind with ``--index-kind``. Errors are reported by the command line's one handler (``mmvicreg.cli.main``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mmvicreg.choices import CAPTION_FORMATS, RETRIEVAL_INDEXES, RETRIEVAL_PROTOCOLS
-from mmvicreg.cli.common import add_common_arguments, encoding, key_values, load_model, write_json
+from mmvicreg.choices import EVAL_CAPTION_FORMATS, RETRIEVAL_INDEXES, RETRIEVAL_PROTOCOLS
+from mmvicreg.cli.common import (
+    add_common_arguments,
+    add_retired_flag,
+    encoding,
+    key_values,
+    load_model,
+    shard_section,
+    write_json,
+)
 from mmvicreg.cli.images import add_image_arguments, image_eval
 from mmvicreg.cli.linear import add_linear_arguments, run_linear
 
@@ -22,9 +32,13 @@ from mmvicreg.cli.linear import add_linear_arguments, run_linear
 
 
 def caption_section(args: argparse.Namespace) -> dict[str, Any]:
-    """The data section ``{"format", "captions" | "path", "images", **--option}`` of ``mmvicreg eval retrieval``."""
-    fmt = args.format
-    section: dict[str, Any] = {"format": fmt, **key_values(args.option, "--option")}
+    """The data section ``{"format", "captions" | "path" | "shards", "images", **--option}`` of ``eval retrieval``."""
+    fmt, options = args.format, key_values(args.option, "--option")
+    shards = shard_section(fmt, args.shards, "--shards", {"--images": args.images, "--captions": args.captions},
+                           options)
+    if shards is not None:
+        return shards
+    section: dict[str, Any] = {"format": fmt, **options}
     if fmt in ("coco", "karpathy", "csv"):
         what = "the CSV/TSV file" if fmt == "csv" else "the captions JSON"
         section["captions"] = _required(args, "captions", what)
@@ -38,10 +52,17 @@ def caption_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def caption_source(args: argparse.Namespace) -> Any:
-    """The captioned source that ``--format --images --captions --split --option k=v`` describe."""
+    """The captioned source that ``--format --images --captions --shards --split --option k=v`` describe; one
+    ValueError line when the data holds no captions (image-only shards, an hf dataset without a caption column)."""
     from mmvicreg.data import build_source
+    from mmvicreg.evaluation.model_level import is_captioned
 
-    return build_source(caption_section(args), args.split or ("test" if args.format == "shapes" else "train"))
+    source = build_source(caption_section(args), args.split or ("test" if args.format == "shapes" else "train"))
+    if not is_captioned(source):
+        what = f"the shards {args.shards}" if args.format == "webdataset" else f"--format {args.format}"
+        raise ValueError(f"{what} hold images without captions; retrieval needs image–caption data (shards: "
+                         f"write them from a caption source, e.g. mmvicreg shards --format csv)")
+    return source
 
 
 def _required(args: argparse.Namespace, name: str, what: str) -> str:
@@ -54,24 +75,42 @@ def _required(args: argparse.Namespace, name: str, what: str) -> str:
 # ------------------------------------------------------------------------------------------- retrieval
 
 
+def retrieval_branches(model: Any, image: str | None, text: str | None) -> list[str] | None:
+    """``[image branch, text branch]`` from ``--image-branch`` / ``--text-branch`` (the one not given: the model's
+    first of its modality), or None when neither is given; one ValueError line for a wrong name or modality."""
+    if image is None and text is None:
+        return None
+    chosen = []
+    for flag, name, modality in (("--image-branch", image, "image"), ("--text-branch", text, "text")):
+        of_kind = [n for n in model.branch_names if model.branch(n).modality == modality]
+        if name is None and not of_kind:
+            raise ValueError(f"retrieval needs a {modality} branch; this model has {list(model.branch_names)}")
+        name = of_kind[0] if name is None else name
+        if name not in of_kind:
+            kind = f"a {model.branch(name).modality} branch" if name in model.branch_names else "not a branch"
+            raise ValueError(f"{flag} {name!r} is {kind}; the model's {modality} branches: {of_kind}")
+        chosen.append(name)
+    return chosen
+
+
 def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     """Retrieval metrics with chance level: printed, and written to ``--json`` (R@K curve to ``--plot``)."""
+    from mmvicreg.evaluation.metrics.search import faiss_device
     from mmvicreg.evaluation.model_level import embed_for_retrieval, format_retrieval, recall_curve, score_retrieval
 
-    from mmvicreg.evaluation.metrics.search import faiss_device
-
-    model = load_model(args.model, args.device)
-    source = caption_source(args)
     options = key_values(args.index_option, "--index-option", "nprobe=32")
-    if options and args.index == "exact":
-        raise ValueError(f"--index-option {args.index_option} applies to a FAISS --index (flat, ivf, hnsw), not exact")
-    emb = embed_for_retrieval(model, source, args.branches, captions_per_image=args.captions_per_image,
-                              **encoding(args))
+    if options and args.index_kind == "exact":
+        raise ValueError(f"--index-option {args.index_option} applies to a FAISS --index-kind (flat, ivf, hnsw), "
+                         f"not exact")
+    model = load_model(args.model, args.device)
+    branches = retrieval_branches(model, args.image_branch, args.text_branch)
+    source = caption_source(args)
+    emb = embed_for_retrieval(model, source, branches, captions_per_image=args.captions_per_image, **encoding(args))
     result = {"model": str(args.model), "format": args.format,
-              **score_retrieval(emb, args.protocol, args.index, options or None)}
+              **score_retrieval(emb, args.protocol, args.index_kind, options or None)}
     print(format_retrieval(result, result["chance"]))
-    if args.index != "exact":
-        print(f"ranks from a FAISS {args.index} index on the {faiss_device(args.index)}")
+    if args.index_kind != "exact":
+        print(f"ranks from a FAISS {args.index_kind} index on the {faiss_device(args.index_kind)}")
     if args.plot:
         _plot_recall_curve(recall_curve(emb), args.plot)
     write_json(args.json, result)
@@ -120,31 +159,43 @@ def run_linear_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p, CAPTION_FORMATS)
-    p.add_argument("--images", help="the image folder (coco, karpathy, csv; optional for hf)")
+    """The flags of ``eval retrieval``: :func:`add_common_arguments`, the captioned data, protocol, branches, index."""
+    add_common_arguments(p, EVAL_CAPTION_FORMATS, "data format of the captioned evaluation set (webdataset: local "
+                                                  "shards written by mmvicreg shards, given with --shards)")
+    p.add_argument("--images", help="the image folder (coco, karpathy; csv: default the CSV's folder; optional for hf)")
     p.add_argument("--captions", help="the captions file: COCO/Karpathy JSON, CSV/TSV; for hf, the dataset")
-    p.add_argument("--split", help="split name (karpathy: train/val/test; shapes: test; hf: its split)")
+    p.add_argument("--shards", help="webdataset: the shards (a folder written by mmvicreg shards, its shards.txt or a "
+                                    "brace pattern of local .tar files)")
+    p.add_argument("--split", help="split name (karpathy: train/val/test; hf: its split); default: test for shapes, "
+                                   "else train")
     p.add_argument("--protocol", choices=RETRIEVAL_PROTOCOLS, default="5k",
-                   help="5k: whole set; 1k: 5 folds averaged")
-    p.add_argument("--branches", nargs=2, metavar=("IMAGE", "TEXT"), help="default: first image and text branch")
-    p.add_argument("--captions-per-image", type=int, default=5)
+                   help="5k: rank against the whole set; 1k: 5 folds of 1,000 images, averaged")
+    p.add_argument("--image-branch", help="branch embedding the images (default: the model's first image branch)")
+    p.add_argument("--text-branch", help="branch embedding the captions (default: the model's first text branch)")
+    p.add_argument("--captions-per-image", type=int, default=5, help="captions kept per image (the first ones)")
     p.add_argument("--plot", help="write a PNG of R@K against K here")
-    p.add_argument("--index", choices=RETRIEVAL_INDEXES, default="exact",
+    p.add_argument("--index-kind", choices=RETRIEVAL_INDEXES, default="exact",
                    help="exact ranks, or a FAISS index (flat is exact too; ivf, hnsw approximate; GPU when present)")
     p.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="FAISS option: hnsw m, ef_construction, ef_search; ivf nlist, nprobe")
+                   help="FAISS option: hnsw m, ef_construction, ef_search; ivf nlist, nprobe (repeatable)")
+    add_retired_flag(p, "--branches", "--branches is now --image-branch IMAGE --text-branch TEXT")
+    add_retired_flag(p, "--index", "--index is now --index-kind (the FAISS index kind: exact, flat, ivf, hnsw); "
+                                   "--index names an index folder only in mmvicreg search")
 
 
 def add_knn_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``eval knn``: :func:`~mmvicreg.cli.images.add_image_arguments`, the neighbours and temperature."""
     add_image_arguments(p)
-    p.add_argument("--k", type=int, nargs="+", default=[20, 200])
-    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--k", type=int, nargs="+", default=[20, 200],
+                   help="neighbours voting (one score per k; a k above the reference set's size is dropped)")
+    p.add_argument("--temperature", type=float, default=0.07, help="the votes' weight: exp(similarity / T)")
 
 
 def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``eval linear-probe``: the image commands' flags and the quick probe's settings."""
     add_image_arguments(p)
     # left out: the quick probe's (mmvicreg.evaluation.metrics.linear_probe.QUICK_PROBE)
-    p.add_argument("--epochs", type=int, help="default: the quick probe's 100")
+    p.add_argument("--epochs", type=int, help="passes over the cached features; default: the quick probe's 100")
     p.add_argument("--lr", type=float, help="the head's learning rate; default: the quick probe's 0.1")
     p.add_argument("--probe-batch-size", type=int, help="the probe's SGD batch; default: the quick probe's 256")
 
@@ -153,5 +204,6 @@ COMMANDS = {
     "retrieval": (add_retrieval_arguments, run_retrieval, "image–text Recall@K, medr, meanr"),
     "knn": (add_knn_arguments, run_knn, "weighted k-NN top-1 of frozen image features"),
     "linear-probe": (add_linear_probe_arguments, run_linear_probe, "linear probe top-1 of frozen image features"),
-    "linear": (add_linear_arguments, run_linear, "published linear evaluation (augmented) or 1%%/10%% fine-tuning"),
+    "linear": (add_linear_arguments, run_linear,
+               "published linear evaluation (augmented), or fine-tuning on 1 or 10 percent of the labels"),
 }

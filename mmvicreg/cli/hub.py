@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mmvicreg.cli.common import HelpFormatter
+
 
 def add_push_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``push``: the folder, the repo and how to commit to it."""
     p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/)")
     p.add_argument("--repo-id", required=True, help="Hub model repo 'org/name' (created when missing)")
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its setting)")
@@ -43,7 +46,9 @@ def run_push(args: argparse.Namespace) -> int:
 
 def add_push_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``push`` on the top-level ``subparsers``; the parsed args carry ``run=run_push``."""
-    p = subparsers.add_parser("push", help="upload an exported model folder to the Hugging Face Hub")
+    p = subparsers.add_parser("push", help="upload an exported model folder to the Hugging Face Hub",
+                              description="Upload a folder written by save_pretrained (a run's model/) to a Hugging\n"
+                                          "Face Hub model repo, with its model card.", formatter_class=HelpFormatter)
     add_push_arguments(p)
     p.set_defaults(run=run_push)
     return p

@@ -1,13 +1,14 @@
 """``mmvicreg index build`` and ``mmvicreg search``: a FAISS search index of images and captions, and its queries.
 
-    mmvicreg index build --model RUN/model --images FOLDER [--captions FILE.txt] --out INDEX [--index hnsw]
+    mmvicreg index build --model RUN/model --images FOLDER [--captions FILE.txt] --out INDEX [--index-kind hnsw]
     mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
     mmvicreg search --index INDEX --image photo.jpg
 
-``--model`` is a folder written by ``save_pretrained`` (a run's ``model/``) or a Hub repo id. A search loads the
-model recorded in the index's ``meta.json`` unless ``--model`` names another copy of it (same fingerprint). The
-work is in :mod:`mmvicreg.evaluation.search_index`; errors are one line from the command line's one handler
-(``mmvicreg.cli.main``).
+``--index`` is always an index folder (the one ``index build --out`` wrote); the FAISS index kind is
+``--index-kind``. ``--model`` is a folder written by ``save_pretrained`` (a run's ``model/``) or a Hub repo id.
+A search loads the model recorded in the index's ``meta.json`` unless ``--model`` names another copy of it (same
+fingerprint). The work is in :mod:`mmvicreg.evaluation.search_index`; errors are one line from the command line's
+one handler (``mmvicreg.cli.main``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mmvicreg.choices import EVAL_PRECISIONS, INDEX_KINDS
-from mmvicreg.cli.common import key_values, load_model
+from mmvicreg.cli.common import HelpFormatter, add_retired_flag, key_values, load_model
 
 ENCODE_FLAGS = ("precision", "workers")
 
@@ -55,8 +56,9 @@ def run_build(args: argparse.Namespace) -> int:
     folder, ref = _resolve_model(args.model)
     extra = {"batch_size": args.batch_size} if args.batch_size is not None else {}
     index = build_search_index(
-        load_model(folder, args.device), args.out, images=args.images, captions=args.captions, kind=args.index,
-        options=key_values(args.index_option, "--index-option", "nprobe=32"), image_branch=args.image_branch, text_branch=args.text_branch,
+        load_model(folder, args.device), args.out, images=args.images, captions=args.captions,
+        kind=args.index_kind, options=key_values(args.index_option, "--index-option", "nprobe=32"),
+        image_branch=args.image_branch, text_branch=args.text_branch,
         model_ref=ref, chunk_size=args.chunk_size, progress=args.progress, **extra, **_encode_options(args),
     )
     meta = index.meta
@@ -114,28 +116,35 @@ def format_hits(hits: list[dict[str, Any]]) -> str:
 
 def _add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="where the model runs: cpu, cuda, cuda:N (default: the model's choice)")
-    p.add_argument("--precision", choices=EVAL_PRECISIONS, help="autocast precision of the encoder")
-    p.add_argument("--workers", type=int, help="DataLoader processes decoding images")
+    p.add_argument("--precision", choices=EVAL_PRECISIONS,
+                   help="autocast precision of the encoder (default: auto: bf16 on CUDA, fp32 on the CPU)")
+    p.add_argument("--workers", type=int, help="DataLoader processes decoding images (default: 0, decoding in this "
+                                               "process)")
 
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``index build``: the model, what to index, the output folder, the FAISS index kind, branches."""
     p.add_argument("--model", required=True, help="folder written by save_pretrained (a run's model/) or Hub id")
     p.add_argument("--images", help="folder of images, searched recursively (jpg, jpeg, png, webp, bmp)")
     p.add_argument("--captions", help="text file, one caption per line")
     p.add_argument("--out", required=True, help="the index folder to write (replaced when it is an index)")
-    p.add_argument("--index", choices=INDEX_KINDS, default="flat", help="FAISS index kind (default: flat, exact)")
+    p.add_argument("--index-kind", choices=INDEX_KINDS, default="flat",
+                   help="FAISS index kind: flat (exact), ivf, hnsw (approximate)")
     p.add_argument("--index-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe")
+                   help="FAISS option: hnsw m, ef_construction, ef_search; ivf nlist, nprobe (repeatable)")
     p.add_argument("--image-branch", help="branch embedding the images (default: the first image branch)")
     p.add_argument("--text-branch", help="branch embedding the captions (default: the first text branch)")
     p.add_argument("--batch-size", type=int, help="items per encoding batch (default 256)")
     p.add_argument("--chunk-size", type=int, default=4096, help="items embedded and added to the index at once")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="do not show progress bars")
     _add_encode_arguments(p)
+    add_retired_flag(p, "--index", "--index is now --index-kind (the FAISS index kind: flat, ivf, hnsw); --index "
+                                   "names an index folder, in mmvicreg search")
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, help="folder written by mmvicreg index build")
+    """The flags of ``search``: the index folder, the query, how many results, the model, ``--json``."""
+    p.add_argument("--index", required=True, help="the index folder (written by mmvicreg index build --out)")
     p.add_argument("--text", help="a text query (through the model's text branch)")
     p.add_argument("--image", help="an image file as the query (through the model's image branch)")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
@@ -146,12 +155,17 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_index_commands(subparsers: Any) -> None:
     """Register ``index build`` and ``search`` on the top-level ``subparsers``; parsed args carry ``run``."""
-    index = subparsers.add_parser("index", help="build a search index of images and captions")
-    build = index.add_subparsers(dest="index_command", required=True).add_parser(
-        "build", help="embed a folder of images and/or a caption file into a FAISS index"
+    index = subparsers.add_parser("index", help="build a search index of images and captions",
+                                  formatter_class=HelpFormatter)
+    build = index.add_subparsers(dest="index_command", required=True, metavar="ACTION").add_parser(
+        "build", help="embed a folder of images and/or a caption file into a FAISS index",
+        description="Embed a folder of images and/or a caption file into a FAISS index folder (--out),\n"
+                    "to query with mmvicreg search --index FOLDER.", formatter_class=HelpFormatter,
     )
     add_build_arguments(build)
     build.set_defaults(run=run_build)
-    search = subparsers.add_parser("search", help="query a search index with a text or an image")
+    search = subparsers.add_parser("search", help="query a search index with a text or an image",
+                                   description="Query an index folder (written by mmvicreg index build) with a text\n"
+                                               "or an image.", formatter_class=HelpFormatter)
     add_search_arguments(search)
     search.set_defaults(run=run_search)

@@ -16,10 +16,11 @@ import argparse
 from typing import Any
 
 from mmvicreg.choices import DATA_FORMATS
-from mmvicreg.cli.common import key_values
+from mmvicreg.cli.common import HelpFormatter, key_values
 
 
 def add_shards_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``shards``: the source (as a config's data section), the output folder and the layout."""
     p.add_argument("--format", required=True,
                    help=f"data format of the source ({', '.join(f for f in DATA_FORMATS if f != 'webdataset')})")
     p.add_argument("--images", default=None, help="image folder (the format's images=)")
@@ -30,7 +31,8 @@ def add_shards_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for 00000.tar, ..., sizes.json and shards.txt")
     p.add_argument("--samples-per-shard", type=int, default=1000, help="samples per shard (default: 1000)")
     p.add_argument("--per", default="pair", metavar="pair|image",
-                   help="a sample per image–caption pair (default) or per image with all its captions")
+                   help="a sample per image–caption pair (default) or per image with all its captions; image-only "
+                        "sources (folder, digits) write a sample per image with its label either way")
     p.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
 
 
@@ -55,7 +57,10 @@ def run_shards(args: argparse.Namespace) -> int:
 
 def add_shards_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``shards`` on the top-level ``subparsers``; the parsed args carry ``run=run_shards``."""
-    p = subparsers.add_parser("shards", help="write a data source as webdataset shards (for streamed training)")
+    p = subparsers.add_parser("shards", help="write a data source as webdataset shards (for streamed training)",
+                              description="Write a data source as webdataset shards: for streamed training\n"
+                                          "(format: webdataset) and for mmvicreg eval --format webdataset.",
+                              formatter_class=HelpFormatter)
     add_shards_arguments(p)
     p.set_defaults(run=run_shards)
     return p

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mmvicreg.cli.common import HelpFormatter
+
 
 def add_sweep_command(sub: Any) -> None:
+    """Register ``sweep`` on the top-level ``subparsers``; the parsed args carry ``run=run_sweep``."""
     p = sub.add_parser("sweep", help="run a config many times over a grid or an Optuna search; tabulate a metric",
-                       description="Each trial is an ordinary run directory under --out; a sweep started again "
-                                   "skips finished trials and resumes the others.")
+                       description="Each trial is an ordinary run directory under --out; a sweep started again\n"
+                                   "skips finished trials and resumes the others.",
+                       formatter_class=HelpFormatter)
     p.add_argument("config", help="YAML config file (see examples/)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides applied to every trial")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -19,12 +23,13 @@ def add_sweep_command(sub: Any) -> None:
     p.add_argument("--trials", type=int, default=None, help="how many Optuna trials in all")
     p.add_argument("--metric", default="rsum", help="a dotted key of the runs' eval.json (default: rsum)")
     p.add_argument("--minimize", action="store_true", help="lower is better (default: higher)")
-    p.add_argument("--jobs", type=int, default=1, help="trials at a time, each its own process")
+    p.add_argument("--jobs", type=int, default=1, help="trials run at a time, each in its own process")
     p.add_argument("--out", required=True, help="the sweep folder")
     p.set_defaults(run=run_sweep)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) the sweep ``args`` describe and print its table of ``--metric``; 0 on success."""
     from mmvicreg.train.sweep import TABLE_MD, Search, Sweep, parse_grid, parse_ranges
 
     if args.grid and args.optuna:

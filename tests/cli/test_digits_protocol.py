@@ -68,7 +68,7 @@ def test_pretraining_without_labels_beats_random_init_by_every_protocol(tmp_path
            (("trained", model), ("random_init", untrained))}
 
     common = ["--model", str(tmp_path / "run" / "model"), "--format", "digits", "--option", f"size={SIZE}",
-              "--branch", "cnn", "--device", "cpu", "--compare-random-init", "--no-progress"]
+              "--image-branch", "cnn", "--device", "cpu", "--compare-random-init", "--no-progress"]
     _linear(*common, "--epochs", "5", "--batch-size", "128", "--lr", "0.3", "--json", str(tmp_path / "linear.json"))
     # fine-tuning as published (20 epochs; backbone lr 0.01, head 0.1, scaled to the batch of 32)
     _linear(*common, "--mode", "finetune", "--train-percent", "10", "--batch-size", "32",

@@ -107,7 +107,7 @@ def test_caption_query_writes_top_10_json(setup, tmp_path, capsys):
 def test_approximate_indexes_load_and_answer(setup, tmp_path, kind, options):
     out = tmp_path / kind
     args = ["index", "build", "--model", str(setup["model"]), "--images", str(setup["images"]), "--out", str(out),
-            "--index", kind, "--chunk-size", "40", "--batch-size", "16", "--no-progress"]
+            "--index-kind", kind, "--chunk-size", "40", "--batch-size", "16", "--no-progress"]
     assert main(args + [a for o in options for a in ("--index-option", o)]) == 0
     query = sorted(setup["images"].glob("*.jpg"))[7]
     hits_file = tmp_path / "hits.json"
@@ -175,7 +175,7 @@ def test_a_query_is_text_or_image(setup, capsys, query):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--index", "hnsw", "--index-option", "nprobe=3"], r"unknown option(s) ['nprobe'] for a 'hnsw' index"),
+        (["--index-kind", "hnsw", "--index-option", "nprobe=3"], r"unknown option(s) ['nprobe'] for a 'hnsw' index"),
         (["--index-option", "nprobe"], "--index-option 'nprobe' must look like key=value"),
         (["--image-branch", "caption"], "branch 'caption' is not one of the model's image branches"),
     ],

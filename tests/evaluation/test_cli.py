@@ -61,7 +61,7 @@ def test_retrieval_script_on_flickr8k_1k_protocol(shared_data, tmp_path):
     # FAISS's flat index ranks exactly: every R@K equals the exact pass (serial decoding this time)
     flat_out = tmp_path / "flat.json"
     assert main(["eval", "retrieval", "--model", str(model), "--format", "csv", "--images", str(root / "images"),
-                 "--captions", str(root / "captions.csv"), "--protocol", "1k", "--index", "flat", "--workers", "0",
+                 "--captions", str(root / "captions.csv"), "--protocol", "1k", "--index-kind", "flat", "--workers", "0",
                  "--json", str(flat_out), "--no-progress"]) == 0
     flat = json.loads(flat_out.read_text())
     assert flat["faiss"] == "cpu" or torch.cuda.is_available()
@@ -77,8 +77,8 @@ def test_eval_device_and_faiss_mistakes_are_one_line(tmp_path, capsys):
                                             "expander": "8"}}, captions=["a cat"]).save_pretrained(tmp_path / "m")
     base = ["eval", "retrieval", "--model", str(tmp_path / "m"), "--format", "shapes", "--option", "num_images=20",
             "--option", "size=16", "--no-progress", "--workers", "0"]
-    cases = [(["--index", "hnsw", "--index-option", "nlist=4"], "unknown option(s) ['nlist'] for a 'hnsw' index"),
-             (["--index-option", "nprobe=4"], "applies to a FAISS --index (flat, ivf, hnsw), not exact")]
+    cases = [(["--index-kind", "hnsw", "--index-option", "nlist=4"], "unknown option(s) ['nlist'] for a 'hnsw' index"),
+             (["--index-option", "nprobe=4"], "applies to a FAISS --index-kind (flat, ivf, hnsw), not exact")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "torch sees no CUDA GPU"))
     for extra, message in cases:
