@@ -2,13 +2,16 @@
 
 ``output_dir/`` holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON record per logged step:
 the loss terms, per-branch embedding std and RankMe, learning rate, samples/s), ``data_report.json`` (what the
-bad-data policies left out), ``plots/`` (terms, std, RankMe against step), ``checkpoints/``, the exported
-``model/`` and ``eval.json``. Only the main process writes; every write is atomic (``mmvicreg.files``).
+bad-data policies left out), ``plots/`` (terms, std, RankMe against step; drawn when the ``plot`` extra,
+matplotlib, is installed), ``checkpoints/``, the exported ``model/`` and ``eval.json``. Only the main process
+writes; every write is atomic (``mmvicreg.files``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -153,16 +156,47 @@ def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def plot_metrics(run_dir: Path) -> None:
-    """PNG plots of the loss terms, per-branch std and RankMe against step, from ``metrics.jsonl``."""
-    import matplotlib
+def pyplot() -> Any:
+    """matplotlib's ``pyplot`` on its file-only backend (Agg), or one ImportError line naming the ``plot`` extra.
 
+    matplotlib is the optional extra ``mmvicreg[plot]``: imported only when a plot is drawn.
+    """
+    try:
+        import matplotlib
+    except ImportError as e:
+        missing = (e.name or "").partition(".")[0] == "matplotlib"
+        why = "which is not installed" if missing else f"which cannot be imported ({e})"
+        raise ImportError(f"plotting needs matplotlib, {why}: pip install 'mmvicreg[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def optional_pyplot(what: str) -> Any | None:
+    """``pyplot()`` for a plot that is a by-product (a run's curves, a sweep's panel): without matplotlib, None
+    and one line on stderr, once per process, saying ``what`` is left out and how to get it."""
+    try:
+        return pyplot()
+    except ImportError as e:
+        _say_once(f"mmvicreg: {what} left out ({e})")
+        return None
+
+
+@functools.cache
+def _say_once(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def plot_metrics(run_dir: Path) -> None:
+    """PNG plots of the loss terms, per-branch std and RankMe against step, from ``metrics.jsonl``; none (and a
+    line on stderr) without matplotlib, the ``plot`` extra."""
     path = run_dir / METRICS
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     if not records:
+        return
+    plt = optional_pyplot(f"the plots {run_dir / PLOTS}")
+    if plt is None:
         return
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)

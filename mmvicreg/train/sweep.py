@@ -269,12 +269,13 @@ def _cell(value: Any) -> str:
 
 
 def plot_sweep(rows: list[dict[str, Any]], keys: list[str], metric: str, path: Path) -> None:
-    """One panel per swept key: the metric of every finished trial against that key's value."""
-    import matplotlib
+    """One panel per swept key: the metric of every finished trial against that key's value; none (and a line on
+    stderr) without matplotlib, the ``plot`` extra."""
+    from mmvicreg.train.rundir import optional_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = optional_pyplot(f"the sweep plot {path}")
+    if plt is None:
+        return
     done = [r for r in rows if r[metric] is not None]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):

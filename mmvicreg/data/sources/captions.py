@@ -9,6 +9,8 @@ per image in file order.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -164,29 +166,73 @@ def csv_captions(
     (default: the CSV's folder; absolute paths are used as they are). Rows of the same image are grouped in
     order of first appearance; ``image_id`` is the image column's value.
     """
-    import pandas as pd
-
     path = require_file(captions, "caption file", "pass the path of the CSV/TSV with image and caption columns")
     if sep is None:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        table = pd.read_csv(path, sep=sep, dtype=object, keep_default_na=False, encoding="utf-8",
-                            encoding_errors="surrogateescape")  # bad bytes surface per caption (on_bad_caption)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot parse {path} as a table with separator {sep!r} ({exc}); pass sep=...") from None
+    columns, rows = read_table(path, sep)
     for role, column in (("image", image_column), ("caption", caption_column)):
-        if column not in table.columns:
+        if column not in columns:
             raise ValueError(
-                f"{path} has no {role} column {column!r}; its columns are {list(table.columns)} (separator {sep!r}); "
+                f"{path} has no {role} column {column!r}; its columns are {columns} (separator {sep!r}); "
                 f"pass {role}_column=... or sep=..."
             )
+    image_at, caption_at = columns.index(image_column), columns.index(caption_column)
     root = Path(images) if images is not None else path.parent
     by_image: dict[str, list[str]] = {}
-    for image, caption in zip(table[image_column], table[caption_column]):
-        by_image.setdefault(image, []).append(caption_text(caption))
+    for row in rows:
+        by_image.setdefault(row[image_at], []).append(caption_text(row[caption_at]))
     ids = list(by_image)
     return FileCaptionSource(
         [root / i for i in ids], ids, [by_image[i] for i in ids], pairs=pairs,
         policy=BadDataPolicy(on_bad_image, on_bad_caption, verify), name=f"csv {path.name}",
         fix=f"check images={os.fspath(root)!r}",
     )
+
+
+_END = "\ue000mmvicreg:end-of-file\ue000"  # read_table's sentinel row (a private-use character round it)
+
+
+def read_table(path: Path, sep: str) -> tuple[list[str], list[list[str]]]:
+    """The column names and rows of a delimited text file (standard CSV quoting, ``sep`` between cells).
+
+    Read as ``pandas.read_csv(dtype=str, keep_default_na=False)`` read it before: UTF-8 with a BOM dropped and
+    undecodable bytes kept as lone surrogates (``read_text``), blank lines skipped, every cell a string, a row
+    shorter than the header padded with empty cells, a repeated column name numbered (``caption.1``), an unnamed
+    one called ``Unnamed: <position>``. A row longer than the header, an unterminated quote or an empty file is a
+    ValueError that names the line and suggests ``sep=...``.
+    """
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise ValueError(f"sep must be one character, got {sep!r}; pass sep=',' or sep='\\t'")
+    unparsable = f"cannot parse {path} as a table with separator {sep!r}"
+    # A sentinel last row: a quote never closed swallows it into a cell (csv itself reads on to the end silently).
+    reader = csv.reader(io.StringIO(read_text(path) + "\n" + _END + "\n", newline=""), delimiter=sep)
+    rows: list[list[str]] = []
+    start = 1  # the line the next row starts on
+    try:
+        for row in reader:
+            if row == [_END]:
+                break
+            if any(_END in cell for cell in row):
+                raise ValueError(f"{unparsable} (a quote in the row on line {start} is never closed); fix the quoting "
+                                 "or pass sep=...")
+            if len(row) > 1 or (row and row[0].strip()):  # a blank line, or one of only spaces, holds no row
+                rows.append(row)
+            if len(rows) > 1 and len(rows[-1]) > len(rows[0]):
+                raise ValueError(f"{unparsable} (line {start} has {len(rows[-1])} fields, the header "
+                                 f"{len(rows[0])}); pass sep=... or quote the cells that hold {sep!r}")
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ValueError(f"{unparsable} (line {start}: {exc}); pass sep=... or fix the quoting") from None
+    if not rows:
+        raise ValueError(f"{unparsable} (the file holds no header row); pass the CSV/TSV with image and caption "
+                         "columns")
+    columns: list[str] = []
+    for position, name in enumerate(rows[0]):
+        name = name or f"Unnamed: {position}"
+        base, n = name, 0
+        while name in columns:
+            n += 1
+            name = f"{base}.{n}"
+        columns.append(name)
+    width = len(columns)
+    return columns, [row + [""] * (width - len(row)) for row in rows[1:]]

@@ -1,5 +1,8 @@
 """``digits``: scikit-learn's bundled handwritten digits (1,797 real 8×8 scans, labels 0–9), no download.
 
+scikit-learn is the optional extra ``mmvicreg[digits]``: imported when a digits source is built, and its absence
+is one ImportError line naming ``pip install 'mmvicreg[digits]'``.
+
 Images are upscaled (bilinear) to ``size`` pixels and returned as RGB PIL images. The train/test split is a
 stratified 80/20 split with a fixed seed, so it is the same on every machine. ``labels=False`` withholds the
 labels: the split is then an unlabelled image source (every label ``-1``, no classes), the way self-supervised
@@ -7,6 +10,8 @@ pretraining sees its data; evaluation reads the same split with labels as its la
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -16,6 +21,19 @@ from mmvicreg.data.sources.io import convert_rgb
 from mmvicreg.data.sources.stores import ArrayStore
 
 DIGITS_SPLITS = ("train", "test")  # the dataset's own splits (not a config choice)
+
+
+def _sklearn() -> tuple[Any, Any]:
+    """scikit-learn's ``load_digits`` and ``train_test_split``, or one ImportError line naming the extra to install."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as e:
+        missing = (e.name or "").partition(".")[0] == "sklearn"
+        why = "which is not installed" if missing else f"which cannot be imported ({e})"
+        raise ImportError(f"the digits demo data comes from scikit-learn, {why}: pip install 'mmvicreg[digits]'") \
+            from None
+    return load_digits, train_test_split
 
 
 class UpscaledRGB:
@@ -37,9 +55,7 @@ class DigitsSource(ImageSource):
     def __init__(
         self, split: str = "train", *, size: int = 32, test_fraction: float = 0.2, seed: int = 0, labels: bool = True
     ) -> None:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
+        load_digits, train_test_split = _sklearn()
         if split not in DIGITS_SPLITS:
             raise ValueError(f"unknown digits split {split!r}; known: {', '.join(DIGITS_SPLITS)}")
         if not isinstance(labels, bool):
