@@ -354,8 +354,8 @@ CLI_ROWS = [
     ("cli/eval-folder-without-roots", lambda t, a: _cli("eval", "knn", "--model", a["model"], "--format",
                                                         "folder"), CLIFailed, "needs --train-images and --test-images"),
     ("cli/eval-knn-on-text-branch", lambda t, a: _cli("eval", "knn", "--model", a["model"], "--format", "digits",
-                                                      "--branch", "caption"), CLIFailed,
-     "--branch 'caption' is a text branch; k-NN and linear probes score image branches: ['image']"),
+                                                      "--image-branch", "caption"), CLIFailed,
+     "--image-branch 'caption' is a text branch; k-NN and linear probes score image branches: ['image']"),
 ]
 
 ROWS = CONFIG_ROWS + DATA_ROWS + MODEL_ROWS + CHECKPOINT_ROWS + EVAL_ROWS + CLI_ROWS

@@ -30,7 +30,7 @@ from typing import Sequence
 def build_parser() -> argparse.ArgumentParser:
     """The ``mmvicreg`` parser and every subcommand's. Imports nothing heavy: ``--help`` answers at once."""
     from mmvicreg.version import __version__
-    from mmvicreg.cli.common import HelpFormatter
+    from mmvicreg.cli.common import CommandParser, HelpFormatter
     from mmvicreg.cli.env import add_env_command
     from mmvicreg.cli.evaluate import COMMANDS
     from mmvicreg.cli.hub import add_push_command
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmvicreg.cli.shards import add_shards_command
     from mmvicreg.cli.sweep import add_sweep_command
 
-    parser = argparse.ArgumentParser(prog="mmvicreg", description="Train any set of encoders with VICReg.",
+    parser = CommandParser(prog="mmvicreg", description="Train any set of encoders with VICReg.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mmvicreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -17,17 +17,31 @@ from typing import Any, Sequence
 from mmvicreg.choices import EVAL_PRECISIONS
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every command's help (``formatter_class=`` of every parser): descriptions kept as written, and each flag's
-    default shown after its help, ``(default: 256)``, unless its help already says it (the word "default") or
-    there is none to show (None, a switch, an empty list). Help strings are %-formatted: write a literal % as %%."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every command's help (``formatter_class=`` of every parser): descriptions kept as written. The defaults
+    are written into the help strings by :class:`CommandParser`. Help strings are %-formatted: write a literal %
+    as %%."""
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text, default = action.help or "", action.default
-        if "default" in text or default is None or isinstance(default, bool) or default == [] \
-                or default is argparse.SUPPRESS:
-            return text
-        return super()._get_help_string(action)
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``action``'s help should end with its default: a flag with a value worth showing (not None, a
+    switch, an empty list or suppressed) whose help does not already say it (the word "default")."""
+    default = action.default
+    return bool(action.option_strings) and not (
+        "default" in (action.help or "") or default is None or isinstance(default, bool) or default == []
+        or default is argparse.SUPPRESS or action.help is argparse.SUPPRESS)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``mmvicreg`` and (argparse makes subparsers of the parent's class) of every subcommand: each
+    flag's help ends with ``(default: 256)`` when :func:`shows_default`. Written through the public
+    ``add_argument`` rather than a formatter's methods, which argparse keeps private."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if shows_default(action):
+            action.help = f"{action.help or ''} (default: %(default)s)".lstrip()
+        return action
 
 
 class RetiredFlag(argparse.Action):

@@ -97,6 +97,10 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     """Retrieval metrics with chance level: printed, and written to ``--json`` (R@K curve to ``--plot``)."""
     from mmvicreg.evaluation.metrics.search import faiss_device
     from mmvicreg.evaluation.model_level import embed_for_retrieval, format_retrieval, recall_curve, score_retrieval
+    from mmvicreg.train.rundir import pyplot
+
+    if args.plot:
+        pyplot()  # a missing matplotlib is named before the encoding, not after
 
     options = key_values(args.index_option, "--index-option", "nprobe=32")
     if options and args.index_kind == "exact":
@@ -118,11 +122,9 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _plot_recall_curve(curve: dict[str, Any], path: str) -> None:
-    import matplotlib
+    from mmvicreg.train.rundir import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     from mmvicreg.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -11,6 +11,8 @@ Kept apart from the schema so that the dataclasses stay short and this leaf impo
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from mmvicreg.choices import (
     ABLATIONS,
     AUGMENT_PLACES,
@@ -22,7 +24,7 @@ from mmvicreg.choices import (
     INTERPOLATIONS,
     MIXED_PRECISION,
     NONFINITE_POLICIES,
-    OBJECTIVES,
+    OBJECTIVE_CLASSES,
     OPTIMIZERS,
     PAIRS_MODES,
     RETRIEVAL_INDEXES,
@@ -31,8 +33,8 @@ from mmvicreg.choices import (
     VCREG_SPATIAL,
 )
 
-KEY_CHOICES: dict[str, tuple[str, ...]] = {
-    "loss.name": OBJECTIVES,
+KEY_CHOICES: dict[str, Iterable[str]] = {
+    "loss.name": OBJECTIVE_CLASSES,  # the live registry: an objective registered later is a name too
     "loss.covariance": COVARIANCE_ALGORITHMS,
     "loss.ablation": ABLATIONS,
     "loss.vcreg_spatial": VCREG_SPATIAL,

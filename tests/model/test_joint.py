@@ -112,7 +112,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="shares 'v3', which is not a branch"):
         JointEmbedding.from_config({"v1": {"encoder": "test_resnet"}, "v2": {"shares": "v3"}})
     # An unknown key is named by its dotted path, with the nearest valid key (BranchConfig.from_mapping).
-    with pytest.raises(ValueError, match="unknown config key 'branches.v1.expandr' \\(did you mean 'expander'\\?\\)"):
+    with pytest.raises(ValueError, match="unknown config key 'branches.v1.expandr' \\(did you mean 'branches.v1.expander'\\?\\)"):
         JointEmbedding.from_config({"v1": {"encoder": "test_resnet", "expandr": "none"}})
     with pytest.raises(ValueError, match="transform.train is 'vicreg'"):
         JointEmbedding.from_config({"v1": {"encoder": "test_resnet", "transform": {"train": "vicreg"}}})
@@ -133,7 +133,7 @@ def test_from_config_takes_a_branch_config_or_a_mapping_with_loss_keys_alike():
     assert typed.branch("view").encoder is typed.branch("image").encoder and not typed.branch("view").own_expander
     for (k, a), (_, b) in zip(typed.state_dict().items(), plain.state_dict().items()):
         assert torch.equal(a, b), k
-    with pytest.raises(ConfigError, match="unknown config key 'branches.image.variance_wieght'.*'variance_weight'"):
+    with pytest.raises(ConfigError, match="unknown config key 'branches.image.variance_wieght'.*'branches.image.variance_weight'"):
         JointEmbedding.from_config({"image": {**section, "variance_wieght": 1.0}})
     with pytest.raises(ConfigError, match="branches.image must be a mapping"):
         JointEmbedding.from_config({"image": "test_resnet"})
