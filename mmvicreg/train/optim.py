@@ -1,7 +1,8 @@
 """The optimiser and the learning-rate schedule of a run.
 
 * parameter groups: every tensor with ndim ≤ 1 (biases, normalisation) has no weight decay and, under LARS, no
-  trust-ratio adaptation (the published ``exclude_bias_and_norm``; timm's Lars adapts only decayed groups);
+  trust-ratio adaptation (the published ``exclude_bias_and_norm``); LARS is the published update
+  (:class:`mmvicreg.train.lars.LARS`: every matrix adapted, at weight decay 0 too);
 * learning rate: ``train.optimizer.lr``, or ``base_lr · batch_size / 256`` (the published scaling rule);
 * schedule: linear warmup from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio · lr``.
 """
@@ -35,9 +36,9 @@ def build_optimizer(
     groups = param_groups(model, opt.weight_decay)
     groups[1]["params"] = groups[1]["params"] + list(extra_params)
     if opt.name == "lars":
-        from timm.optim import Lars
+        from mmvicreg.train.lars import LARS
 
-        return Lars(groups, lr=lr, momentum=opt.momentum, trust_coeff=opt.eta)
+        return LARS(groups, lr=lr, momentum=opt.momentum, eta=opt.eta)
     if opt.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas))  # type: ignore[arg-type]
