@@ -2,6 +2,7 @@
 overriding only data.* keys (plus a short run length)."""
 
 import json
+import re
 
 import pytest
 
@@ -22,8 +23,11 @@ def test_expected_examples_exist():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_is_valid_and_says_what_it_reproduces(path):
-    first = path.read_text().splitlines()[0]
-    assert first.startswith("# Reproduces:"), first
+    """The first line says "Reproduces" only with the paper's table named (its settings are the paper's), else
+    "Follows"; either way the next line lists the departures from the paper."""
+    first, second = path.read_text().splitlines()[:2]
+    assert re.match(r"# (Reproduces: Bardes et al\. \(ICLR 2022\) Table \d+, |Follows: )", first), first
+    assert second.startswith("# Departures: "), second
     assert "mmvicreg train" in path.read_text().splitlines()[1] or "mmvicreg train" in path.read_text()
     load_config(path, [], format_keys=format_options)
 
@@ -76,7 +80,7 @@ def test_coco_examples_train_on_karpathy_train_and_restval_and_evaluate_on_its_t
     keys = [f"data.{s}.{k}={v}" for s in ("train", "eval")
             for k, v in (("captions", tmp_path / "dataset_coco.json"), ("images", root))]
     config = load_config(REPO_ROOT / "examples" / name, keys, format_keys=format_options)
-    assert config.eval.protocol == "1k"
+    assert config.eval.protocol == ("5k" if name == "coco_resnet152_gru.yaml" else "1k")  # Table 3: 5K
     train = build_source(config.data.train, "train")
     test = build_source(config.data.eval, "test")
     assert train.num_images == counts["train"] + counts["restval"] and counts["restval"] > 0
