@@ -99,7 +99,9 @@ class VCRegHooks:
     variation across positions. ``"pool"`` and ``"flatten"`` are available.
 
     Outputs produced under ``torch.no_grad()`` (evaluation) are not collected. A module that returns a tuple or
-    list contributes its first tensor (e.g. a GRU's output sequence). ``gather=True`` uses the global batch
+    list contributes its first tensor: for an ``nn.GRU`` fed a packed sequence (the ``gru`` text tower) that is
+    ``h_n``, the final hidden state of each layer (num_layers, n, hidden), since the output sequence comes back as a
+    ``PackedSequence``; hook a module after the GRU to regularise something else. ``gather=True`` uses the global batch
     under torch.distributed (costly for large feature maps; off by default). Use as a context manager, or call
     :meth:`remove` to detach the hooks.
     """
