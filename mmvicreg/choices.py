@@ -63,12 +63,15 @@ EXPANDER_NORMS = ("batch", "layer", "none")  # the expander's hidden-layer norma
 LINEAR_EVAL_MODES = ("linear", "finetune")  # frozen backbone + augmented linear head | fine-tune on a labelled subset
 
 
-def did_you_mean(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5) -> str:
-    """``" (did you mean 'x'?)"`` for the nearest candidates of ``name``, or ``""`` when none is close."""
+def did_you_mean(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5, prefix: str = "") -> str:
+    """``" (did you mean 'x'?)"`` for the nearest candidates of ``name``, or ``""`` when none is close.
+
+    ``prefix`` (a dotted section, ``"train."``) is put before the suggestion, not compared: a shared section
+    would make every key of it look close."""
     candidates = list(candidates)
     folded = {c.lower(): c for c in candidates}
     close = [folded[c] for c in difflib.get_close_matches(str(name).lower(), list(folded), n=n, cutoff=cutoff)]
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    return f" (did you mean {', '.join(repr(prefix + c) for c in close)}?)" if close else ""
 
 
 def check_choice(value: T, allowed: Sequence[object], what: str) -> T:

@@ -163,7 +163,7 @@ CONFIG_ROWS = [
     ("config/unknown-format", lambda t, a: _load(_cfg(t), ["data.train.format=parquet"]), ConfigError,
      "known formats: coco, karpathy"),
     ("config/unknown-data-option", lambda t, a: _load(_cfg(t), ["data.train.num_imgs=3"]), ConfigError,
-     "unknown config key 'data.train.num_imgs' for format 'shapes' (did you mean 'num_images'?)"),
+     "unknown config key 'data.train.num_imgs' for format 'shapes' (did you mean 'data.train.num_images'?)"),
     ("config/missing-file", lambda t, a: _load(t / "none.yaml"), ConfigError, "none.yaml does not exist"),
     ("config/invalid-yaml", lambda t, a: _load(_write(t / "c.yaml", "train: {batch_size: [")), ConfigError,
      "c.yaml is not valid YAML"),

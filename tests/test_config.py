@@ -27,7 +27,7 @@ def test_tiny_config_loads_and_overrides_apply(tmp_path):
         ("train.batch_size=1", "train.batch_size is 1; VICReg's variance and covariance need at least 2"),
         ("loss.pairs=[[image, text]]", "loss.pairs names branch 'text', which is not a branch"),
         ("train.mixed_precision=fp8", "train.mixed_precision is 'fp8' (did you mean 'fp16'?); choose one of no, bf16, fp16"),
-        ("data.train.formt=csv", "unknown config key 'data.train.formt' for format 'shapes' (did you mean 'format'?)"),
+        ("data.train.formt=csv", "unknown config key 'data.train.formt' for format 'shapes' (did you mean 'data.train.format'?)"),
         ("data.train.format=parquet", "data.train.format is 'parquet'; known formats"),
         ("branches.image.variance_weight=high", "branches.image.variance_weight must be a number"),
         ("train.max_steps", "must look like dotted.key=value"),

@@ -18,8 +18,8 @@ from mmvicreg.config.specs import ConfigError, choice
 FormatKeys = Callable[[str], "set[str] | None"]
 
 
-def _nearest(key: str, valid: list[str]) -> str:
-    return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
+def _nearest(key: str, valid: list[str], prefix: str = "") -> str:
+    return did_you_mean(key, valid, prefix=prefix) or f"; valid keys: {', '.join(valid)}"
 
 
 def check_config(config: RunConfig, format_keys: FormatKeys | None = data_format_keys) -> None:
@@ -58,7 +58,8 @@ def check_data_section(data: Mapping[str, object], key: str, format_keys: Format
         if name != "format" and name not in valid:
             renamed = RENAMED_DATA_KEYS.get(name)
             hint = (f"; it is called {renamed!r} (every caption source names its caption file `captions` and its "
-                    f"image folder `images`)" if renamed in valid else _nearest(name, sorted(valid | {"format"})))
+                    f"image folder `images`)" if renamed in valid
+                    else _nearest(name, sorted(valid | {"format"}), f"{key}."))
             raise ConfigError(f"unknown config key '{key}.{name}' for format {data['format']!r}{hint}")
 
 

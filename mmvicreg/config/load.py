@@ -27,8 +27,8 @@ from mmvicreg.config.keys import RENAMED_KEYS, data_format_keys
 from mmvicreg.config.specs import ConfigError, encoder_checks
 
 
-def _nearest(key: str, valid: list[str]) -> str:
-    return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
+def _nearest(key: str, valid: list[str], prefix: str = "") -> str:
+    return did_you_mean(key, valid, prefix=prefix) or f"; valid keys: {', '.join(valid)}"
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -82,8 +82,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if dotted in RENAMED_KEYS:
             raise ConfigError(f"config key {dotted!r} is now {RENAMED_KEYS[dotted]!r} (the same values); rename it")
         if key not in names:  # the suggestion keeps the section: train.max_step -> train.max_steps
-            full = [f"{prefix}.{n}" if prefix else n for n in names]
-            raise ConfigError(f"unknown config key {dotted!r}{_nearest(dotted, full)}")
+            section = f"{prefix}." if prefix else ""
+            raise ConfigError(f"unknown config key {dotted!r}{_nearest(str(key), names, section)}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     return cls(**kwargs)
 

@@ -135,8 +135,9 @@ def check_spec(spec: Spec, key: str | None = None) -> type[Encoder]:
     for option in spec:
         if option == "name" or accepted is None or option in accepted:
             continue
+        near = did_you_mean(option, sorted(accepted), prefix=f"{key}." if key else "")  # keeps the section
         hint = (f"; {cls.renamed_options[option]}" if option in cls.renamed_options
-                else did_you_mean(option, sorted(accepted)) or f"; it takes {', '.join(sorted(accepted)) or 'none'}")
+                else near or f"; it takes {', '.join(sorted(accepted)) or 'none'}")
         if key:
             raise ValueError(f"unknown config key '{key}.{option}' for encoder {name!r}{hint}")
         raise ValueError(f"bad options for encoder {name!r}: unknown option {option!r}{hint}")

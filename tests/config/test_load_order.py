@@ -34,9 +34,9 @@ MISTAKES = [
     (lambda t: _image(t, encoder={"name": "resnet50", "bogus_option": 1}),
      "unknown config key 'branches.image.encoder.bogus_option' for encoder 'resnet50'; it takes "),
     (lambda t: _image(t, encoder={"name": "resnet50", "drop_rat": 0.1}),
-     "unknown config key 'branches.image.encoder.drop_rat' for encoder 'resnet50' (did you mean 'drop_rate'?)"),
+     "unknown config key 'branches.image.encoder.drop_rat' for encoder 'resnet50' (did you mean 'branches.image.encoder.drop_rate'?)"),
     (lambda t: t["branches"]["caption"]["encoder"].update(hiden_dim=3),
-     "unknown config key 'branches.caption.encoder.hiden_dim' for encoder 'gru' (did you mean 'hidden_dim'?)"),
+     "unknown config key 'branches.caption.encoder.hiden_dim' for encoder 'gru' (did you mean 'branches.caption.encoder.hidden_dim'?)"),
     (lambda t: t["branches"]["caption"].update(encoder={"name": "hf", "path": "/models/bert"}),
      "unknown config key 'branches.caption.encoder.path' for encoder 'hf'; hf option `path` is now `pretrained`"),
     (lambda t: _image(t, encoder={"name": "resnet9999"}), "branches.image.encoder.name: unknown encoder 'resnet9999'"),
@@ -118,7 +118,7 @@ def test_the_encoder_check_is_installed_by_importing_the_config_alone():
             "except ValueError as e:\n    print(e); sys.exit(3)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 3, done.stderr
-    assert "unknown config key 'x.hiden_dim' for encoder 'gru' (did you mean 'hidden_dim'?)" in done.stdout
+    assert "unknown config key 'x.hiden_dim' for encoder 'gru' (did you mean 'x.hidden_dim'?)" in done.stdout
 
 
 def test_written_forms_are_saved_back_and_load_again(tmp_path):

@@ -102,3 +102,11 @@ def test_a_renamed_key_is_refused_by_name(capsys):
     err = _error(capsys, ["train", str(QUICKSTART), "eval.index=flat"])
     assert "config key 'eval.index' is now 'eval.index_kind'" in err
     assert load_config(QUICKSTART, ["eval.index_kind=flat"]).eval.index_kind == "flat"
+
+
+def test_the_section_is_shown_not_compared(capsys):
+    """A shared section must not make every key of it look close: `train.foo` suggests no `train.cpu`."""
+    err = _error(capsys, ["train", str(QUICKSTART), "train.foo=1"])
+    assert "did you mean" not in err and "valid keys:" in err
+    err = _error(capsys, ["train", str(QUICKSTART), "data.train.num_imgs=3"])
+    assert "(did you mean 'data.train.num_images'?)" in err
