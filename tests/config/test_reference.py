@@ -110,3 +110,13 @@ def test_the_section_is_shown_not_compared(capsys):
     assert "did you mean" not in err and "valid keys:" in err
     err = _error(capsys, ["train", str(QUICKSTART), "data.train.num_imgs=3"])
     assert "(did you mean 'data.train.num_images'?)" in err
+
+
+def test_the_version_is_written_once(capsys):
+    import importlib.metadata
+
+    from mmvicreg.version import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"mmvicreg {__version__}" == f"mmvicreg {importlib.metadata.version('mmvicreg')}"
