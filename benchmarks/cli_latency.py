@@ -30,7 +30,8 @@ CASES = {
     "mmvicreg --help": (["--help"], "usage: mmvicreg"),
     "mmvicreg eval retrieval --help": (["eval", "retrieval", "--help"], "usage: mmvicreg eval retrieval"),
     "mmvicreg train CONFIG train.max_step=100 (a config mistake)": (
-        ["train", str(REPO / "examples" / "quickstart.yaml"), "train.max_step=100"], "unknown config key 'train.max_step'"),
+        ["train", str(REPO / "examples" / "quickstart.yaml"), "train.max_step=100"],
+        "unknown config key 'train.max_step'"),
 }
 
 

@@ -6,9 +6,9 @@ each, scored by held-out retrieval.
 
 The run: the quickstart's towers (test_resnet + GRU, 1024-1024 expanders) trained on the real JPEGs of the first
 800 images of ../shared/data/flickr8k-1k with the published VICReg view (``vicreg_view1``: random resized crop,
-flip, colour) at 64 px, evaluated on the other 200 images and their 1,000 captions (5k protocol). The full decode is the same code with the DCT scalings
-limited to 1 (``mmvicreg.data.sources.encoded.REDUCTIONS``, read each time a crop is decoded); evaluation
-decodes alike in both arms. Writes docs/RESULTS.md §7.
+flip, colour) at 64 px, evaluated on the other 200 images and their 1,000 captions (5k protocol). The full
+decode is the same code with the DCT scalings limited to 1 (``mmvicreg.data.sources.encoded.REDUCTIONS``, read
+each time a crop is decoded); evaluation decodes alike in both arms. Writes docs/RESULTS.md §7.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def main() -> None:
     diff = [r - f for r, f in zip(reduced, full)]
     command = "python experiments/decode_shortcut.py " + " ".join(sys.argv[1:])
     body = (f"`{command}`: {args.steps} steps, batch 64, seeds {args.seeds}; trained on flickr8k-1k's JPEGs "
-            f"(vicreg_view1 at 64 px, first 800 images), scored on the other 200 (5k protocol). Mean ± std over seeds.\n\n"
+            f"(vicreg_view1 at 64 px, first 800 images), scored on the other 200 (5k protocol). "
+            f"Mean ± std over seeds.\n\n"
             "| training decode | i2t R@1 | t2i R@1 | rsum |\n|---|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
             f"rsum, reduced − full, per seed: {', '.join(f'{d:+.1f}' for d in diff)} "
             f"(mean {statistics.mean(diff):+.1f}"

@@ -14,7 +14,15 @@ above the config):
 """
 
 from mmvicreg.config.checks import check_branches, check_config
-from mmvicreg.config.load import config_yaml, dump_config, load_config, parse_branch, parse_branches, parse_override, validate
+from mmvicreg.config.load import (
+    config_yaml,
+    dump_config,
+    load_config,
+    parse_branch,
+    parse_branches,
+    parse_override,
+    validate,
+)
 from mmvicreg.config.schema import (
     BRANCH_LOSS_KEYS,
     BRANCH_MODEL_KEYS,

@@ -167,7 +167,9 @@ def load_config(
         return _load(source, overrides, format_keys)
 
 
-def _load(source: str | Path | dict[str, Any], overrides: list[str] | None, format_keys: FormatKeys | None) -> RunConfig:
+def _load(
+    source: str | Path | dict[str, Any], overrides: list[str] | None, format_keys: FormatKeys | None
+) -> RunConfig:
     tree = _read_tree(source)
     for text in overrides or []:
         key, value = parse_override(text)
