@@ -74,7 +74,8 @@ KEY_HELP: dict[str, str] = {
     "loss.margin": "triplet: the hinge margin (VSE++)",
     "loss.max_violation": "triplet: the hardest negative (VSE++) rather than the sum over negatives",
     "loss.barlow_lambda": "barlow: the weight of the off-diagonal cross-correlation terms",
-    "loss.vcreg_layers": "VCReg: dotted module names whose outputs get the variance and covariance terms",
+    "loss.vcreg_layers": "VCReg: dotted module names whose outputs get the variance and covariance terms; blocks: "
+                         "every block of every encoder (the paper's placement)",
     "loss.vcreg_variance_weight": "VCReg: the variance weight on those layers (not a published value)",
     "loss.vcreg_covariance_weight": "VCReg: the covariance weight on those layers (not a published value)",
     "loss.vcreg_spatial": "VCReg: a feature map's samples: every location, the pooled map, or the flattened map",

@@ -24,7 +24,7 @@ from torch import nn
 from mmvicreg.choices import OBJECTIVE_CLASSES
 from mmvicreg.config import BranchConfig, LossConfig, parse_branches
 from mmvicreg.objective.modules import Objective
-from mmvicreg.objective.vcreg import VCRegHooks
+from mmvicreg.objective.vcreg import VCRegHooks, resolve_layers
 from mmvicreg.objective.vicreg import BranchCoefficients
 
 __all__ = ["branch_coefficients", "build_objective", "build_vcreg", "objective_class"]
@@ -86,12 +86,14 @@ def build_objective(
 
 def build_vcreg(loss: LossConfig, model: nn.Module) -> VCRegHooks | None:
     """VCReg hooks on ``model``'s modules named in ``loss.vcreg_layers`` (μ = ``loss.vcreg_variance_weight``,
-    ν = ``loss.vcreg_covariance_weight``, ``spatial`` = ``loss.vcreg_spatial``); ``None`` when none is named."""
+    ν = ``loss.vcreg_covariance_weight``, ``spatial`` = ``loss.vcreg_spatial``); ``None`` when none is named.
+    The word ``blocks`` names every block of every branch's encoder (:func:`~mmvicreg.objective.vcreg.block_names`:
+    the placement of the VCReg paper, which regularises the output of each network block)."""
     if not loss.vcreg_layers:
         return None
     return VCRegHooks(
         model,
-        loss.vcreg_layers,
+        resolve_layers(model, loss.vcreg_layers),
         variance_weight=loss.vcreg_variance_weight,
         covariance_weight=loss.vcreg_covariance_weight,
         spatial=loss.vcreg_spatial,

@@ -10,6 +10,7 @@ it over every output its forward hooks collected since the previous call.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterable
 
 import torch
@@ -203,3 +204,38 @@ class VCRegHooks:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"VCRegHooks(layers={self.layers}, {opts})"
+
+
+# A container of an encoder's blocks, by the names timm, open_clip, Hugging Face and our towers give it: a ResNet's
+# layer1..layer4, a ViT's / ConvNeXt stage's blocks, open_clip's resblocks, BERT's encoder.layer, a GRU tower's gru.
+_BLOCK_CONTAINERS = re.compile(r"(^|\.)(layer\d+|blocks|resblocks|layers|layer)$")
+BLOCKS = "blocks"  # the loss.vcreg_layers word for "every block" (the VCReg paper applies it to each block's output)
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The dotted names of every block of ``model``: each child of a block container (:data:`_BLOCK_CONTAINERS`,
+    an ``nn.Sequential`` or ``nn.ModuleList``), and each recurrent layer (``nn.GRU``, ``nn.LSTM``: its output is
+    the tower's state). Nested containers (a ConvNeXt's ``stages.N.blocks``) are read at their innermost level."""
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.GRU, nn.LSTM)):
+            names.append(name)
+        elif isinstance(module, (nn.Sequential, nn.ModuleList)) and _BLOCK_CONTAINERS.search(name):
+            names.extend(f"{name}.{child}" for child, _ in module.named_children())
+    inner = [n for n in names if not any(other.startswith(n + ".") for other in names)]
+    return list(dict.fromkeys(inner))
+
+
+def resolve_layers(model: nn.Module, layers: Iterable[str]) -> list[str]:
+    """``layers`` with the word ``blocks`` replaced by :func:`block_names`; ValueError when it finds none."""
+    out: list[str] = []
+    for name in layers:
+        if name != BLOCKS:
+            out.append(name)
+            continue
+        found = block_names(model)
+        if not found:
+            raise ValueError(f"loss.vcreg_layers: {BLOCKS!r} found no blocks in {type(model).__name__} (no layerN, "
+                             f"blocks, resblocks or layers container, no GRU); name the modules instead")
+        out.extend(found)
+    return list(dict.fromkeys(out))
