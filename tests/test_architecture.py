@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mmvicreg"
-LEAVES = {"config", "choices", "files", "distributed", "devices", "preprocessing", "version"}
+LEAVES = {"config", "choices", "extras", "files", "distributed", "devices", "preprocessing", "version"}
 ALLOWED = {
     "choices": set(),
     "files": set(),
+    "extras": set(),
     "version": set(),
     "config": {"choices", "files"},
     "distributed": set(),

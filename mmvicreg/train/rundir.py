@@ -20,6 +20,7 @@ import torch
 from mmvicreg.config import RunConfig, dump_config
 from mmvicreg.data import merge_reports
 from mmvicreg.data.protocols import DataReporting
+from mmvicreg.extras import import_extra
 from mmvicreg.files import atomic_write_json, atomic_write_text, reporting_full_disk
 from mmvicreg.model.card import write_model_card
 from mmvicreg.objective.diagnostics import embedding_std, rankme
@@ -161,16 +162,8 @@ def pyplot() -> Any:
 
     matplotlib is the optional extra ``mmvicreg[plot]``: imported only when a plot is drawn.
     """
-    try:
-        import matplotlib
-    except ImportError as e:
-        missing = (e.name or "").partition(".")[0] == "matplotlib"
-        why = "which is not installed" if missing else f"which cannot be imported ({e})"
-        raise ImportError(f"plotting needs matplotlib, {why}: pip install 'mmvicreg[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    import_extra("matplotlib", "plot", "plotting needs matplotlib").use("Agg")
+    return import_extra("matplotlib.pyplot", "plot", "plotting needs matplotlib")
 
 
 def optional_pyplot(what: str) -> Any | None:

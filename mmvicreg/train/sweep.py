@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from mmvicreg.extras import import_extra
 from mmvicreg.files import atomic_write_json, atomic_write_text
 
 SPEC, TABLE_CSV, TABLE_MD, PLOT, STUDY = "sweep.json", "sweep.csv", "sweep.md", "sweep.png", "optuna.db"
@@ -184,10 +185,7 @@ class Sweep:
                 self.write_table()
 
     def _optuna(self) -> None:
-        try:
-            import optuna
-        except ImportError:
-            raise ImportError("an Optuna sweep needs optuna: pip install 'mmvicreg[sweep]'") from None
+        optuna = import_extra("optuna", "sweep", "an Optuna sweep needs optuna")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = f"sqlite:///{self.folder / STUDY}"
         before = len(optuna.create_study(study_name="sweep", storage=storage, load_if_exists=True,

@@ -19,21 +19,17 @@ from PIL import Image
 from mmvicreg.data.sources.base import ImageSource
 from mmvicreg.data.sources.io import convert_rgb
 from mmvicreg.data.sources.stores import ArrayStore
+from mmvicreg.extras import import_extra
 
 DIGITS_SPLITS = ("train", "test")  # the dataset's own splits (not a config choice)
 
 
 def _sklearn() -> tuple[Any, Any]:
     """scikit-learn's ``load_digits`` and ``train_test_split``, or one ImportError line naming the extra to install."""
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as e:
-        missing = (e.name or "").partition(".")[0] == "sklearn"
-        why = "which is not installed" if missing else f"which cannot be imported ({e})"
-        raise ImportError(f"the digits demo data comes from scikit-learn, {why}: pip install 'mmvicreg[digits]'") \
-            from None
-    return load_digits, train_test_split
+    needs = "the digits demo data comes from scikit-learn"
+    datasets = import_extra("sklearn.datasets", "digits", needs)
+    model_selection = import_extra("sklearn.model_selection", "digits", needs)
+    return datasets.load_digits, model_selection.train_test_split
 
 
 class UpscaledRGB:
