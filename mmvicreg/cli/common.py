@@ -63,6 +63,20 @@ def add_retired_flag(p: argparse.ArgumentParser, flag: str, message: str) -> Non
     p.add_argument(flag, action=RetiredFlag, message=message)
 
 
+def branches_of(model: Any, modality: str) -> list[str]:
+    """The names of ``model``'s ``modality`` branches (``image``, ``text``), in the model's order."""
+    return [n for n in model.branch_names if model.branch(n).modality == modality]
+
+
+def check_branch_flag(model: Any, flag: str, name: str, modality: str, allowed: str) -> None:
+    """One ValueError line when ``name`` (the value of ``flag``) is not one of ``model``'s ``modality`` branches:
+    ``<flag> 'x' is a text branch; <allowed>: [...]`` (``allowed`` says which branches the command takes)."""
+    of_kind = branches_of(model, modality)
+    if name not in of_kind:
+        kind = f"a {model.branch(name).modality} branch" if name in model.branch_names else "not a branch"
+        raise ValueError(f"{flag} {name!r} is {kind}; {allowed}: {of_kind}")
+
+
 def key_values(pairs: Sequence[str], flag: str, example: str = "") -> dict[str, Any]:
     """``["key=value", ...]`` (the values of a repeatable ``flag``) -> ``{key: YAML value}``; one line per mistake."""
     import yaml

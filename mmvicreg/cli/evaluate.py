@@ -19,6 +19,8 @@ from mmvicreg.choices import EVAL_CAPTION_FORMATS, RETRIEVAL_INDEXES, RETRIEVAL_
 from mmvicreg.cli.common import (
     add_common_arguments,
     add_retired_flag,
+    branches_of,
+    check_branch_flag,
     encoding,
     key_values,
     load_model,
@@ -82,13 +84,11 @@ def retrieval_branches(model: Any, image: str | None, text: str | None) -> list[
         return None
     chosen = []
     for flag, name, modality in (("--image-branch", image, "image"), ("--text-branch", text, "text")):
-        of_kind = [n for n in model.branch_names if model.branch(n).modality == modality]
+        of_kind = branches_of(model, modality)
         if name is None and not of_kind:
             raise ValueError(f"retrieval needs a {modality} branch; this model has {list(model.branch_names)}")
         name = of_kind[0] if name is None else name
-        if name not in of_kind:
-            kind = f"a {model.branch(name).modality} branch" if name in model.branch_names else "not a branch"
-            raise ValueError(f"{flag} {name!r} is {kind}; the model's {modality} branches: {of_kind}")
+        check_branch_flag(model, flag, name, modality, f"the model's {modality} branches")
         chosen.append(name)
     return chosen
 
@@ -99,8 +99,7 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     from mmvicreg.evaluation.model_level import embed_for_retrieval, format_retrieval, recall_curve, score_retrieval
     from mmvicreg.train.rundir import pyplot
 
-    if args.plot:
-        pyplot()  # a missing matplotlib is named before the encoding, not after
+    plt = pyplot() if args.plot else None  # a missing matplotlib is named before the encoding, not after
 
     options = key_values(args.index_option, "--index-option", "nprobe=32")
     if options and args.index_kind == "exact":
@@ -115,16 +114,13 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     print(format_retrieval(result, result["chance"]))
     if args.index_kind != "exact":
         print(f"ranks from a FAISS {args.index_kind} index on the {faiss_device(args.index_kind)}")
-    if args.plot:
-        _plot_recall_curve(recall_curve(emb), args.plot)
+    if plt is not None:
+        _plot_recall_curve(plt, recall_curve(emb), args.plot)
     write_json(args.json, result)
     return result
 
 
-def _plot_recall_curve(curve: dict[str, Any], path: str) -> None:
-    from mmvicreg.train.rundir import pyplot
-
-    plt = pyplot()
+def _plot_recall_curve(plt: Any, curve: dict[str, Any], path: str) -> None:
     from mmvicreg.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

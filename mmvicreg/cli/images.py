@@ -16,6 +16,8 @@ from mmvicreg.choices import EMBEDDING_LAYERS, EVAL_IMAGE_FORMATS
 from mmvicreg.cli.common import (
     add_common_arguments,
     add_retired_flag,
+    branches_of,
+    check_branch_flag,
     encoding,
     key_values,
     load_model,
@@ -67,12 +69,9 @@ def _random_init_like(model: Any) -> Any:
 def image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
     """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
     model = load_model(args.model, args.device)
-    images = [n for n in model.branch_names if model.branch(n).modality == "image"]
-    branches = args.image_branch or images
+    branches = args.image_branch or branches_of(model, "image")
     for b in branches:
-        if b not in images:
-            kind = f"a {model.branch(b).modality} branch" if b in model.branch_names else "not a branch"
-            raise ValueError(f"--image-branch {b!r} is {kind}; k-NN and linear probes score image branches: {images}")
+        check_branch_flag(model, "--image-branch", b, "image", "k-NN and linear probes score image branches")
     train_src = image_source(args, "train")
     test_src = image_source(args, "test")
     models = {"trained": model}
