@@ -1,7 +1,8 @@
 """Every allowed-value list of the library, defined once, and the one way to say a value is not one of them.
 
 Config validation, the builders (objective, data, model, evaluation) and the command line import these
-tuples; none of them writes its own copy. :func:`did_you_mean` is the only place that suggests a nearest name.
+tuples; none of them writes its own copy. :func:`nearest` is the only place that finds a nearest name
+(:func:`did_you_mean` words it).
 """
 
 from __future__ import annotations
@@ -63,14 +64,18 @@ EXPANDER_NORMS = ("batch", "layer", "none")  # the expander's hidden-layer norma
 LINEAR_EVAL_MODES = ("linear", "finetune")  # frozen backbone + augmented linear head | fine-tune on a labelled subset
 
 
+def nearest(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5) -> list[str]:
+    """The (at most ``n``) candidates closest to ``name``, compared in any case; empty when none is close."""
+    folded = {c.lower(): c for c in candidates}
+    return [folded[c] for c in difflib.get_close_matches(str(name).lower(), list(folded), n=n, cutoff=cutoff)]
+
+
 def did_you_mean(name: object, candidates: Iterable[str], n: int = 1, cutoff: float = 0.5, prefix: str = "") -> str:
-    """``" (did you mean 'x'?)"`` for the nearest candidates of ``name``, or ``""`` when none is close.
+    """``" (did you mean 'x'?)"`` for the :func:`nearest` candidates of ``name``, or ``""`` when none is close.
 
     ``prefix`` (a dotted section, ``"train."``) is put before the suggestion, not compared: a shared section
     would make every key of it look close."""
-    candidates = list(candidates)
-    folded = {c.lower(): c for c in candidates}
-    close = [folded[c] for c in difflib.get_close_matches(str(name).lower(), list(folded), n=n, cutoff=cutoff)]
+    close = nearest(name, candidates, n, cutoff)
     return f" (did you mean {', '.join(repr(prefix + c) for c in close)}?)" if close else ""
 
 

@@ -24,8 +24,6 @@ prints the resolved config. `NAME` stands for a branch's name (`image`, `caption
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, str) and value.startswith("the weights'"):
-        return value
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
     return f"`{text}`" if text else "`\"\"`"
 
@@ -40,7 +38,8 @@ def schema_table() -> list[str]:
 
     lines = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for k in schema_keys():
-        lines.append(_row([f"`{k.key}`", k.type, _cell(k.default), ", ".join(k.choices), k.help]))
+        default = f"the weights', else {_cell(k.default)}" if k.weights_first else _cell(k.default)
+        lines.append(_row([f"`{k.key}`", k.type, default, ", ".join(k.choices), k.help]))
     return lines
 
 

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from mmvicreg.choices import did_you_mean
+from mmvicreg.choices import nearest
 from mmvicreg.config.keys import KEY_CHOICES, KEY_HELP
 from mmvicreg.config.schema import BranchConfig, RunConfig
 from mmvicreg.config.specs import TRANSFORM_DEFAULTS, EncoderSpec, ExpanderSpec, TransformConfig
@@ -26,13 +26,15 @@ _NESTED = {"branches": BranchConfig, "branches.NAME.transform": TransformConfig}
 @dataclass(frozen=True)
 class KeyInfo:
     """One config key: ``key`` (dotted; ``NAME`` stands for a branch's name), ``type``, ``default``, the
-    allowed ``choices`` (empty: any value of the type) and ``help`` (one line)."""
+    allowed ``choices`` (empty: any value of the type) and ``help`` (one line). ``weights_first``: left out, the
+    key takes the encoder's weights' value before ``default`` (a branch's ``transform`` keys)."""
 
     key: str
     type: str
     default: Any
     choices: tuple[str, ...]
     help: str
+    weights_first: bool = False
 
 
 def type_name(tp: Any) -> str:
@@ -41,7 +43,7 @@ def type_name(tp: Any) -> str:
         return _TYPE_NAMES[tp]
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     origin = typing.get_origin(tp)
-    if origin is typing.Union or (origin is not None and type(None) in typing.get_args(tp)):
+    if type(None) in typing.get_args(tp):  # Optional[X] and X | None
         return f"{type_name(args[0])} or null"
     if origin in (list, tuple):
         return f"list of {type_name(args[0])}" if args else "list"
@@ -52,13 +54,12 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
+def _default(cls: type, f: dataclasses.Field) -> Any:
+    if cls is TransformConfig:  # its fields default to None: "not given"; the value used is the resolved one
+        return TRANSFORM_DEFAULTS[f.name]
     if f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-        return value.__dict__ if dataclasses.is_dataclass(value) else value
-    return None
+        return f.default_factory()
+    return f.default
 
 
 def _walk(cls: type, prefix: str) -> Iterator[KeyInfo]:
@@ -66,13 +67,11 @@ def _walk(cls: type, prefix: str) -> Iterator[KeyInfo]:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
-        default = _default(f)
-        if cls is TransformConfig:
-            default = f"the weights', else {TRANSFORM_DEFAULTS[f.name]!r}"
         if dataclasses.is_dataclass(tp) and isinstance(tp, type) and key not in _NESTED:
             yield from _walk(tp, f"{key}.")
             continue
-        yield KeyInfo(key, type_name(tp), default, tuple(KEY_CHOICES.get(key, ())), KEY_HELP.get(key, ""))
+        yield KeyInfo(key, type_name(tp), _default(cls, f), tuple(KEY_CHOICES.get(key, ())), KEY_HELP.get(key, ""),
+                      weights_first=cls is TransformConfig)
         if key in _NESTED:
             yield from _walk(_NESTED[key], f"{key}.NAME." if key == "branches" else f"{key}.")
 
@@ -93,10 +92,9 @@ def flag_hint(flag: str, value: str | None = None) -> str | None:
     keys = [k.key for k in schema_keys() if "NAME" not in k.key]
     matches = [k for k in keys if k.rsplit(".", 1)[-1] == leaf or k == leaf]
     if not matches:
-        near = did_you_mean(leaf, [k.rsplit(".", 1)[-1] for k in keys])
+        near = nearest(leaf, [k.rsplit(".", 1)[-1] for k in keys])
         if not near:
             return None
-        leaf = near.split("'")[1]
-        matches = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+        matches = [k for k in keys if k.rsplit(".", 1)[-1] == near[0]]
     forms = " or ".join(f"{k}={value}" for k in matches)
     return f"{flag} is not a flag: set config keys as dotted.key=value overrides, e.g. {forms}"
