@@ -28,6 +28,7 @@ ABLATIONS = ("full", "invariance_variance", "invariance")  # vicreg only; None m
 COVARIANCE_ALGORITHMS = ("auto", "dense", "gram")
 VARIANCE_MODES = ("std", "var")
 VCREG_SPATIAL = ("locations", "pool", "flatten")
+VCREG_FORMS = ("vicreg", "paper")  # loss.vcreg_form: VICReg's normalisation, or the VCReg paper's (objective/vcreg_paper.py)
 
 # data
 CAPTION_FORMATS = ("coco", "karpathy", "csv", "hf", "shapes")

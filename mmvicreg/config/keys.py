@@ -30,6 +30,7 @@ from mmvicreg.choices import (
     RETRIEVAL_INDEXES,
     RETRIEVAL_PROTOCOLS,
     TRANSFORMS,
+    VCREG_FORMS,
     VCREG_SPATIAL,
 )
 
@@ -38,6 +39,7 @@ KEY_CHOICES: dict[str, Iterable[str]] = {
     "loss.covariance": COVARIANCE_ALGORITHMS,
     "loss.ablation": ABLATIONS,
     "loss.vcreg_spatial": VCREG_SPATIAL,
+    "loss.vcreg_form": VCREG_FORMS,
     "train.optimizer.name": OPTIMIZERS,
     "train.mixed_precision": MIXED_PRECISION,
     "train.on_nonfinite": NONFINITE_POLICIES,
@@ -76,9 +78,14 @@ KEY_HELP: dict[str, str] = {
     "loss.barlow_lambda": "barlow: the weight of the off-diagonal cross-correlation terms",
     "loss.vcreg_layers": "VCReg: dotted module names whose outputs get the variance and covariance terms; blocks: "
                          "every block of every encoder (the paper's placement)",
-    "loss.vcreg_variance_weight": "VCReg: the variance weight on those layers (not a published value)",
-    "loss.vcreg_covariance_weight": "VCReg: the covariance weight on those layers (not a published value)",
+    "loss.vcreg_variance_weight": "VCReg: the variance weight on those layers (μ; the paper's α; not a published value)",
+    "loss.vcreg_covariance_weight": "VCReg: the covariance weight on those layers (ν; the paper's β; not a published "
+                                    "value)",
     "loss.vcreg_spatial": "VCReg: a feature map's samples: every location, the pooled map, or the flattened map",
+    "loss.vcreg_form": "VCReg: vicreg (VICReg's terms, μ/d and ν/d) or paper (the VCReg paper's normalisation, "
+                       "β(m-1)/(d(d-1)) and a SmoothL1 covariance)",
+    "loss.vcreg_fast": "VCReg: the paper's fast path, the penalty's gradient written by hand (same value and "
+                       "gradient, less memory; not with vcreg_spatial: pool)",
     "data.train": "the training data section: format and its options (see Data formats below)",
     "data.eval": "the evaluation data section, scored at the end of the run (null: none)",
     "data.workers": "DataLoader processes that decode and preprocess (0: in the training process)",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Optional
 
 from mmvicreg.choices import DATA_FORMATS
@@ -227,6 +227,8 @@ class LossConfig:
     vcreg_variance_weight: float = 1.0
     vcreg_covariance_weight: float = 0.04
     vcreg_spatial: str = "locations"  # locations | pool | flatten
+    vcreg_form: str = "vicreg"  # vicreg | paper: the normalisation of the VCReg penalty
+    vcreg_fast: bool = False  # the VCReg paper's fast path: the penalty's gradient written by hand
 
     def __post_init__(self) -> None:
         _choose(self, "loss")  # loss.name: the objective registry's names
@@ -241,6 +243,20 @@ class LossConfig:
         for pair in self.pairs or []:
             if len(pair) != 2:
                 raise ConfigError(f"loss.pairs entries must be two branch names, got {pair}")
+        self._check_vcreg()
+
+    def _check_vcreg(self) -> None:
+        _non_negative({"loss.vcreg_variance_weight": self.vcreg_variance_weight,
+                       "loss.vcreg_covariance_weight": self.vcreg_covariance_weight})
+        if not self.vcreg_layers:
+            changed = [f"loss.{f.name}" for f in fields(self) if f.name.startswith("vcreg_") and f.name != "vcreg_layers"
+                       and getattr(self, f.name) != f.default]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} set but loss.vcreg_layers is empty: name the layers VCReg "
+                                  f"regularises (e.g. loss.vcreg_layers=[blocks]) or drop the setting")
+        if self.vcreg_fast and self.vcreg_spatial == "pool":
+            raise ConfigError("loss.vcreg_fast needs loss.vcreg_spatial: locations or flatten (pooling needs "
+                              "autograd); set loss.vcreg_fast: false")
 
 
 @dataclass

@@ -86,7 +86,8 @@ def build_objective(
 
 def build_vcreg(loss: LossConfig, model: nn.Module) -> VCRegHooks | None:
     """VCReg hooks on ``model``'s modules named in ``loss.vcreg_layers`` (μ = ``loss.vcreg_variance_weight``,
-    ν = ``loss.vcreg_covariance_weight``, ``spatial`` = ``loss.vcreg_spatial``); ``None`` when none is named.
+    ν = ``loss.vcreg_covariance_weight``, ``spatial``, ``form`` and ``fast`` = ``loss.vcreg_spatial``,
+    ``loss.vcreg_form``, ``loss.vcreg_fast``); ``None`` when none is named.
     The word ``blocks`` names every block of every branch's encoder (:func:`~mmvicreg.objective.vcreg.block_names`:
     the placement of the VCReg paper, which regularises the output of each network block)."""
     if not loss.vcreg_layers:
@@ -97,4 +98,6 @@ def build_vcreg(loss: LossConfig, model: nn.Module) -> VCRegHooks | None:
         variance_weight=loss.vcreg_variance_weight,
         covariance_weight=loss.vcreg_covariance_weight,
         spatial=loss.vcreg_spatial,
+        form=loss.vcreg_form,
+        fast=loss.vcreg_fast,
     )

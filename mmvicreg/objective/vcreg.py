@@ -16,30 +16,15 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from mmvicreg.choices import VCREG_SPATIAL, check_choice, did_you_mean
+from mmvicreg.choices import VCREG_FORMS, VCREG_SPATIAL, check_choice, did_you_mean
 from mmvicreg.distributed import gather_with_grad
 from mmvicreg.objective.numerics import check_algorithm, check_embeddings, min_rows
+from mmvicreg.objective.vcreg_paper import as_samples, fast_vcreg, vcreg_terms
 from mmvicreg.objective.vicreg import _covariance, _variance
 
 __all__ = ["VCRegHooks", "vcreg_penalty"]
 
-
-def _as_samples(x: torch.Tensor, spatial: str, channel_dim: int | None) -> torch.Tensor:
-    """An (m, c) matrix of samples × features from a layer output of shape (n, ...)."""
-    if x.ndim == 2:
-        return x
-    if x.ndim < 2:
-        raise ValueError(f"VCReg needs a batch of features, got a {x.ndim}-D output of shape {tuple(x.shape)}")
-    if spatial == "flatten":
-        return x.flatten(1)
-    cdim = channel_dim if channel_dim is not None else (1 if x.ndim >= 4 else -1)
-    cdim = cdim % x.ndim
-    if cdim == 0:
-        raise ValueError("channel_dim cannot be the batch dimension (0)")
-    x = x.movedim(cdim, -1)  # (n, *spatial, c)
-    if spatial == "pool":
-        return x.flatten(1, -2).mean(dim=1)
-    return x.reshape(-1, x.shape[-1])
+PAPER_DELTA = 1.0  # the SmoothL1 threshold of form="paper" (a public implementation's; see vcreg_paper)
 
 
 def vcreg_penalty(
@@ -53,8 +38,12 @@ def vcreg_penalty(
     channel_dim: int | None = None,
     covariance: str = "auto",
     gather: bool = False,
+    form: str = "vicreg",
+    delta: float | None = None,
 ) -> torch.Tensor:
-    """VCReg on one layer output: ``μ·v_γ(Z) + ν·c(Z)`` with v and c the VICReg terms.
+    """VCReg on one layer output: ``μ·v_γ(Z) + ν·c(Z)`` with v and c the VICReg terms (``form="vicreg"``), or the
+    VCReg paper's normalisation with weights α = ``variance_weight``, β = ``covariance_weight`` (``form="paper"``):
+    :mod:`mmvicreg.objective.vcreg_paper` gives both equations and their provenance.
 
     ``Z`` (m, c) is made from ``x`` according to ``spatial``:
 
@@ -65,16 +54,25 @@ def vcreg_penalty(
 
     ``channel_dim`` (default: 1 for 4-D and 5-D outputs, the (n, c, h, w) convention of convolutions, and -1 for
     3-D outputs, the (n, L, d) convention of sequence models) says which axis holds the features; pass 1 for a
-    Conv1d output (n, c, L). ``gather=True`` uses every rank's samples under torch.distributed.
+    Conv1d output (n, c, L). ``gather=True`` uses every rank's samples under torch.distributed. ``delta`` is the
+    SmoothL1 threshold of the covariance penalty; ``None`` takes the form's own (vicreg: x², paper: δ = 1).
     """
     check_choice(spatial, VCREG_SPATIAL, "spatial")
+    check_choice(form, VCREG_FORMS, "VCReg form")
     check_algorithm(covariance)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"VCReg needs a tensor layer output, got {type(x).__name__}")
-    z = check_embeddings(_as_samples(x, spatial, channel_dim), "the VCReg features", min_rows(gather))
+    z = check_embeddings(as_samples(x, spatial, channel_dim), "the VCReg features", min_rows(gather))
     if gather:
         z = gather_with_grad(z)
-    return variance_weight * _variance(z, gamma, eps) + covariance_weight * _covariance(z, covariance)
+    if form == "vicreg" and delta is None:
+        return variance_weight * _variance(z, gamma, eps) + covariance_weight * _covariance(z, covariance)
+    return vcreg_terms(z, form, variance_weight, covariance_weight, gamma, eps, form_delta(form, delta))
+
+
+def form_delta(form: str, delta: float | None) -> float | None:
+    """The SmoothL1 threshold ``delta`` resolves to: given, or the form's own (vicreg: None = x², paper: 1.0)."""
+    return delta if delta is not None else (PAPER_DELTA if form == "paper" else None)
 
 
 class VCRegHooks:
@@ -99,6 +97,11 @@ class VCRegHooks:
     neighbouring pixels, which natural images correlate by nature; pooling keeps only n samples and ignores the
     variation across positions. ``"pool"`` and ``"flatten"`` are available.
 
+    ``form`` picks the normalisation (``"vicreg"``: μ, ν as above; ``"paper"``: the VCReg paper's α, β with a
+    SmoothL1 covariance; :mod:`mmvicreg.objective.vcreg_paper`). ``fast=True`` is the paper's fast path: each
+    hooked output is passed through :func:`~mmvicreg.objective.vcreg_paper.fast_vcreg`, whose gradient is written by
+    hand, so no graph of the penalty is recorded; :meth:`loss` returns the same value either way.
+
     Outputs produced under ``torch.no_grad()`` (evaluation) are not collected. A module that returns a tuple or
     list contributes its first tensor: for an ``nn.GRU`` fed a packed sequence (the ``gru`` text tower) that is
     ``h_n``, the final hidden state of each layer (num_layers, n, hidden), since the output sequence comes back as a
@@ -120,12 +123,19 @@ class VCRegHooks:
         channel_dim: int | None = None,
         covariance: str = "auto",
         gather: bool = False,
+        form: str = "vicreg",
+        delta: float | None = None,
+        fast: bool = False,
     ) -> None:
         layers = list(dict.fromkeys(layers))
         if not layers:
             raise ValueError("VCRegHooks needs at least one layer name (see model.named_modules())")
         check_choice(spatial, VCREG_SPATIAL, "spatial")
+        check_choice(form, VCREG_FORMS, "VCReg form")
         check_algorithm(covariance)
+        if fast and (gather or spatial == "pool"):
+            raise ValueError(f"the fast VCReg path (loss.vcreg_fast) cannot take "
+                             f"{'gather=True' if gather else 'spatial=pool'}; set loss.vcreg_fast: false")
         modules = dict(model.named_modules())
         available = [n for n in modules if n]
         for name in layers:
@@ -145,16 +155,20 @@ class VCRegHooks:
             channel_dim=channel_dim,
             covariance=covariance,
             gather=gather,
+            form=form,
+            delta=delta,
         )
+        self.fast = fast
         self.enabled = True
         self.last_terms: dict[str, torch.Tensor] = {}
         self._collected: list[tuple[str, torch.Tensor]] = []
         self._handles = [modules[name].register_forward_hook(self._hook_for(name)) for name in layers]
 
     def _hook_for(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             if not self.enabled or not torch.is_grad_enabled():
-                return
+                return None
+            outputs = output
             if isinstance(output, (tuple, list)):
                 output = next((o for o in output if isinstance(o, torch.Tensor)), None)
             if not isinstance(output, torch.Tensor):
@@ -162,9 +176,30 @@ class VCRegHooks:
                     f"VCReg layer {name!r} ({type(module).__name__}) returned {type(output).__name__}; "
                     f"choose a layer whose output is a tensor (or a tuple starting with one)"
                 )
-            self._collected.append((name, output))
+            if not self.fast:
+                self._collected.append((name, output))
+                return None
+            return self._fast(name, output, outputs)
 
         return hook
+
+    def _fast(self, name: str, first: torch.Tensor, outputs: Any) -> Any:
+        """The module's outputs with ``first`` passed through :func:`fast_vcreg`; keeps the penalty's value."""
+        o = self.options
+        passed, value = fast_vcreg(
+            first, form=o["form"], variance_weight=o["variance_weight"], covariance_weight=o["covariance_weight"],
+            gamma=o["gamma"], eps=o["eps"], delta=form_delta(o["form"], o["delta"]), spatial=o["spatial"],
+            channel_dim=o["channel_dim"],
+        )
+        self._collected.append((name, value))
+        if isinstance(outputs, torch.Tensor):
+            return passed
+        items = list(outputs)
+        items[next(i for i, item in enumerate(items) if item is first)] = passed
+        if type(outputs) in (tuple, list):
+            return type(outputs)(items)
+        raise TypeError(f"the fast VCReg path cannot rebuild layer {name!r}'s {type(outputs).__name__} output; "
+                        f"set loss.vcreg_fast: false")
 
     def loss(self) -> torch.Tensor:
         """The summed VCReg penalty of everything collected since the last call; clears the collection."""
@@ -177,7 +212,7 @@ class VCRegHooks:
         total = None
         terms: dict[str, torch.Tensor] = {}
         for name, x in collected:
-            value = vcreg_penalty(x, **self.options)  # type: ignore[arg-type]
+            value = x if self.fast else vcreg_penalty(x, **self.options)  # type: ignore[arg-type]
             key = f"vcreg/{name}"
             terms[key] = terms[key] + value.detach() if key in terms else value.detach()
             total = value if total is None else total + value
@@ -203,7 +238,7 @@ class VCRegHooks:
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return f"VCRegHooks(layers={self.layers}, {opts})"
+        return f"VCRegHooks(layers={self.layers}, {opts}, fast={self.fast})"
 
 
 # A container of an encoder's blocks, by the names timm, open_clip, Hugging Face and our towers give it: a ResNet's
