@@ -90,20 +90,39 @@ def key_values(pairs: Sequence[str], flag: str, example: str = "") -> dict[str, 
     return out
 
 
-def load_model(name: str | os.PathLike, device: str | None) -> Any:
-    """The exported model ``name`` (a folder or Hub id) on ``device`` (default: CUDA when torch sees a GPU)."""
+def load_model(name: str | os.PathLike, device: str | None, pretrained: str | None = None) -> Any:
+    """The model ``name`` on ``device`` (default: CUDA when torch sees a GPU): an mmvicreg export (a folder or Hub
+    id) or a foreign model, ``open_clip:NAME`` with ``pretrained`` weights (:mod:`mmvicreg.model.adapters`)."""
     from mmvicreg.devices import resolve_device
-    from mmvicreg.model import JointEmbedding
+    from mmvicreg.model.adapters import load_any
 
     where = resolve_device(device)  # before loading: a missing GPU is named at once
-    return JointEmbedding.from_pretrained(name).to(where)
+    return load_any(name, pretrained).to(where)
+
+
+def image_text_branches(model: Any, image: str | None, text: str | None, purpose: str) -> tuple[str, str]:
+    """``(image branch, text branch)`` from ``--image-branch`` / ``--text-branch`` (one not given: the model's first
+    of its modality); one ValueError line for a model without one of them, or a wrong name or modality."""
+    chosen = []
+    for flag, name, modality in (("--image-branch", image, "image"), ("--text-branch", text, "text")):
+        of_kind = branches_of(model, modality)
+        if name is None and not of_kind:
+            raise ValueError(f"{purpose} needs an image branch and a text branch; this model has "
+                             f"{list(model.branch_names)}, no {modality} branch")
+        name = of_kind[0] if name is None else name
+        check_branch_flag(model, flag, name, modality, f"the model's {modality} branches")
+        chosen.append(name)
+    return chosen[0], chosen[1]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str], format_help: str,
                          batch_help: str = "items per encoding batch") -> None:
     """The flags of every ``eval`` command: the model, the data ``--format`` (one of ``formats``, described by
     ``format_help``), encoding (``--batch-size``: ``batch_help``), ``--option``, ``--json``, ``--no-progress``."""
-    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/) or Hub id")
+    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/), Hub id, or "
+                                                  "open_clip:NAME (an open_clip architecture; weights: --pretrained)")
+    p.add_argument("--pretrained", help="open_clip:NAME only: an open_clip tag (needs the network) or a local "
+                                        "checkpoint file; default: random init")
     p.add_argument("--format", required=True, choices=formats, help=format_help)
     p.add_argument("--batch-size", type=int, default=256, help=batch_help)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")

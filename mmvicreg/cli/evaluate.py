@@ -19,9 +19,8 @@ from mmvicreg.choices import EVAL_CAPTION_FORMATS, RETRIEVAL_INDEXES, RETRIEVAL_
 from mmvicreg.cli.common import (
     add_common_arguments,
     add_retired_flag,
-    branches_of,
-    check_branch_flag,
     encoding,
+    image_text_branches,
     key_values,
     load_model,
     shard_section,
@@ -29,6 +28,8 @@ from mmvicreg.cli.common import (
 )
 from mmvicreg.cli.images import add_image_arguments, image_eval
 from mmvicreg.cli.linear import add_linear_arguments, run_linear
+from mmvicreg.cli.suite import add_suite_arguments, run_suite_command
+from mmvicreg.cli.zeroshot import add_zeroshot_arguments, run_zeroshot
 
 # ------------------------------------------------------------------------------------------- sources
 
@@ -78,19 +79,10 @@ def _required(args: argparse.Namespace, name: str, what: str) -> str:
 
 
 def retrieval_branches(model: Any, image: str | None, text: str | None) -> list[str] | None:
-    """``[image branch, text branch]`` from ``--image-branch`` / ``--text-branch`` (the one not given: the model's
-    first of its modality), or None when neither is given; one ValueError line for a wrong name or modality."""
+    """``[image branch, text branch]`` from ``--image-branch`` / ``--text-branch``, or None when neither is given."""
     if image is None and text is None:
         return None
-    chosen = []
-    for flag, name, modality in (("--image-branch", image, "image"), ("--text-branch", text, "text")):
-        of_kind = branches_of(model, modality)
-        if name is None and not of_kind:
-            raise ValueError(f"retrieval needs a {modality} branch; this model has {list(model.branch_names)}")
-        name = of_kind[0] if name is None else name
-        check_branch_flag(model, flag, name, modality, f"the model's {modality} branches")
-        chosen.append(name)
-    return chosen
+    return list(image_text_branches(model, image, text, "retrieval"))
 
 
 def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,7 +97,7 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     if options and args.index_kind == "exact":
         raise ValueError(f"--index-option {args.index_option} applies to a FAISS --index-kind (flat, ivf, hnsw), "
                          f"not exact")
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.pretrained)
     branches = retrieval_branches(model, args.image_branch, args.text_branch)
     source = caption_source(args)
     emb = embed_for_retrieval(model, source, branches, captions_per_image=args.captions_per_image, **encoding(args))
@@ -200,6 +192,8 @@ def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = {
     "retrieval": (add_retrieval_arguments, run_retrieval, "image–text Recall@K, medr, meanr"),
+    "suite": (add_suite_arguments, run_suite_command, "a suite of tasks and datasets against several models, one table"),
+    "zeroshot": (add_zeroshot_arguments, run_zeroshot, "zero-shot classification: images against class-name prompts"),
     "knn": (add_knn_arguments, run_knn, "weighted k-NN top-1 of frozen image features"),
     "linear-probe": (add_linear_probe_arguments, run_linear_probe, "linear probe top-1 of frozen image features"),
     "linear": (add_linear_arguments, run_linear,

@@ -68,7 +68,7 @@ def _random_init_like(model: Any) -> Any:
 
 def image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
     """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.pretrained)
     branches = args.image_branch or branches_of(model, "image")
     for b in branches:
         check_branch_flag(model, "--image-branch", b, "image", "k-NN and linear probes score image branches")
