@@ -60,7 +60,7 @@ def caption_source(args: argparse.Namespace) -> Any:
     from mmvicreg.data import build_source
     from mmvicreg.evaluation.model_level import is_captioned
 
-    source = build_source(caption_section(args), args.split or ("test" if args.format == "shapes" else "train"))
+    source = build_source(caption_section(args), args.split or ("test" if args.format in ("shapes", "scenes") else "train"))
     if not is_captioned(source):
         what = f"the shards {args.shards}" if args.format == "webdataset" else f"--format {args.format}"
         raise ValueError(f"{what} hold images without captions; retrieval needs image–caption data (shards: "
@@ -156,8 +156,8 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--captions", help="the captions file: COCO/Karpathy JSON, CSV/TSV; for hf, the dataset")
     p.add_argument("--shards", help="webdataset: the shards (a folder written by mmvicreg shards, its shards.txt or a "
                                     "brace pattern of local .tar files)")
-    p.add_argument("--split", help="split name (karpathy: train/val/test; hf: its split); default: test for shapes, "
-                                   "else train")
+    p.add_argument("--split", help="split name (karpathy: train/val/test; hf: its split); default: test for shapes "
+                                   "and scenes, else train")
     p.add_argument("--protocol", choices=RETRIEVAL_PROTOCOLS, default="5k",
                    help="5k: rank against the whole set; 1k: 5 folds of 1,000 images, averaged")
     p.add_argument("--image-branch", help="branch embedding the images (default: the model's first image branch)")

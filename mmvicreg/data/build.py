@@ -22,6 +22,7 @@ hf         ``path``, ``images`` (folder of relative image paths), ``image_column
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
+scenes     the same options as shapes; harder scenes (:mod:`.sources.scenes`)  (splits: train, val, test)
 webdataset ``shards`` (brace pattern, list, .txt file or folder; local files or URLs), ``shuffle_buffer``,
            ``on_bad_image``, ``on_bad_caption``, ``resample``, ``streaming`` (default: the train split streams,
            :mod:`mmvicreg.data.streaming`; other splits are indexed for evaluation, :mod:`.shard_index`),
@@ -42,6 +43,7 @@ from mmvicreg.data.sources import (
     DigitsSource,
     FolderImages,
     ImageSource,
+    ScenesSource,
     ShapesSource,
     coco_captions,
     csv_captions,
@@ -112,6 +114,10 @@ def _shapes(split: str, **options: Any) -> CaptionSource:
     return ShapesSource(split, **options)
 
 
+def _scenes(split: str, **options: Any) -> CaptionSource:
+    return ScenesSource(split, **options)
+
+
 def _webdataset(split: str, shards: Any, shuffle_buffer: int = 1000, on_bad_image: str = "error",
                 on_bad_caption: str = "error", streaming: bool | None = None, resample: bool = False,
                 allow_pipe: bool = False) -> Any:
@@ -139,6 +145,7 @@ _BUILDERS: dict[str, tuple[Callable[..., Any], tuple[Callable[..., Any], ...]]] 
     "folder": (_folder, (FolderImages,)),
     "digits": (_digits, (DigitsSource,)),
     "shapes": (_shapes, (ShapesSource,)),
+    "scenes": (_scenes, (ScenesSource,)),
     "webdataset": (_webdataset, ()),
 }
 FORMATS = DATA_FORMATS

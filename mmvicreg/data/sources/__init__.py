@@ -18,6 +18,7 @@ hf.py            Hugging Face datasets (``path``; relative image paths under ``i
 folder.py        an image folder (``images``; class subfolders become labels)
 digits.py        scikit-learn's bundled digits (embedded)
 shapes.py        procedural captioned scenes (embedded)
+scenes.py        harder procedural scenes: attributes, relations, one-word-apart evaluation scenes (embedded)
 ===============  =================================================================================
 """
 
@@ -35,6 +36,7 @@ from mmvicreg.data.sources.folder import FolderImages
 from mmvicreg.data.sources.hf import HFCaptionSource, HFImageSource, hf_captions, hf_images, load_hf_dataset
 from mmvicreg.data.sources.io import BadImageError, ImageTooLargeError, convert_rgb, open_image, open_image_for_eval
 from mmvicreg.data.sources.policy import BadDataPolicy
+from mmvicreg.data.sources.scenes import ScenesSource, generate_scenes
 from mmvicreg.data.sources.shapes import ShapesSource, generate_shapes
 from mmvicreg.data.sources.stores import ArrayStore, FileStore, HFColumnStore, ImageStore
 
@@ -57,10 +59,12 @@ __all__ = [
     "LabelRecords",
     "LazyImages",
     "RetrievalSet",
+    "ScenesSource",
     "ShapesSource",
     "coco_captions",
     "convert_rgb",
     "csv_captions",
+    "generate_scenes",
     "generate_shapes",
     "hf_captions",
     "hf_images",

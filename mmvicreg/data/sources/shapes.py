@@ -27,6 +27,7 @@ import logging
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -172,12 +173,25 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r:
 
 def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     """The scene as a (size, size, 3) uint8 array; positions and colour shades drawn from ``rng``."""
+    items = [(shape, colour, SIZES[s], x, y, False) for (s, colour, shape), (x, y) in
+             zip(scene.objects, _positions(scene, rng))]
+    return paint(items, size, rng)
+
+
+Item = tuple[str, str, float, float, float, bool]  # (shape, colour, radius, x, y, hollow), unit coordinates
+
+
+def paint(items: list[Item], size: int, rng: np.random.Generator) -> np.ndarray:
+    """Objects drawn on a black (size, size, 3) uint8 canvas, in order; each colour's shade varies by up to ±15
+    per channel (drawn from ``rng``). A hollow object is its shape with the inner 55 % cut out."""
     big = size * _SUPERSAMPLE
     canvas = Image.new("RGB", (big, big), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    for (s, colour, shape), (x, y) in zip(scene.objects, _positions(scene, rng)):
+    for shape, colour, r, x, y, hollow in items:
         shade = tuple(min(255, max(0, v + int(d))) for v, d in zip(COLOURS[colour], rng.integers(-15, 16, size=3)))
-        _draw_object(draw, shape, x * big, y * big, SIZES[s] * big, shade)
+        _draw_object(draw, shape, x * big, y * big, r * big, shade)
+        if hollow:
+            _draw_object(draw, shape, x * big, y * big, r * big * 0.55, BACKGROUND)
     return np.asarray(canvas.reduce(_SUPERSAMPLE))  # box average of each 4×4 block: anti-aliased edges
 
 
@@ -190,50 +204,73 @@ class ShapesData:
 
 def generate_shapes(split: str = "train", num_images: int | None = None, size: int = 64, seed: int = 0) -> ShapesData:
     """Generate a split deterministically from ``seed`` (the same arguments give identical images and captions)."""
+    return _generate(split, checked_request("shapes", split, num_images, size), int(size), int(seed))
+
+
+def checked_request(name: str, split: str, num_images: int | None, size: int) -> int:
+    """The number of scenes asked for (the split's default when None); ValueError, naming ``name``, for an unknown
+    split, fewer than one scene or a side under 8 pixels."""
     if split not in SPLITS:
-        raise ValueError(f"unknown shapes split {split!r}; known: {', '.join(SPLITS)}")
+        raise ValueError(f"unknown {name} split {split!r}; known: {', '.join(SPLITS)}")
     n = DEFAULT_SIZES[split] if num_images is None else int(num_images)
     if n < 1 or size < 8:
         raise ValueError(f"need num_images >= 1 and size >= 8; got {n} and {size}")
-    return _generate(split, n, int(size), int(seed))
+    return n
 
 
 @lru_cache(maxsize=3)  # train, val and test of one configuration
 def _generate(split: str, n: int, size: int, seed: int) -> ShapesData:
+    return generate_split(split, n, size, seed, _sample_scene, render, captions_for)
+
+
+def generate_split(split: str, n: int, size: int, seed: int, sample: Callable, draw: Callable, describe: Callable,
+                   neighbours: Callable | None = None) -> ShapesData:
+    """``n`` scenes of ``split``: ``sample(rng)`` draws a scene (anything with a ``key``), kept when
+    :func:`split_of` puts it in ``split``; ``draw(scene, size, rng)`` renders it, ``describe(scene, rng)`` gives its
+    captions. In ``val``/``test`` every key is distinct, and ``neighbours(scene, rng)`` (optional) proposes scenes
+    that follow an accepted one, each kept when it is in the same split and new (near-duplicates to tell apart)."""
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     unique = split != "train"
     seen: set[str] = set()
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     captions, keys = [], []
     tries = 0
+    queue: list = []
     while len(keys) < n:
         tries += 1
         if tries > 200 * n + 10_000:
             raise ValueError(f"could not draw {n} distinct {split} scenes; ask for fewer")
-        scene = _sample_scene(rng)
+        fresh = not queue
+        scene = sample(rng) if fresh else queue.pop()
         if split_of(scene) != split or (unique and scene.key in seen):
             continue
         seen.add(scene.key)
-        images[len(keys)] = render(scene, size, rng)
-        captions.append(captions_for(scene, rng))
+        images[len(keys)] = draw(scene, size, rng)
+        captions.append(describe(scene, rng))
         keys.append(scene.key)
+        if unique and neighbours is not None and fresh:  # a neighbour's own neighbours are not proposed
+            queue = neighbours(scene, rng)
     images.setflags(write=False)  # shared through the cache
     return ShapesData(images, captions, keys)
 
 
-def _load_or_generate(split: str, n: int | None, size: int, seed: int, cache_dir: str | Path | None) -> ShapesData:
+def load_or_generate(name: str, generate: Callable[[str, int | None, int, int], ShapesData], split: str,
+                     n: int | None, size: int, seed: int, cache_dir: str | Path | None,
+                     version: int = FORMAT_VERSION) -> ShapesData:
+    """``generate(split, n, size, seed)``, read from (or written to) ``cache_dir/<name>-v<version>-...npz`` when a
+    cache folder is given; a damaged cache file is regenerated."""
     if cache_dir is None:
-        return generate_shapes(split, n, size, seed)
+        return generate(split, n, size, seed)
     n = DEFAULT_SIZES[split] if n is None else n
-    path = Path(cache_dir) / f"shapes-v{FORMAT_VERSION}-{split}-{n}-{size}px-seed{seed}.npz"
+    path = Path(cache_dir) / f"{name}-v{version}-{split}-{n}-{size}px-seed{seed}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 return ShapesData(z["images"], meta["captions"], meta["keys"])
         except Exception as e:  # a damaged cache (a crash, a full disk) is regenerated, not trusted
-            logger.warning("shapes cache %s is unreadable (%s); regenerating it", path, e)
-    data = generate_shapes(split, n, size, seed)
+            logger.warning("%s cache %s is unreadable (%s); regenerating it", name, path, e)
+    data = generate(split, n, size, seed)
     meta = json.dumps({"captions": data.captions, "keys": data.keys})
 
     def write(tmp: Path) -> None:
@@ -249,7 +286,13 @@ class ShapesSource(CaptionSource):
 
     ``num_images`` defaults to 10,000 (train) / 1,000 (val, test); ``size`` is the image side in pixels.
     ``images`` (the (n, size, size, 3) uint8 array) and ``keys`` (each scene's content) are in sample order.
+    A subclass sets ``NAME`` (the cache files' prefix), ``GENERATE`` (``generate(split, n, size, seed)``) and
+    ``VERSION``.
     """
+
+    NAME = "shapes"
+    GENERATE = staticmethod(generate_shapes)
+    VERSION = FORMAT_VERSION
 
     def __init__(
         self,
@@ -261,9 +304,9 @@ class ShapesSource(CaptionSource):
         pairs: str = "one",
         cache_dir: str | Path | None = None,
     ) -> None:
-        data = _load_or_generate(split, num_images, size, seed, cache_dir)
+        data = load_or_generate(self.NAME, self.GENERATE, split, num_images, size, seed, cache_dir, self.VERSION)
         super().__init__(list(range(len(data.captions))), data.captions, ArrayStore(data.images, Image.fromarray),
-                         pairs=pairs, name=f"shapes:{split}")
+                         pairs=pairs, name=f"{self.NAME}:{split}")
         self.keys = [data.keys[i] for i in self.kept]
 
     @property

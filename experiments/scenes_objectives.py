@@ -1,0 +1,99 @@
+"""Experiment 5: VICReg, InfoNCE, the VSE++ hinge and Barlow Twins on the ``scenes`` benchmark, tuned alike.
+
+Same towers and trainer as ``examples/scenes.yaml`` (test_resnet + GRU, 1024-1024 expanders, batch 128, AdamW,
+``--steps`` steps); only ``loss.*`` and the learning rate change. Each objective gets the same 2×2 grid (the
+learning rate × its own main coefficient), every trial scored by rsum on the **val** split; the best trial of each
+is then trained with seeds 0, 1 and 2 and scored once on the **test** split. Every stage is an ordinary
+``mmvicreg sweep`` (its folder holds each trial's run directory and ``sweep.md``), so a killed experiment started
+again skips what finished. Writes ``<out>/summary.md`` (the tables of docs/RESULTS.md §5).
+
+    python experiments/scenes_objectives.py [--steps 300] [--out runs/sweeps/scenes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import ROOT, mean_std
+
+CONFIG = "examples/scenes.yaml"
+LRS = "train.optimizer.lr=0.004,0.006"
+COEFFICIENTS = {  # each objective's own main coefficient: two values, the library default among them
+    "vicreg": "loss.variance_weight=25,100",
+    "infonce": "loss.temperature=0.03,0.07",
+    "triplet": "loss.margin=0.1,0.2",
+    "barlow": "loss.barlow_lambda=0.0051,0.02",
+}
+QUICKSTART = {"train.optimizer.lr": 0.004, "loss.variance_weight": 100}  # the quickstart's tuned settings
+KEYS = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum"]
+
+
+def sweep(args: list[str]) -> str:
+    """Run ``mmvicreg sweep`` with ``args``; the command as a reader would type it."""
+    subprocess.run([sys.executable, "-m", "mmvicreg", "sweep", *args], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return "mmvicreg sweep " + " ".join(args)
+
+
+def best_values(folder: Path) -> dict[str, str]:
+    """The swept values of the trial with the highest rsum in ``folder/sweep.csv`` (ties: the lower trial)."""
+    with open(folder / "sweep.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["rsum"]]
+    best = max(rows, key=lambda r: (float(r["rsum"]), -int(r["trial"])))
+    return {k: v for k, v in best.items() if k not in ("trial", "rsum", "step", "samples_per_s")}
+
+
+def test_row(label: str, folder: Path) -> str:
+    """A markdown row: mean ± std over the seeds (trial folders) of ``folder`` for each of :data:`KEYS`."""
+    results = [json.loads(p.read_text()) for p in sorted(folder.glob("trial_*/eval.json"))]
+    return f"| {label} | " + " | ".join(mean_std([r[k] for r in results]) for k in KEYS) + " |"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--out", default="runs/sweeps/scenes")
+    args = p.parse_args()
+    out, steps = Path(args.out), f"train.max_steps={args.steps}"
+    parts = [f"Validation selection (rsum on the val split, {args.steps} steps, seed 0):"]
+    best = {}
+    for name, coefficient in COEFFICIENTS.items():
+        folder = out / f"{name}_val"
+        command = sweep([CONFIG, f"loss.name={name}", steps, "--jobs", "2", "--out", str(folder),
+                         "--grid", LRS, "--grid", coefficient])
+        best[name] = best_values(ROOT / folder)
+        parts.append(f"**{name}**: `{command}`\n\n{(ROOT / folder / 'sweep.md').read_text()}")
+    finals = {name: [f"{k}={v}" for k, v in values.items()] for name, values in best.items()}
+    if {k: float(v) for k, v in best["vicreg"].items()} != QUICKSTART:
+        finals["vicreg_quickstart"] = [f"{k}={v}" for k, v in QUICKSTART.items()]
+
+    def final(item: tuple[str, list[str]]) -> str:
+        name, values = item
+        objective = name.split("_")[0]
+        return sweep([CONFIG, f"loss.name={objective}", steps, *values, "data.eval.split=test", "--jobs", "1",
+                      "--out", str(out / f"{name}_test"), "--grid", "train.seed=0,1,2"])
+
+    with ThreadPoolExecutor(2) as pool:  # two single-process sweeps at a time: one trial per core
+        commands = list(pool.map(final, finals.items()))
+    header = "| objective (selected settings) | " + " | ".join(k.replace("_", " ") for k in KEYS) + " |"
+    rows = [test_row(f"{name} ({', '.join(values)})", ROOT / out / f"{name}_test") for name, values in finals.items()]
+    parts.append("Test, read once (seeds 0, 1, 2; mean ± std):\n\n" + "\n".join(f"`{c}`" for c in commands)
+                 + "\n\n" + header + "\n|" + "---|" * (len(KEYS) + 1) + "\n" + "\n".join(rows))
+    quick = "vicreg_quickstart" if "vicreg_quickstart" in finals else "vicreg"
+    r1 = [json.loads(p.read_text())["i2t_R@1"] for p in sorted((ROOT / out / f"{quick}_test").glob("trial_*/eval.json"))]
+    parts.append(f"Quickstart settings (VICReg, lr 0.004, μ 100), test i2t R@1 per seed: {r1} "
+                 f"(mean {statistics.mean(r1):.1f})")
+    text = "\n\n".join(parts) + "\n"
+    (ROOT / out / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
