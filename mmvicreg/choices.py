@@ -32,11 +32,11 @@ VCREG_FORMS = ("vicreg", "paper")  # loss.vcreg_form: VICReg's normalisation, or
 
 # data
 CAPTION_FORMATS = ("coco", "karpathy", "csv", "hf", "shapes", "scenes")
-IMAGE_FORMATS = ("folder", "digits", "hf")
+IMAGE_FORMATS = ("folder", "digits", "hf", "shape_objects")
 # what the eval commands read: the formats above and local webdataset shards (indexed by their tar headers)
 EVAL_CAPTION_FORMATS = (*CAPTION_FORMATS, "webdataset")  # mmvicreg eval retrieval
 EVAL_IMAGE_FORMATS = (*IMAGE_FORMATS, "webdataset")  # mmvicreg eval knn, linear-probe, linear
-DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "scenes", "webdataset")
+DATA_FORMATS = ("coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "scenes", "shape_objects", "webdataset")
 SHARD_LAYOUTS = ("pair", "image")  # mmvicreg shards --per: a sample per image–caption pair, or per image
 BAD_DATA_POLICIES = ("error", "skip")  # on_bad_image, on_bad_caption
 PAIRS_MODES = ("one", "all")

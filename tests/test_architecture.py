@@ -40,6 +40,7 @@ ALLOWED = {
     "evaluation": LEAVES | {"evaluation.metrics", "data"},
     "train": LEAVES | {"objective", "encoders", "data", "model", "evaluation", "evaluation.metrics"},
     "cli": LEAVES | {"objective", "encoders", "data", "model", "evaluation", "evaluation.metrics", "train"},
+    "interop": LEAVES | {"model", "data", "evaluation", "evaluation.metrics"},  # other tools' loader conventions
     "__init__": LEAVES | {"objective", "model", "data"},  # the public names (data: mmvicreg.encode)
     "__main__": {"cli"},
 }

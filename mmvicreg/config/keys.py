@@ -202,6 +202,7 @@ DATA_FORMAT_KEYS: dict[str, tuple[str, ...]] = {
     "digits": ("split", "size", "test_fraction", "seed", "labels"),
     "shapes": ("split", "num_images", "size", "seed", "pairs", "cache_dir"),
     "scenes": ("split", "num_images", "size", "seed", "pairs", "cache_dir"),
+    "shape_objects": ("split", "num_images", "size", "seed"),
     "webdataset": ("split", "shards", "shuffle_buffer", "on_bad_image", "on_bad_caption", "streaming", "resample",
                    "allow_pipe"),
 }

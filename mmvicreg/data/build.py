@@ -23,6 +23,8 @@ folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
 scenes     the same options as shapes; harder scenes (:mod:`.sources.scenes`)  (splits: train, val, test)
+shape_objects ``num_images``, ``size``, ``seed``: shapes' 48 objects as labelled images, named for zero-shot
+           (:mod:`.sources.shape_objects`)  (splits: train, val, test)
 webdataset ``shards`` (brace pattern, list, .txt file or folder; local files or URLs), ``shuffle_buffer``,
            ``on_bad_image``, ``on_bad_caption``, ``resample``, ``streaming`` (default: the train split streams,
            :mod:`mmvicreg.data.streaming`; other splits are indexed for evaluation, :mod:`.shard_index`),
@@ -44,6 +46,7 @@ from mmvicreg.data.sources import (
     FolderImages,
     ImageSource,
     ScenesSource,
+    ShapeObjectsSource,
     ShapesSource,
     coco_captions,
     csv_captions,
@@ -118,6 +121,10 @@ def _scenes(split: str, **options: Any) -> CaptionSource:
     return ScenesSource(split, **options)
 
 
+def _shape_objects(split: str, **options: Any) -> ImageSource:
+    return ShapeObjectsSource(split, **options)
+
+
 def _webdataset(split: str, shards: Any, shuffle_buffer: int = 1000, on_bad_image: str = "error",
                 on_bad_caption: str = "error", streaming: bool | None = None, resample: bool = False,
                 allow_pipe: bool = False) -> Any:
@@ -146,6 +153,7 @@ _BUILDERS: dict[str, tuple[Callable[..., Any], tuple[Callable[..., Any], ...]]] 
     "digits": (_digits, (DigitsSource,)),
     "shapes": (_shapes, (ShapesSource,)),
     "scenes": (_scenes, (ScenesSource,)),
+    "shape_objects": (_shape_objects, (ShapeObjectsSource,)),
     "webdataset": (_webdataset, ()),
 }
 FORMATS = DATA_FORMATS

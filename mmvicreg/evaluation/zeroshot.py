@@ -77,10 +77,10 @@ def zeroshot_scores(images: torch.Tensor, classes: torch.Tensor, labels: np.ndar
     ranked = logits.topk(min(max(TOP_KS), n_classes), dim=1).indices
     out: dict[str, float] = {}
     for k in TOP_KS:
-        hit = (ranked[:, :k] == y[:, None]).any(dim=1).float()
+        hit = (ranked[:, :k] == y[:, None]).any(dim=1).double()
         out[f"top{k}"] = 100.0 * hit.mean().item()
         out[f"chance_top{k}"] = 100.0 * min(k, n_classes) / n_classes
-    correct = (ranked[:, 0] == y).float()
+    correct = (ranked[:, 0] == y).double()
     present = torch.unique(y)
     out["mean_per_class_recall"] = 100.0 * torch.stack([correct[y == c].mean() for c in present]).mean().item()
     return out

@@ -19,6 +19,7 @@ folder.py        an image folder (``images``; class subfolders become labels)
 digits.py        scikit-learn's bundled digits (embedded)
 shapes.py        procedural captioned scenes (embedded)
 scenes.py        harder procedural scenes: attributes, relations, one-word-apart evaluation scenes (embedded)
+shape_objects.py the shapes objects as labelled images, named for zero-shot (embedded)
 ===============  =================================================================================
 """
 
@@ -37,6 +38,7 @@ from mmvicreg.data.sources.hf import HFCaptionSource, HFImageSource, hf_captions
 from mmvicreg.data.sources.io import BadImageError, ImageTooLargeError, convert_rgb, open_image, open_image_for_eval
 from mmvicreg.data.sources.policy import BadDataPolicy
 from mmvicreg.data.sources.scenes import ScenesSource, generate_scenes
+from mmvicreg.data.sources.shape_objects import ShapeObjectsSource
 from mmvicreg.data.sources.shapes import ShapesSource, generate_shapes
 from mmvicreg.data.sources.stores import ArrayStore, FileStore, HFColumnStore, ImageStore
 
@@ -60,6 +62,7 @@ __all__ = [
     "LazyImages",
     "RetrievalSet",
     "ScenesSource",
+    "ShapeObjectsSource",
     "ShapesSource",
     "coco_captions",
     "convert_rgb",
