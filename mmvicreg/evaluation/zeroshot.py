@@ -105,6 +105,10 @@ def evaluate_zeroshot(
                          "per line, in label order)")
     classes = class_embeddings(model, text_branch, names, templates, **encoding)
     images, labels = image_features(model, image_branch, source, "embedding", **encoding)
+    if images.shape[1] != classes.shape[1]:
+        raise ValueError(f"branch {image_branch!r} embeds images in {images.shape[1]} dimensions but {text_branch!r} "
+                         f"embeds text in {classes.shape[1]}; zero-shot compares the two: choose branches trained "
+                         f"together (--image-branch, --text-branch)")
     scores = zeroshot_scores(images, classes, labels)
     return {"image_branch": image_branch, "text_branch": text_branch, "classes": len(names),
             "templates": len(templates), "images": int(labels.size), **scores}

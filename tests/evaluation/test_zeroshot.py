@@ -124,3 +124,23 @@ def test_zeroshot_command_line_errors(tmp_path, tiny_clip, capsys):
     assert code != 0 and "needs exactly one {}" in capsys.readouterr().err
     code = main(["eval", "zeroshot", "--model", ref, "--format", "shape_objects", "--classnames", str(tmp_path / "x")])
     assert code != 0 and "does not exist" in capsys.readouterr().err
+
+
+def test_a_model_without_a_text_branch_or_with_unequal_dims_is_one_line():
+    from mmvicreg.cli.common import image_text_branches
+    from mmvicreg.model import JointEmbedding
+
+    images_only = JointEmbedding.from_config({"a": {"encoder": "test_resnet", "expander": "8"},
+                                              "b": {"encoder": "test_resnet", "expander": "8"}})
+    with pytest.raises(ValueError, match=r"zero-shot needs an image branch and a text branch; this model has "
+                                         r"\['a', 'b'\], no text branch"):
+        image_text_branches(images_only, None, None, "zero-shot")
+    unequal = JointEmbedding.from_config({"image": {"encoder": "test_resnet", "expander": "8"},
+                                          "caption": {"encoder": {"name": "gru", "word_dim": 8, "hidden_dim": 8},
+                                                      "expander": "6"}}, captions=["a red circle"])
+    source = build_source(OBJECTS_SMALL, "test")
+    with pytest.raises(ValueError, match="embeds images in 8 dimensions but 'caption' embeds text in 6"):
+        evaluate_zeroshot(unequal, source, "image", "caption", templates=["a {}"], batch_size=16)
+
+
+OBJECTS_SMALL = {"format": "shape_objects", "num_images": 48, "size": 16}
