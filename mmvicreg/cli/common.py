@@ -119,8 +119,8 @@ def add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str], for
                          batch_help: str = "items per encoding batch") -> None:
     """The flags of every ``eval`` command: the model, the data ``--format`` (one of ``formats``, described by
     ``format_help``), encoding (``--batch-size``: ``batch_help``), ``--option``, ``--json``, ``--no-progress``."""
-    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/), Hub id, or "
-                                                  "open_clip:NAME (an open_clip architecture; weights: --pretrained)")
+    p.add_argument("--model", required=True, help="directory written by save_pretrained (a run's model/), Hub id, "
+                                                  "open_clip:NAME (weights: --pretrained) or hf_clip:FOLDER_OR_ID")
     p.add_argument("--pretrained", help="open_clip:NAME only: an open_clip tag (needs the network) or a local "
                                         "checkpoint file; default: random init")
     p.add_argument("--format", required=True, choices=formats, help=format_help)

@@ -7,7 +7,9 @@ Names:
   * ``gru``: the VSE++ GRU over a word vocabulary learned from the training captions;
   * ``hf``: a Hugging Face transformers text encoder from ``config`` (random init) or ``pretrained`` (a local
     folder or a Hub id);
-  * ``open_clip_text:<model>``: an open_clip text transformer with open_clip's tokenizer for that model.
+  * ``open_clip_text:<model>``: an open_clip text transformer with open_clip's tokenizer for that model;
+  * ``hf_clip`` / ``hf_clip_text``: the image / text tower of a Hugging Face CLIP-style model (``pretrained``: a
+    folder or Hub id), with its image processor's settings / its tokenizer (:mod:`.hf_clip`).
 
 Every kind takes ``pretrained`` with one meaning (:mod:`mmvicreg.encoders.weights`): false (random init, the
 default, no network), a name the library knows (timm ``true`` or tag, open_clip tag, Hub id: the only values
@@ -32,6 +34,7 @@ from typing import Any
 from mmvicreg.choices import did_you_mean
 from mmvicreg.config import EncoderSpec, register_encoder_check
 from mmvicreg.encoders.base import Encoder
+from mmvicreg.encoders.hf_clip import HFCLIPImageEncoder, HFCLIPTextEncoder
 from mmvicreg.encoders.image import OpenCLIPImageEncoder, TimmImageEncoder
 from mmvicreg.encoders.text import GRUTextEncoder, HFTextEncoder, OpenCLIPTextEncoder
 from mmvicreg.encoders.text_tokenizers import (
@@ -44,7 +47,7 @@ from mmvicreg.encoders.text_tokenizers import (
 )
 from mmvicreg.encoders.weights import PretrainedUnavailable
 
-OWN_NAMES = ("gru", "hf", "open_clip:<model>", "open_clip_text:<model>")
+OWN_NAMES = ("gru", "hf", "open_clip:<model>", "open_clip_text:<model>", "hf_clip", "hf_clip_text")
 EXAMPLE_TIMM = ("resnet18", "resnet50", "resnet152", "vit_tiny_patch16_224", "vit_small_patch16_224", "test_resnet")
 
 __all__ = [
@@ -100,6 +103,8 @@ def encoder_class(spec: Spec) -> type[Encoder]:
         return GRUTextEncoder
     if name == "hf":
         return HFTextEncoder
+    if name in ("hf_clip", "hf_clip_text"):
+        return HFCLIPTextEncoder if name == "hf_clip_text" else HFCLIPImageEncoder
     if name.startswith(("open_clip:", "open_clip_text:")):
         import open_clip
 
@@ -207,6 +212,16 @@ def build_encoder(
                 else:
                     tokenizer = wordpiece_tokenizer(captions or [], **tok_opts)
             return HFTextEncoder(tokenizer, **options)  # type: ignore[arg-type]
+        if cls is HFCLIPTextEncoder:
+            options, tok_opts = _split_text_options(cls, options)
+            if tokenizer is None:
+                if not options.get("pretrained"):
+                    raise ValueError("an hf_clip_text encoder from a `config` has no tokenizer: give `pretrained` "
+                                     "(the folder or Hub id whose tokenizer it uses)")
+                tokenizer = hf_tokenizer(options["pretrained"], tok_opts.get("max_length"))
+            return HFCLIPTextEncoder(tokenizer, **options)  # type: ignore[arg-type]
+        if cls is HFCLIPImageEncoder:
+            return HFCLIPImageEncoder(**options)
         if cls is OpenCLIPTextEncoder:
             return OpenCLIPTextEncoder(name.split(":", 1)[1], tokenizer=tokenizer, **options)  # type: ignore[arg-type]
         if cls is OpenCLIPImageEncoder:

