@@ -39,7 +39,8 @@ ALLOWED = {
     "evaluation.metrics": LEAVES,
     "evaluation": LEAVES | {"evaluation.metrics", "data"},
     "train": LEAVES | {"objective", "encoders", "data", "model", "evaluation", "evaluation.metrics"},
-    "cli": LEAVES | {"objective", "encoders", "data", "model", "evaluation", "evaluation.metrics", "train"},
+    "serve": LEAVES | {"evaluation", "evaluation.metrics", "data"},  # the search service over a loaded index
+    "cli": LEAVES | {"objective", "encoders", "data", "model", "evaluation", "evaluation.metrics", "train", "serve"},
     "interop": LEAVES | {"model", "data", "evaluation", "evaluation.metrics"},  # other tools' loader conventions
     "__init__": LEAVES | {"objective", "model", "data"},  # the public names (data: mmvicreg.encode)
     "__main__": {"cli"},

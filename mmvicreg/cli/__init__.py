@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmvicreg.cli.evaluate import COMMANDS
     from mmvicreg.cli.hub import add_push_command
     from mmvicreg.cli.index import add_index_commands
+    from mmvicreg.cli.serve import add_serve_command
     from mmvicreg.cli.shards import add_shards_command
     from mmvicreg.cli.sweep import add_sweep_command
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(commands.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter))
     add_push_command(sub)
     add_index_commands(sub)
+    add_serve_command(sub)
     add_shards_command(sub)
     add_sweep_command(sub)
     add_env_command(sub)
@@ -93,7 +95,7 @@ def _unknown_flags(command: str, extra: list[str], argv: Sequence[str]) -> str:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         return run_train(args.config, args.overrides, args.print_config)
-    if args.command in ("push", "index", "search", "shards", "sweep", "env"):
+    if args.command != "eval":  # every other command's parser sets its `run`
         return args.run(args)
     from mmvicreg.cli.evaluate import COMMANDS
 

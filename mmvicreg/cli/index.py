@@ -69,6 +69,24 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_model(index: Any, model: str | None, device: str | None) -> Any:
+    """The model that built ``index``: ``model`` (a moved copy, or a Hub id to fetch) or the one its meta.json
+    records, which must be a local folder (an index never fetches a model by itself); its fingerprint is checked."""
+    name = model or index.model_ref
+    if name is None:
+        raise ValueError(f"index {index.directory} does not record its model; pass --model (the model that built it)")
+    if model is None and os.path.isabs(name) and not os.path.exists(name):
+        raise FileNotFoundError(f"index {index.directory} was built with model {name}, which is no longer there; "
+                                f"pass --model with that model's new location")
+    if model is None and not os.path.isdir(name):  # an index someone shared must not make us download
+        raise ValueError(f"index {index.directory} names the model {name!r}, which is not a local folder; an index "
+                         f"never fetches a model by itself: pass --model {name} to download it from the Hub, or "
+                         f"--model with a local copy")
+    folder, ref = _resolve_model(name)
+    index.check_model(ref["ref"], ref["fingerprint"])
+    return load_model(folder, device)
+
+
 def run_search(args: argparse.Namespace) -> int:
     """Embed ``--text`` or ``--image``, print the top ``-k`` items of ``--index`` and write them to ``--json``."""
     from mmvicreg.evaluation.search_index import SearchIndex, read_query_image
@@ -77,19 +95,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError("a query is a text or an image: pass exactly one of --text TEXT / --image PATH")
     index = SearchIndex.load(args.index)
     image = read_query_image(args.image) if args.image is not None else None  # before the model: fail fast
-    name = args.model or index.model_ref
-    if name is None:
-        raise ValueError(f"index {args.index} does not record its model; pass --model (the model that built it)")
-    if args.model is None and os.path.isabs(name) and not os.path.exists(name):
-        raise FileNotFoundError(f"index {args.index} was built with model {name}, which is no longer there; "
-                                f"pass --model with that model's new location")
-    if args.model is None and not os.path.isdir(name):  # an index someone shared must not make us download
-        raise ValueError(f"index {args.index} names the model {name!r}, which is not a local folder; an index never "
-                         f"fetches a model by itself: pass --model {name} to download it from the Hub, or --model "
-                         f"with a local copy")
-    folder, ref = _resolve_model(name)
-    index.check_model(ref["ref"], ref["fingerprint"])
-    model = load_model(folder, args.device)
+    model = index_model(index, args.model, args.device)
     hits = index.query(model, text=args.text, image=image, k=args.k, **_encode_options(args))
     query = repr(args.text) if args.text is not None else args.image
     print(f"top {len(hits)} of {index.meta['count']} items for {query} "

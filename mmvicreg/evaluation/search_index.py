@@ -364,9 +364,9 @@ class SearchIndex:
 
     def search_vector(self, z: np.ndarray, k: int = 10) -> list[dict[str, Any]]:
         """The ``k`` items nearest the L2-normalised vector ``z`` (d,), best first (approximate indexes may give
-        fewer)."""
+        fewer): ``[{rank, score, row (the item's row in the index), id, kind, text?}]``."""
         if self.device == "gpu" and k > GPU_MAX_K:
             raise ValueError(f"k = {k} is over FAISS's limit of {GPU_MAX_K} results on a GPU; ask for fewer")
         scores, ids = search(self.index, np.ascontiguousarray(z[None], dtype=np.float32), k)
         hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-        return [{"rank": r, "score": s, **self.items[i]} for r, (s, i) in enumerate(hits, 1)]
+        return [{"rank": r, "score": s, "row": i, **self.items[i]} for r, (s, i) in enumerate(hits, 1)]

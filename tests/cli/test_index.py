@@ -92,8 +92,8 @@ def test_caption_query_writes_top_10_json(setup, tmp_path, capsys):
                  "--json", str(out)]) == 0
     hits = json.loads(out.read_text())
     assert [h["rank"] for h in hits] == list(range(1, 11))
-    assert hits[0] == {"rank": 1, "score": pytest.approx(1, abs=1e-5), "id": "line 6", "kind": "caption",
-                       "text": "a dog on the grass"}
+    assert hits[0] == {"rank": 1, "score": pytest.approx(1, abs=1e-5), "row": N_IMAGES + 5, "id": "line 6",
+                       "kind": "caption", "text": "a dog on the grass"}  # rows: the images, then the captions
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
     files = [h["id"] for h in hits if h["kind"] == "image"]
