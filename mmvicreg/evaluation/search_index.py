@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -37,86 +37,25 @@ from typing import Any
 import numpy as np
 
 from mmvicreg.data.encoding import encode
+from mmvicreg.evaluation.search_inputs import (  # noqa: F401 - QUERY_SHORT_SIDE: part of this module's interface
+    IMAGE_SUFFIXES,
+    QUERY_SHORT_SIDE,
+    ImageFiles,
+    list_images,
+    read_captions,
+    read_query_image,
+)
 from mmvicreg.evaluation.index_folder import INDEX_FILE, META_FILE, read_items, refusal, write_folder
+from mmvicreg.evaluation.metrics.ann_recall import ExactNeighbours, choose_kind, tune_recall
 from mmvicreg.evaluation.metrics.search import new_index, on_faiss_device, read_index, search
 
-__all__ = ["IMAGE_SUFFIXES", "SearchIndex", "build_search_index", "list_images", "model_fingerprint", "read_captions",
-           "read_query_image"]
+__all__ = ["IMAGE_SUFFIXES", "SearchIndex", "build_search_index", "index_rows", "list_images", "model_fingerprint",
+           "read_captions", "read_query_image"]
 
 FORMAT_VERSION = 2  # 2: meta.json records items_sha256
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 EXPORT_FILES = ("config.json", "model.safetensors")  # an export's architecture and weights (mmvicreg.model.io)
 GPU_MAX_K = 2048  # FAISS's GPU indexes return at most this many neighbours per query
 BUILD_HINT = "mmvicreg index build --model MODEL --images FOLDER --out {out}"
-
-
-# ------------------------------------------------------------------------------------------- inputs
-
-
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Paths (POSIX, relative to ``folder``, sorted) of every image file under ``folder``, recursively."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} is not a directory; pass --images a folder of images")
-    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not found:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}; pass --images a folder of images")
-    return found
-
-
-def read_captions(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``[("line N", caption), ...]`` of a text file with one caption per line (1-based N; blank lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"caption file {path} does not exist; pass --captions a .txt file, one caption a line")
-    out = [(f"line {i}", line.strip()) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-    if not out:
-        raise ValueError(f"{path} holds no captions; write one caption per line")
-    return out
-
-
-class ImageFiles(Sequence):
-    """Images decoded on access from a list of files (a slice is another lazy view); picklable for workers."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = list(paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return ImageFiles(self.paths[i])
-        from mmvicreg.data.sources.io import open_image
-
-        return open_image(self.paths[i])
-
-
-QUERY_SHORT_SIDE = 1024  # a query is decoded reduced to this (>= 4x any usual eval resize): huge photos stay small
-
-
-def read_query_image(path: str | os.PathLike) -> Any:
-    """The image file ``path`` decoded as RGB for a query, at a reduced scale when it is large
-    (:func:`mmvicreg.data.open_image_for_eval`, shorter side :data:`QUERY_SHORT_SIDE`); one ``ValueError`` line
-    naming the file and the cause when it cannot be decoded (not an image, truncated, or over Pillow's
-    decompression-bomb limit, ``PIL.Image.MAX_IMAGE_PIXELS``), ``FileNotFoundError`` when there is no such file."""
-    from PIL import Image
-
-    from mmvicreg.data import open_image_for_eval
-    from mmvicreg.data.sources.io import ImageTooLargeError
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"query image {path} does not exist; pass --image an image file")
-    try:
-        return open_image_for_eval(path, QUERY_SHORT_SIDE)
-    except ImageTooLargeError as e:
-        raise ValueError(f"query image {path} is too large to decode ({e.pixels} pixels, over twice Pillow's limit "
-                         f"of {Image.MAX_IMAGE_PIXELS}, PIL.Image.MAX_IMAGE_PIXELS); pass a smaller copy of the "
-                         f"image") from None
-    except ValueError as e:  # BadImageError: "cannot decode image PATH (cause); fix"
-        cause = str(e).rsplit("; ", 1)[0].replace("cannot decode image", "cannot decode query image", 1)
-        raise ValueError(f"{cause}; pass --image a {', '.join(s[1:] for s in IMAGE_SUFFIXES)} file") from None
 
 
 def model_fingerprint(folder: str | os.PathLike) -> str:
@@ -208,7 +147,7 @@ def build_search_index(
     *,
     images: str | os.PathLike | None = None,
     captions: str | os.PathLike | None = None,
-    kind: str = "flat",
+    kind: str = "auto",
     options: Mapping[str, Any] | None = None,
     image_branch: str | None = None,
     text_branch: str | None = None,
@@ -222,8 +161,11 @@ def build_search_index(
     """Embed the images under ``images`` and/or the lines of ``captions`` and save a search index in ``out_dir``.
 
     ``kind`` / ``options``: the FAISS index (``"flat"``, ``"hnsw"``, ``"ivf"``; see
-    :func:`~mmvicreg.evaluation.metrics.search.new_index`). ``model_ref`` (``{"ref", "fingerprint"}``) is what
-    :meth:`SearchIndex.load` callers check a query model against. ``batch_size`` and ``encode_options``
+    :func:`~mmvicreg.evaluation.metrics.search.new_index`), or ``"auto"``: chosen from the number of items
+    (:func:`~mmvicreg.evaluation.metrics.ann_recall.choose_kind`). An approximate index's recall@10 against exact
+    search is measured on a sample as it is built, its breadth raised to reach 0.95
+    (:func:`~mmvicreg.evaluation.metrics.ann_recall.tune_recall`), and recorded in ``meta["recall"]``.
+    ``model_ref`` (``{"ref", "fingerprint"}``) is what :meth:`SearchIndex.load` callers check a query model against. ``batch_size`` and ``encode_options``
     (``device``, ``precision``, ``workers``) go to :func:`mmvicreg.encode`, called once per ``chunk_size`` items.
     ``out_dir`` is replaced whole when it is a search index (by content: an index's files only); any other
     non-empty folder is refused (``FileExistsError`` naming what else it holds) and nothing in it is deleted.
@@ -234,7 +176,7 @@ def build_search_index(
         raise ValueError(f"chunk_size and train_size must be positive, got {chunk_size} and {train_size}")
     out = Path(out_dir)
     problem = refusal(out)
-    if problem is not None:
+    if problem is not None:  # before any encoding
         raise FileExistsError(problem)
     parts, rows = [], []  # (kind, branch, items to encode), item records
     if images is not None:
@@ -247,26 +189,57 @@ def build_search_index(
         lines = read_captions(captions)
         parts.append(("caption", branch, [text for _, text in lines]))
         rows += [{"id": i, "kind": "caption", "text": text} for i, text in lines]
+    chunks = (z for _, branch, items in parts
+              for z in _chunks(model, branch, items, chunk_size, batch_size, encode_options))
+    described = {"model": dict(model_ref or {"ref": None, "fingerprint": None}),
+                 "branches": {k: b for k, b, _ in parts},
+                 "sources": {"images": _absolute(images), "captions": _absolute(captions)}}
+    return index_rows(out, chunks, rows, described, kind=kind, options=options, train_size=train_size,
+                      progress=progress)
+
+
+def index_rows(
+    out_dir: str | os.PathLike, chunks: Iterable[np.ndarray], rows: list[dict[str, Any]], described: dict[str, Any],
+    *, kind: str = "auto", options: Mapping[str, Any] | None = None, train_size: int = 50_000,
+    progress: bool = False,
+) -> SearchIndex:
+    """Write the index folder of ``chunks`` (L2-normalised (m, d) float32 rows, in the order of ``rows``, the item
+    records): what :func:`build_search_index` does after encoding, for embeddings made elsewhere. ``described``
+    gives meta.json's ``model``, ``branches`` and ``sources``. ``kind`` ``"auto"`` is chosen from ``len(rows)``;
+    an approximate index's recall@10 is measured and tuned while the rows stream past (one chunk in memory)."""
+    out = Path(out_dir)
+    problem = refusal(out)
+    if problem is not None:
+        raise FileExistsError(problem)
+    kind = choose_kind(len(rows)) if kind == "auto" else kind
     filler = _Filler(kind, options, min(len(rows), train_size))
+    neighbours = ExactNeighbours() if kind != "flat" else None
     new_index(1, kind, options, filler.train_rows)  # a bad kind or option fails here, before any encoding
     bar = _progress(len(rows), progress)
-    for _, branch, items in parts:
-        for z in _chunks(model, branch, items, chunk_size, batch_size, encode_options):
-            filler.add(z)
-            bar.update(len(z))
+    for z in chunks:
+        filler.add(z)
+        if neighbours is not None:
+            neighbours.update(z)
+        bar.update(len(z))
     bar.close()
     index = filler.finish()
+    if index is None or index.ntotal != len(rows):
+        raise ValueError(f"{0 if index is None else index.ntotal} vectors for {len(rows)} items: one row per item")
+    recall = tune_recall(index, kind, neighbours) if neighbours is not None else {"recall_at_10": 1.0, "exact": True}
+    options = {**dict(options or {}), **{k: v for k, v in recall.items() if k in ("nprobe", "ef_search")}}
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
     meta = {
         "format_version": FORMAT_VERSION,
         "mmvicreg_version": _version(),
-        "model": dict(model_ref or {"ref": None, "fingerprint": None}),
-        "branches": {k: b for k, b, _ in parts},
+        "model": described["model"],
+        "branches": described["branches"],
         "dim": int(index.d),
         "index": kind,
-        "index_options": dict(options or {}),
+        "index_options": options,
+        "recall": recall,
         "count": len(rows),
-        "counts": {k: sum(r["kind"] == k for r in rows) for k, _, _ in parts},
-        "sources": {"images": _absolute(images), "captions": _absolute(captions)},
+        "counts": {k: sum(r["kind"] == k for r in rows) for k in kinds},
+        "sources": described["sources"],
     }
     return SearchIndex(out, index, rows, write_folder(out, index, rows, meta), "cpu")
 

@@ -132,7 +132,7 @@ def test_query_returns_ranked_hits(model, data, tmp_path):
     index = build_search_index(model, tmp_path / "idx", images=images, captions=captions, model_ref=REF)
     hits = index.query(model, text="a dog on the grass", k=46)
     assert [h["rank"] for h in hits] == list(range(1, 47))
-    assert hits[0] == {"rank": 1, "score": pytest.approx(1, abs=1e-5), "id": "line 8", "kind": "caption",
+    assert hits[0] == {"rank": 1, "score": pytest.approx(1, abs=1e-5), "row": 45, "id": "line 8", "kind": "caption",
                        "text": "a dog on the grass"}
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
