@@ -113,7 +113,7 @@ def run_retrieval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _plot_recall_curve(plt: Any, curve: dict[str, Any], path: str) -> None:
-    from mmvicreg.files import atomic_write
+    from mmvicreg.train.rundir import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for key, label in (("i2t", "image→text"), ("t2i", "text→image")):
@@ -121,10 +121,7 @@ def _plot_recall_curve(plt: Any, curve: dict[str, Any], path: str) -> None:
     ax.set_xlabel("K")
     ax.set_ylabel("R@K (%)")
     ax.set_xscale("log")
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------- k-NN / probe

@@ -56,8 +56,7 @@ def _first_image(model: Any) -> str:
 
 
 def _plot(suite: Any, results: dict[str, Any], path: Path) -> None:
-    from mmvicreg.files import atomic_write
-    from mmvicreg.train.rundir import pyplot
+    from mmvicreg.train.rundir import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(suite.tasks), 3.5))
@@ -68,10 +67,7 @@ def _plot(suite: Any, results: dict[str, Any], path: Path) -> None:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(suite.tasks))], [t.name for t in suite.tasks],
                   rotation=20, ha="right")
     ax.set_ylabel("headline (rsum or top-1 %)")
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def run_suite_command(args: argparse.Namespace) -> dict[str, Any]:

@@ -166,6 +166,17 @@ def pyplot() -> Any:
     return import_extra("matplotlib.pyplot", "plot", "plotting needs matplotlib")
 
 
+def save_figure(plt: Any, fig: Any, path: str | Path) -> None:
+    """Lay out ``fig`` (with its legend), write it to ``path`` as a PNG atomically, and close it."""
+    from mmvicreg.files import atomic_write
+
+    for ax in fig.axes:
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
 def optional_pyplot(what: str) -> Any | None:
     """``pyplot()`` for a plot that is a by-product (a run's curves, a sweep's panel): without matplotlib, None
     and one line on stderr, once per process, saying ``what`` is left out and how to get it."""

@@ -37,12 +37,17 @@ def test_a_model_without_blocks_is_one_line():
         resolve_layers(torch.nn.Linear(3, 3), ["blocks"])
 
 
-def _first_loss(tmp_path, name, loss):
-    tree = tiny_config(tmp_path / name, max_steps=1)
+def run_tiny(tmp_path, name, loss, max_steps):
+    """The tiny run (no eval) with ``loss`` for ``max_steps``, from the command line, into ``tmp_path/name``."""
+    tree = tiny_config(tmp_path / name, max_steps=max_steps)
     tree["loss"] = loss
     tree["data"].pop("eval")
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tree))
     assert main(["train", str(tmp_path / f"{name}.yaml")]) == 0
+
+
+def _first_loss(tmp_path, name, loss):
+    run_tiny(tmp_path, name, loss, max_steps=1)
     return yaml.safe_load((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])["loss"]
 
 

@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mmvicreg.cli import main
 from mmvicreg.config import ConfigError, load_config
 from mmvicreg.objective import vcreg_penalty
 from mmvicreg.objective.vcreg import VCRegHooks, resolve_layers
 from mmvicreg.objective.vcreg_paper import as_samples, fast_vcreg, vcreg_terms
-from tests.helpers.configs import tiny_config
+from tests.objective.test_vcreg_blocks import run_tiny
 
 SHAPES = [((6, 5, 4, 4), "locations"), ((6, 7, 9), "locations"), ((12, 10), "locations"), ((6, 5, 4, 4), "flatten")]
 
@@ -131,11 +130,8 @@ def test_config_refuses_what_it_would_ignore(tmp_path):
 
 
 def _losses(tmp_path, name, loss):
-    tree = tiny_config(tmp_path / name, max_steps=3)
-    tree["loss"] = loss
-    tree["data"].pop("eval")
-    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tree))
-    assert main(["train", str(tmp_path / f"{name}.yaml")]) == 0
+    """The logged loss of each of 3 steps of the tiny run with ``loss``."""
+    run_tiny(tmp_path, name, loss, max_steps=3)
     records = [yaml.safe_load(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if "loss" in r]
 
