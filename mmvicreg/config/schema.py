@@ -107,9 +107,12 @@ class OptimizerConfig:
     momentum: float = 0.9  # lars
     eta: float = 0.001  # lars trust coefficient (published: 0.001)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+    fused: Optional[bool] = None  # adamw, sgd: one fused kernel per step; None: on CUDA
 
     def __post_init__(self) -> None:
         _choose(self, "train.optimizer")
+        if self.fused and self.name == "lars":
+            raise ConfigError("train.optimizer.fused: LARS has no fused step; drop the key (or use adamw / sgd)")
         _positive({"train.optimizer.lr": self.lr, "train.optimizer.base_lr": self.base_lr})
         _non_negative({"train.optimizer.weight_decay": self.weight_decay, "train.optimizer.momentum": self.momentum})
 
@@ -130,6 +133,8 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     mixed_precision: Optional[str] = None  # no | bf16 | fp16; None: what Accelerate was told (flag, env, config)
     cpu: bool = False  # force the CPU even where a GPU is present
+    channels_last: Optional[bool] = None  # convolutional image towers in NHWC; None: on CUDA
+    tf32: bool = False  # TensorFloat-32 matmuls for float32 work on CUDA
     log_every: int = 10
     rankme_every: int = 100
     eval_every: Optional[int] = None

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from mmvicreg.train.speed import fused_options
 from mmvicreg.config import TrainConfig
 
 
@@ -27,10 +28,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def build_optimizer(
-    model: torch.nn.Module, train: TrainConfig, extra_params: Sequence[torch.nn.Parameter] = ()
+    model: torch.nn.Module, train: TrainConfig, extra_params: Sequence[torch.nn.Parameter] = (),
+    device: torch.device | None = None,
 ) -> torch.optim.Optimizer:
     """LARS, SGD or AdamW (``train.optimizer``) over the model and ``extra_params`` (the objective's own, never
-    decayed: InfoNCE's temperature)."""
+    decayed: InfoNCE's temperature); AdamW and SGD fused on ``device`` per ``train.optimizer.fused``."""
     opt = train.optimizer
     lr = peak_lr(train)
     groups = param_groups(model, opt.weight_decay)
@@ -39,9 +41,10 @@ def build_optimizer(
         from mmvicreg.train.lars import LARS
 
         return LARS(groups, lr=lr, momentum=opt.momentum, eta=opt.eta)
+    fused = fused_options(opt.name, opt.fused, device or torch.device("cpu"))
     if opt.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas))  # type: ignore[arg-type]
+        return torch.optim.SGD(groups, lr=lr, momentum=opt.momentum, **fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas), **fused)  # type: ignore[arg-type]
 
 
 def peak_lr(train: TrainConfig) -> float:

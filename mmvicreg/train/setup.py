@@ -26,6 +26,7 @@ from mmvicreg.evaluation.model_level import is_captioned
 from mmvicreg.model import JointEmbedding
 from mmvicreg.model.branch import needs_vocabulary
 from mmvicreg.objective import build_objective, build_vcreg
+from mmvicreg.train.speed import apply_speed_switches
 from mmvicreg.train.checkpoint import FrozenWeights, TrainState, load_checkpoint, remove_debris
 from mmvicreg.train.chunked import batch_norm_branches
 from mmvicreg.train.optim import apply_resumed_lr, build_optimizer, build_scheduler, schedule_length
@@ -106,7 +107,7 @@ def build_run(
         objective = build_objective(config.loss, config.branches)
     objective = objective.to(accelerator.device)
     objective_params = list(objective.parameters())  # InfoNCE's learnable temperature trains with the model
-    optimizer = build_optimizer(model, t, extra_params=objective_params)
+    optimizer = build_optimizer(model, t, extra_params=objective_params, device=accelerator.device)
     # The scheduler stays outside prepare(): Accelerate would step it once per process per step (it assumes a
     # per-process batch), while our train.batch_size is global and the schedule counts optimiser steps.
     scheduler = build_scheduler(optimizer, t, total_steps, warmup_steps)
@@ -276,4 +277,7 @@ def build_model(config: RunConfig, train_source: Any, accelerator: Any) -> Joint
     model = JointEmbedding.from_config(config.branches, captions=captions)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    applied = apply_speed_switches(model, config.train, accelerator.device)
+    if applied:
+        accelerator.print("speed switches: " + ", ".join(applied))
     return model
