@@ -2,7 +2,7 @@
 
     python benchmarks/end_to_end.py --images DIR [--encoder resnet50] [--batch 256] [--workers 16] [--steps 40]
         [--expander 8192-8192-8192] [--modes workers device] [--size 224] [--precision bf16] [--label TEXT]
-        [--section TITLE] [--no-write]
+        [--extra KEY=VALUE ...] [--section TITLE] [--no-write]
 
 Runs ``mmvicreg train`` on the published siamese recipe (``examples/imagenet_resnet50.yaml``: two views, one
 ResNet-50 and one 8192-8192-8192 expander, LARS) over the JPEGs of ``DIR`` (one class folder is made of them,
@@ -54,6 +54,7 @@ def run(mode: str, data: Path, args: argparse.Namespace, work: Path) -> float:
     if mode != "legacy":  # a checkout from before issue 17 has no augment_on
         keys += [f"branches.{b}.transform.augment_on={mode}" for b in ("view1", "view2")]
     keys += [f"branches.{b}.transform.size={args.size}" for b in ("view1", "view2")]
+    keys += args.extra
     cmd = [sys.executable, "-m", "mmvicreg", "train", str(ROOT / "examples" / "imagenet_resnet50.yaml"), *keys]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=work)  # not the checkout: PYTHONPATH picks the code
     if done.returncode != 0:
@@ -75,6 +76,8 @@ def main() -> None:
     p.add_argument("--precision", default="bf16")
     p.add_argument("--modes", nargs="+", default=["workers", "device"])
     p.add_argument("--label", default="this checkout")
+    p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run (e.g. train.channels_last=false), repeatable")
     p.add_argument("--section", default="End-to-end training samples/s (end_to_end.py)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
