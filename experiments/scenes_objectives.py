@@ -1,9 +1,10 @@
 """Experiment 5: VICReg, InfoNCE, the VSE++ hinge and Barlow Twins on the ``scenes`` benchmark, tuned alike.
 
 Same towers and trainer as ``examples/scenes.yaml`` (test_resnet + GRU, 1024-1024 expanders, batch 128, AdamW,
-``--steps`` steps); only ``loss.*`` and the learning rate change. Each objective gets the same 2×2 grid (the
-learning rate × its own main coefficient), every trial scored by rsum on the **val** split; the best trial of each
-is then trained with seeds 0, 1 and 2 and scored once on the **test** split. Every stage is an ordinary
+``--steps`` steps); only ``loss.*`` and the learning rate change. Each objective gets the same 3×2 grid (the
+learning rate 2e-3/4e-3/6e-3 × its own main coefficient; run as two sweeps, 4e-3/6e-3 then 2e-3), every trial
+scored by rsum on the **val** split; the best of its six trials is then trained with seeds 0, 1 and 2 and scored
+once on the **test** split. Every stage is an ordinary
 ``mmvicreg sweep`` (its folder holds each trial's run directory and ``sweep.md``), so a killed experiment started
 again skips what finished. Writes ``<out>/summary.md`` (the tables of docs/RESULTS.md §5).
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from common import ROOT, mean_std
 
 CONFIG = "examples/scenes.yaml"
-LRS = "train.optimizer.lr=0.004,0.006"
+LRS = ("train.optimizer.lr=0.004,0.006", "train.optimizer.lr=0.002")  # stage a, stage b: 6 trials per objective
 COEFFICIENTS = {  # each objective's own main coefficient: two values, the library default among them
     "vicreg": "loss.variance_weight=25,100",
     "infonce": "loss.temperature=0.03,0.07",
@@ -42,12 +43,12 @@ def sweep(args: list[str]) -> str:
     return "mmvicreg sweep " + " ".join(args)
 
 
-def best_values(folder: Path) -> dict[str, str]:
-    """The swept values of the trial with the highest rsum in ``folder/sweep.csv`` (ties: the lower trial)."""
+def best_values(folder: Path) -> tuple[float, dict[str, str]]:
+    """The rsum and swept values of the best trial in ``folder/sweep.csv`` (ties: the lower trial)."""
     with open(folder / "sweep.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["rsum"]]
     best = max(rows, key=lambda r: (float(r["rsum"]), -int(r["trial"])))
-    return {k: v for k, v in best.items() if k not in ("trial", "rsum", "step", "samples_per_s")}
+    return float(best["rsum"]), {k: v for k, v in best.items() if k not in ("trial", "rsum", "step", "samples_per_s")}
 
 
 def test_row(label: str, folder: Path) -> str:
@@ -63,15 +64,17 @@ def main() -> None:
     args = p.parse_args()
     out, steps = Path(args.out), f"train.max_steps={args.steps}"
     parts = [f"Validation selection (rsum on the val split, {args.steps} steps, seed 0):"]
-    best = {}
-    for name, coefficient in COEFFICIENTS.items():
-        folder = out / f"{name}_val"
-        command = sweep([CONFIG, f"loss.name={name}", steps, "--jobs", "2", "--out", str(folder),
-                         "--grid", LRS, "--grid", coefficient])
-        best[name] = best_values(ROOT / folder)
-        parts.append(f"**{name}**: `{command}`\n\n{(ROOT / folder / 'sweep.md').read_text()}")
-    finals = {name: [f"{k}={v}" for k, v in values.items()] for name, values in best.items()}
-    if {k: float(v) for k, v in best["vicreg"].items()} != QUICKSTART:
+    best: dict[str, list[tuple[float, dict[str, str]]]] = {name: [] for name in COEFFICIENTS}
+    for stage, lrs in zip("ab", LRS):
+        for name, coefficient in COEFFICIENTS.items():
+            folder = out / (f"{name}_val" if stage == "a" else f"{name}_val_{stage}")
+            command = sweep([CONFIG, f"loss.name={name}", steps, "--jobs", "2", "--out", str(folder),
+                             "--grid", lrs, "--grid", coefficient])
+            best[name].append(best_values(ROOT / folder))
+            parts.append(f"**{name}, stage {stage}**: `{command}`\n\n{(ROOT / folder / 'sweep.md').read_text()}")
+    finals = {name: [f"{k}={v}" for k, v in max(found, key=lambda f: f[0])[1].items()] for name, found in best.items()}
+    chosen = {k: float(v) for k, v in (item.split("=") for item in finals["vicreg"])}
+    if chosen != QUICKSTART:
         finals["vicreg_quickstart"] = [f"{k}={v}" for k, v in QUICKSTART.items()]
 
     def final(item: tuple[str, list[str]]) -> str:
