@@ -9,7 +9,7 @@ from mmvicreg.data.build import format_options
 
 
 def test_known_formats():
-    assert set(FORMATS) == {"coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "scenes", "webdataset"}
+    assert set(FORMATS) == {"coco", "karpathy", "csv", "hf", "folder", "digits", "shapes", "scenes", "shape_objects", "webdataset"}
     assert FORMATS == DATA_FORMATS and all(format_options(f) is not None for f in DATA_FORMATS)
 
 
