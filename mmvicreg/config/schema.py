@@ -141,6 +141,8 @@ class TrainConfig:
     tracker_init: dict[str, dict[str, Any]] = field(default_factory=dict)  # {tracker: its init options}
     progress: bool = True
     keep_checkpoints: int = 2
+    sync_to: Optional[str] = None  # an fsspec URL the checkpoints and the export are mirrored to (and resumed from)
+    requeue: bool = False  # on a stop signal under SLURM, run `scontrol requeue $SLURM_JOB_ID` after the checkpoint
 
     COUNTS: ClassVar[tuple[str, ...]] = (
         "epochs", "checkpoint_every", "log_every", "rankme_every", "keep_checkpoints", "max_consecutive_skips"
@@ -159,6 +161,8 @@ class TrainConfig:
                        "train.min_lr_ratio": self.min_lr_ratio})
         check_batch_split(self, 1)
         self._check_trackers()
+        if self.sync_to is not None:
+            check_sync_url(self.sync_to)
 
     def _check_trackers(self) -> None:
         """``trackers`` are Accelerate's tracker names; ``tracker_init`` has options only for those."""
@@ -173,6 +177,19 @@ class TrainConfig:
             if tracker not in self.trackers:
                 raise ConfigError(f"train.tracker_init has options for {tracker!r}, which is not in train.trackers "
                                   f"({self.trackers}); add it there or remove its options")
+
+
+def check_sync_url(url: str) -> None:
+    """``train.sync_to`` names a protocol fsspec knows and whose library is installed (``s3://`` needs s3fs);
+    nothing is contacted here."""
+    import fsspec
+
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"train.sync_to {url!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                          f"install the fsspec implementation of {protocol}:// (s3fs, gcsfs, adlfs, ...)") from None
 
 
 def divisor_near(n: int, m: int) -> int:
@@ -304,6 +321,12 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        if "://" in self.output_dir:
+            raise ConfigError(
+                f"output_dir {self.output_dir!r} is a URL; output_dir is a local folder (Accelerate writes there): "
+                f"set train.sync_to={self.output_dir} to keep the run's checkpoints and export there, and a local "
+                f"(or shared) folder as output_dir"
+            )
         if self.resume and self.overwrite:
             raise ConfigError("resume=true and overwrite=true ask for opposite things (continue the run in "
                               "output_dir, or replace it); set one of them")
