@@ -11,7 +11,8 @@ remote, through fsspec (the library of the URL's protocol: ``s3fs``, ``gcsfs``, 
 files of ``checkpoints/step_<N>/`` (or ``model/``) are uploaded first and ``.complete`` (JSON: the step and each
 file's size) last. A checkpoint or export without its marker, or whose files do not have the sizes it lists, is
 incomplete and never read; a new export first removes the old marker, so ``model/`` is trusted only once the
-marker is back. Old checkpoints are pruned there as here (``train.keep_checkpoints``), newest complete ones kept.
+marker is back. Old checkpoints are pruned there as here (``train.keep_checkpoints``), newest complete ones kept,
+and incomplete ones (uploads cut short) removed.
 
 **What is the run's own.** The mirror writes and removes only the names a run writes (``config.yaml``,
 ``metrics.jsonl``, ``eval.json``, ``model/``, ``checkpoints/step_<N>/``) and its own marker ``.mmvicreg-run.json``,
@@ -121,9 +122,10 @@ class RemoteMirror:
     def claim(self, config: RunConfig) -> None:
         """At the start of a run: refuse an earlier run there (as a local folder is), remove it under
         ``overwrite``, then write the run's marker (a remote that refuses writes is one line, before training)."""
-        if self.fs.exists(self.root) and not self.fs.isdir(self.root):
+        then = "check the URL and your permissions there, or leave train.sync_to out"
+        if self._guard("read it", lambda: self.fs.exists(self.root) and not self.fs.isdir(self.root), then):
             raise RemoteError(f"train.sync_to {self.url} is a file, not a folder; choose another URL")
-        found = self.run_files()
+        found = self._guard("read it", self.run_files, then)
         if found and not config.resume and not config.overwrite:
             raise ConfigError(
                 f"train.sync_to {self.url} already holds a run ({', '.join(found)}); set resume=true to continue "
@@ -136,8 +138,7 @@ class RemoteMirror:
                     self._guard(f"remove {name}", lambda: self.fs.rm(self._path(name), recursive=True),
                                 "remove it by hand, or choose another URL")
         mark = json.dumps({"host": socket.gethostname(), "claimed": time.strftime("%Y-%m-%d %H:%M:%S")})
-        self._guard("write to it", lambda: self._write(RUN_MARKER, mark.encode()),
-                    "check the URL and your write permission there, or leave train.sync_to out")
+        self._guard("write to it", lambda: self._write(RUN_MARKER, mark.encode()), then)
 
     def _require_marker(self, what: str) -> None:
         if not self.fs.exists(self._path(RUN_MARKER)):
@@ -168,13 +169,13 @@ class RemoteMirror:
         self._guard("remove old checkpoints", lambda: self.prune(keep), then)
 
     def prune(self, keep: int) -> None:
-        """Remove all but the newest ``keep`` complete checkpoints, and incomplete ones older than those."""
+        """Keep the newest ``keep`` complete checkpoints; remove every other ``step_<N>`` folder, incomplete ones
+        (uploads cut short) included. Called right after an upload completes, under the run folder's lock, so no
+        other upload is in progress."""
         self._require_marker("remove checkpoints")
-        complete = self.complete_steps()
-        kept = set(complete[-keep:])
-        oldest_kept = min(kept) if kept else None
+        kept = set(self.complete_steps()[-keep:])
         for step, folder in self._step_folders().items():
-            if step not in kept and oldest_kept is not None and step < oldest_kept:
+            if kept and step not in kept:
                 self.fs.rm(self._path(folder), recursive=True)
 
     def upload_run(self, output_dir: Path, with_export: bool) -> None:
