@@ -124,6 +124,8 @@ KEY_HELP: dict[str, str] = {
     "train.keep_checkpoints": "how many recent checkpoints to keep (here and at train.sync_to)",
     "train.sync_to": "an fsspec URL (s3://, gs://, file://...) the checkpoints, export and records are mirrored "
                      "to; resume=true reads the newest checkpoint back from there (null: local only)",
+    "train.dist_timeout": "seconds a process waits for the others, at the rendezvous and in every collective "
+                          "(null: torch's default, 30 min)",
     "train.requeue": "after a stop signal's checkpoint, run `scontrol requeue $SLURM_JOB_ID` (when it is set)",
     "eval.batch_size": "items per encoding batch",
     "eval.protocol": "retrieval: the whole set (5k) or five folds averaged (1k)",

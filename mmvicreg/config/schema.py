@@ -143,6 +143,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     sync_to: Optional[str] = None  # an fsspec URL the checkpoints and the export are mirrored to (and resumed from)
     requeue: bool = False  # on a stop signal under SLURM, run `scontrol requeue $SLURM_JOB_ID` after the checkpoint
+    dist_timeout: Optional[float] = None  # seconds a process waits for the others (rendezvous, collectives)
 
     COUNTS: ClassVar[tuple[str, ...]] = (
         "epochs", "checkpoint_every", "log_every", "rankme_every", "keep_checkpoints", "max_consecutive_skips"
@@ -156,7 +157,7 @@ class TrainConfig:
         _at_least_one({f"train.{key}": getattr(self, key) for key in self.COUNTS})
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train.max_steps must be at least 1 (or null for epochs), got {self.max_steps}")
-        _positive({"train.grad_clip": self.grad_clip})
+        _positive({"train.grad_clip": self.grad_clip, "train.dist_timeout": self.dist_timeout})
         _non_negative({"train.warmup_steps": self.warmup_steps, "train.warmup_epochs": self.warmup_epochs,
                        "train.min_lr_ratio": self.min_lr_ratio})
         check_batch_split(self, 1)

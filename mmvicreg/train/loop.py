@@ -19,6 +19,7 @@ from accelerate.utils import gather_object
 
 from mmvicreg.config import RunConfig
 from mmvicreg.train.callbacks import Callback
+from mmvicreg.train.cluster import elastic_note
 from mmvicreg.train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
 from mmvicreg.train.preempt import Preempted, StopRequest, requeue
 from mmvicreg.train.remote import mirror_of
@@ -53,6 +54,8 @@ def train_run(run: Run, callbacks: Sequence[Callback], stop: StopRequest | None 
     rundir = RunDir(run.output_dir, accelerator.is_main_process,
                     gather_object if accelerator.num_processes > 1 else None)
     sources = {"train": run.train_source, "eval": run.eval_source}
+    if elastic_note() is not None:
+        accelerator.print(elastic_note())
     rundir.start(config, state.step, sources, accelerator.print)
     if t.trackers:
         accelerator.init_trackers(t.project, config=flat(config.to_dict()), init_kwargs=tracker_init(config))

@@ -19,8 +19,9 @@ import yaml
 
 from tests.helpers.configs import tiny_config
 
+# TORCH_DISABLE_SHARE_RDZV_TCP_STORE: a restarted torchrun group gets a fresh store (README, "On a cluster").
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+       "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 ENV.pop("MMVICREG_DEBUG", None)
 
 
@@ -138,3 +139,61 @@ def max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 def identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------- scenarios
+# Each returns a dict of what it measured; ``root`` is a fresh folder; the runs are the tiny towers on gloo.
+
+
+def two_processes(root: Path, steps: int, every: int) -> dict[str, Any]:
+    """The reference: 2 processes on one node (torchrun), never interrupted."""
+    cfg = write_config(root / "two.yaml", root / "two", max_steps=steps, checkpoint_every=every)
+    code = finish(launch(cfg, launcher=torchrun(2)))
+    assert code == 0, (root / "two.log").read_text()[-3000:]
+    return {"run": root / "two", "weights": weights(root / "two")}
+
+
+def lost_rank(root: Path, steps: int, every: int, kill_at: int) -> dict[str, Any]:
+    """2 processes under ``torchrun --max-restarts 1``; rank 1 SIGKILLed once step ``kill_at`` is logged."""
+    run = root / "elastic"
+    cfg = write_config(root / "elastic.yaml", run, max_steps=steps, checkpoint_every=every)
+    proc = launch(cfg, ["resume=true"], launcher=torchrun(2, max_restarts=1))
+    seen = wait_for_step(proc, run, kill_at)
+    ranks = workers(proc.pid)
+    assert set(ranks) == {0, 1}, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    code = finish(proc)
+    log = (root / "elastic.log").read_text()
+    assert code == 0, log[-4000:]
+    resumed = [line for line in log.splitlines() if line.startswith("resumed from")]
+    return {"run": run, "weights": weights(run), "killed_after_step": seen, "resumed": resumed, "log": log}
+
+
+def two_nodes(root: Path, steps: int, every: int) -> dict[str, Any]:
+    """2 nodes x 1 process: two torchrun invocations meeting at a c10d rendezvous on localhost."""
+    run, port = root / "nodes", free_port()
+    cfg = write_config(root / "nodes.yaml", run, max_steps=steps, checkpoint_every=every)
+    procs = [launch(cfg, launcher=torchrun(1, nnodes=2, node_rank=rank, port=port), log=root / f"node{rank}.log")
+             for rank in (0, 1)]
+    codes = [finish(p) for p in procs]
+    assert codes == [0, 0], [(root / f"node{r}.log").read_text()[-3000:] for r in (0, 1)]
+    return {"run": run, "weights": weights(run)}
+
+
+def preempted_group(root: Path, steps: int, every: int, stop_at: int) -> dict[str, Any]:
+    """2 processes under torchrun (``--signals-to-handle`` with SIGUSR1); the agent gets SIGUSR1 once step
+    ``stop_at`` is logged and forwards it; then the run is launched again with resume=true."""
+    run = root / "preempted"
+    cfg = write_config(root / "preempted.yaml", run, max_steps=steps, checkpoint_every=1000)
+    launcher = [*torchrun(2), "--signals-to-handle=SIGTERM,SIGINT,SIGUSR1", "--shutdown-timeout=120"]
+    proc = launch(cfg, ["resume=true"], launcher=launcher)
+    wait_for_step(proc, run, stop_at)
+    proc.send_signal(signal.SIGUSR1)
+    first = finish(proc)
+    stopped = records(run)[-1]["step"]
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    log = (root / "preempted.log").read_text()
+    second = finish(launch(cfg, ["resume=true"], launcher=torchrun(2)))
+    assert second == 0, (root / "preempted.log").read_text()[-4000:]
+    return {"run": run, "weights": weights(run), "stopped_after_step": stopped, "checkpoints": checkpoints,
+            "launcher_exit": first, "log": log}
