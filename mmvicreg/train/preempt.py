@@ -83,7 +83,10 @@ class StopRequest:
         os.write(2, line.encode())
 
     def agreed(self, accelerator: Any) -> bool:
-        """Whether any process was asked to stop (collective: every process calls it after every step)."""
+        """Whether any process was asked to stop (collective: every process calls it after every step; one
+        all-reduce of a flag, nothing on one process)."""
+        if accelerator.num_processes == 1:
+            return self.signal_name is not None
         if self.signal_name is not None:
             accelerator.set_trigger()
         return bool(accelerator.check_trigger())
