@@ -9,8 +9,11 @@ all of them after the same step), one checkpoint of that step is written, and :f
 A further signal while the checkpoint is written is reported and otherwise ignored (only SIGKILL stops the save,
 and a save cut short never replaces the last complete checkpoint). ``resume=true`` continues at the step after.
 
-DataLoader workers forked while the handlers are installed ignore these signals (their parent decides), so a
-signal sent to every process of a job (SLURM without ``B:``) does not kill the workers under a running step.
+DataLoader workers forked while the handlers are installed inherit them and ignore SIGUSR1 and SIGINT (their parent
+decides), so SLURM's ``--signal=USR1@N``, sent to every process of the job, does not kill the workers under a
+running step. SIGTERM is different: PyTorch installs its own SIGTERM handler in every worker, which kills the worker
+unless its parent sent the signal; a SIGTERM sent to a whole process group with ``data.workers > 0`` fails the run
+(its last periodic checkpoint intact) instead of stopping it.
 
 With ``train.requeue: true`` the main process then runs ``scontrol requeue $SLURM_JOB_ID`` — only when
 ``SLURM_JOB_ID`` is set; elsewhere it says that nothing was requeued.

@@ -58,3 +58,17 @@ def test_an_unreachable_rendezvous_is_one_line(tmp_path):
                            f"rank 1 of 2 (DistNetworkError: ")
     assert last.endswith("(train.dist_timeout sets how long to wait)")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_run_names_the_fix_when_torchrun_may_restart_over_a_shared_store(monkeypatch):
+    from mmvicreg.config import TrainConfig
+    from mmvicreg.train.cluster import elastic_note, process_group_kwargs
+
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    assert "launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in elastic_note()
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # what that variable makes torchrun set
+    assert elastic_note() is None
+    assert process_group_kwargs(TrainConfig()) == []
+    (handler,) = process_group_kwargs(TrainConfig(dist_timeout=90))
+    assert handler.to_kwargs() == {"timeout": __import__("datetime").timedelta(seconds=90)}
