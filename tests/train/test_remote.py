@@ -113,7 +113,17 @@ class ReadOnlyFileSystem(LocalFileSystem):
         raise PermissionError(13, "Permission denied", str(path))
 
 
+class NoUploadFileSystem(LocalFileSystem):
+    """``noupload://PATH``: the local files; small writes work, file uploads are refused (a quota reached mid-run)."""
+
+    protocol = "noupload"
+
+    def put_file(self, lpath, rpath, **kwargs):
+        raise PermissionError(13, "Quota exceeded", str(rpath))
+
+
 fsspec.register_implementation("readonly", ReadOnlyFileSystem, clobber=True)
+fsspec.register_implementation("noupload", NoUploadFileSystem, clobber=True)
 
 
 def test_a_remote_that_refuses_writes_is_one_line_before_training(tmp_path):
@@ -146,3 +156,13 @@ def test_a_checkpoint_of_another_world_size_is_refused_naming_both(tmp_path, one
                                               r"this run has 1: launch 2 \(the same global train.batch_size\) to "
                                               r"continue it exactly"):
         train(_load(tree, "resume=true", "train.max_steps=4"))
+
+
+def test_an_upload_refused_mid_run_stops_it_naming_what_is_intact(tmp_path, one_thread):
+    url = f"noupload://{tmp_path}/remote"
+    with pytest.raises(RuntimeError, match=rf"^train.sync_to {url}: could not write checkpoints/step_00000002 "
+                                           r"\(PermissionError: .*Quota exceeded.*\); the local checkpoint .*"
+                                           r"step_00000002 is complete and the remote's last complete checkpoint is "
+                                           r"intact: fix the remote and rerun with resume=true$"):
+        train(_load(_tree(tmp_path / "run", url, max_steps=4)))
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002").is_dir()
