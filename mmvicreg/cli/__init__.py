@@ -73,9 +73,15 @@ def run_train(config_path: str, overrides: list[str], print_config: bool = False
     if print_config:
         print(config_yaml(config), end="")
         return 0
-    from mmvicreg.train import train
+    from mmvicreg.train import Preempted, train
+    from mmvicreg.train.preempt import ignore_stop_signals
 
-    train(config)
+    try:
+        train(config)
+    except Preempted as e:  # a stop signal: the checkpoint of the last step is written
+        ignore_stop_signals()  # a repeated signal while the interpreter exits must not replace the exit code
+        print(f"mmvicreg: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

@@ -59,7 +59,8 @@ KEY_CHOICES: dict[str, Iterable[str]] = {
 
 KEY_HELP: dict[str, str] = {
     "output_dir": "the run's folder: config.yaml, checkpoints/, metrics.jsonl, model/, eval.json",
-    "resume": "continue the run in output_dir from its last checkpoint (the settings must match)",
+    "resume": "continue the run in output_dir (or train.sync_to) from its last checkpoint (the settings must "
+              "match); with no checkpoint yet the run starts, so a job script may always set it",
     "overwrite": "replace an earlier run in output_dir (its own files only) and start afresh",
     "branches": "the encoders, one section per branch name (keys below, under branches.NAME)",
     "loss.name": "the objective: VICReg, or a baseline under the same trainer",
@@ -123,7 +124,12 @@ KEY_HELP: dict[str, str] = {
     "train.run_name": "the run's name in the trackers (null: output_dir's folder name)",
     "train.tracker_init": "per tracker, the options of its init ({wandb: {entity: ...}})",
     "train.progress": "show a progress bar",
-    "train.keep_checkpoints": "how many recent checkpoints to keep",
+    "train.keep_checkpoints": "how many recent checkpoints to keep (here and at train.sync_to)",
+    "train.sync_to": "an fsspec URL (s3://, gs://, file://...) the checkpoints, export and records are mirrored "
+                     "to; resume=true reads the newest checkpoint back from there (null: local only)",
+    "train.dist_timeout": "seconds a process waits for the others, at the rendezvous and in every collective "
+                          "(null: torch's default, 30 min)",
+    "train.requeue": "after a stop signal's checkpoint, run `scontrol requeue $SLURM_JOB_ID` (when it is set)",
     "eval.batch_size": "items per encoding batch",
     "eval.protocol": "retrieval: the whole set (5k) or five folds averaged (1k)",
     "eval.branches": "retrieval: [image branch, text branch]; k-NN: the branches to score (null: the first/all)",

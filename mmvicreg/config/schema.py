@@ -146,6 +146,9 @@ class TrainConfig:
     tracker_init: dict[str, dict[str, Any]] = field(default_factory=dict)  # {tracker: its init options}
     progress: bool = True
     keep_checkpoints: int = 2
+    sync_to: Optional[str] = None  # an fsspec URL the checkpoints and the export are mirrored to (and resumed from)
+    requeue: bool = False  # on a stop signal under SLURM, run `scontrol requeue $SLURM_JOB_ID` after the checkpoint
+    dist_timeout: Optional[float] = None  # seconds a process waits for the others (rendezvous, collectives)
 
     COUNTS: ClassVar[tuple[str, ...]] = (
         "epochs", "checkpoint_every", "log_every", "rankme_every", "keep_checkpoints", "max_consecutive_skips"
@@ -159,11 +162,13 @@ class TrainConfig:
         _at_least_one({f"train.{key}": getattr(self, key) for key in self.COUNTS})
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train.max_steps must be at least 1 (or null for epochs), got {self.max_steps}")
-        _positive({"train.grad_clip": self.grad_clip})
+        _positive({"train.grad_clip": self.grad_clip, "train.dist_timeout": self.dist_timeout})
         _non_negative({"train.warmup_steps": self.warmup_steps, "train.warmup_epochs": self.warmup_epochs,
                        "train.min_lr_ratio": self.min_lr_ratio})
         check_batch_split(self, 1)
         self._check_trackers()
+        if self.sync_to is not None:
+            check_sync_url(self.sync_to)
 
     def _check_trackers(self) -> None:
         """``trackers`` are Accelerate's tracker names; ``tracker_init`` has options only for those."""
@@ -178,6 +183,19 @@ class TrainConfig:
             if tracker not in self.trackers:
                 raise ConfigError(f"train.tracker_init has options for {tracker!r}, which is not in train.trackers "
                                   f"({self.trackers}); add it there or remove its options")
+
+
+def check_sync_url(url: str) -> None:
+    """``train.sync_to`` names a protocol fsspec knows and whose library is installed (``s3://`` needs s3fs);
+    nothing is contacted here."""
+    import fsspec
+
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"train.sync_to {url!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                          f"install the fsspec implementation of {protocol}:// (s3fs, gcsfs, adlfs, ...)") from None
 
 
 def divisor_near(n: int, m: int) -> int:
@@ -309,6 +327,12 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        if "://" in self.output_dir:
+            raise ConfigError(
+                f"output_dir {self.output_dir!r} is a URL; output_dir is a local folder (Accelerate writes there): "
+                f"set train.sync_to={self.output_dir} to keep the run's checkpoints and export there, and a local "
+                f"(or shared) folder as output_dir"
+            )
         if self.resume and self.overwrite:
             raise ConfigError("resume=true and overwrite=true ask for opposite things (continue the run in "
                               "output_dir, or replace it); set one of them")

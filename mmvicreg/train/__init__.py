@@ -10,12 +10,15 @@ from mmvicreg.train.checkpoint import (
     verify_checkpoint,
 )
 from mmvicreg.train.loop import train
+from mmvicreg.train.preempt import PREEMPTED_EXIT_CODE, Preempted
 from mmvicreg.train.step import NonFiniteLossError
 
 __all__ = [
     "Callback",
     "CheckpointError",
     "NonFiniteLossError",
+    "PREEMPTED_EXIT_CODE",
+    "Preempted",
     "TrainState",
     "UnsafeCheckpointError",
     "latest_checkpoint",

@@ -199,12 +199,14 @@ def remove_debris(output_dir: Path) -> None:
 
 
 def save_checkpoint(
-    accelerator: Any, output_dir: Path, step: int, keep: int, config: Mapping[str, Any] | None = None
+    accelerator: Any, output_dir: Path, step: int, keep: int, config: Mapping[str, Any] | None = None,
+    mirror: Any = None,
 ) -> Path:
     """Accelerate state written to a temporary folder, then renamed: a crash mid-save keeps the last checkpoint.
 
     ``config`` (the run's, as a tree) is written inside it as ``config.yaml``: what a resumed run is checked
-    against. Keeps the newest ``keep`` checkpoints. A failed write (a full disk, a quota, a vanished mount) raises
+    against. Keeps the newest ``keep`` checkpoints; with a ``mirror`` (:class:`~mmvicreg.train.remote.RemoteMirror`)
+    the checkpoint is then published there and the remote pruned the same way. A failed write (a full disk, a quota, a vanished mount) raises
     :class:`CheckpointError` naming the last complete checkpoint, which is left intact, and the space needed.
     """
     root = output_dir / CHECKPOINTS
@@ -235,6 +237,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         for old in sorted(root.glob("step_*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+        if mirror is not None:
+            mirror.upload_checkpoint(final, step, keep)
     accelerator.wait_for_everyone()
     return final
 
@@ -248,6 +252,7 @@ def load_checkpoint(accelerator: Any, path: Path, num_custom: int, frozen: Froze
     """
     custom = [f"custom_checkpoint_{i}.pkl" for i in range(num_custom)]
     rng = f"random_states_{accelerator.process_index}.pkl"
+    check_world_size(path, accelerator.num_processes)
     verify_checkpoint(path, ["model.safetensors", "optimizer.bin", rng, *custom])
     if frozen is None or not frozen.keys:
         accelerator.load_state(str(path))
@@ -255,6 +260,22 @@ def load_checkpoint(accelerator: Any, path: Path, num_custom: int, frozen: Froze
     frozen.check_complement(path / "model.safetensors")
     accelerator.load_state(str(path), strict=False)
     frozen.load()
+
+
+def check_world_size(path: Path, processes: int) -> None:
+    """A checkpoint resumes only on as many processes as wrote it (one ``random_states_<rank>.pkl`` each).
+
+    The weights, optimiser and data position would carry over (``train.batch_size`` is global), but each
+    process's random streams (augmentations, dropout) and its share of every batch belong to the world that wrote
+    them, so the run would no longer repeat the uninterrupted one; it is refused, naming both sizes.
+    """
+    written = len(list(Path(path).glob("random_states_*.pkl")))
+    if written and written != processes:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a run of {written} process{'es' if written > 1 else ''} and this "
+            f"run has {processes}: launch {written} (the same global train.batch_size) to continue it exactly, or "
+            f"start a new run in another output_dir"
+        )
 
 
 FROZEN_FILE = "frozen_encoders.safetensors"

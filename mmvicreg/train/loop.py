@@ -11,6 +11,7 @@ The parts are built in ``setup.py``, one step is ``step.py``, checkpoints ``chec
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -18,7 +19,10 @@ from accelerate.utils import gather_object
 
 from mmvicreg.config import RunConfig
 from mmvicreg.train.callbacks import Callback
+from mmvicreg.train.cluster import elastic_note
 from mmvicreg.train.checkpoint import checkpoint_step, latest_checkpoint, save_checkpoint
+from mmvicreg.train.preempt import Preempted, StopRequest, requeue
+from mmvicreg.train.remote import mirror_of
 from mmvicreg.train.rundir import RunDir, flat, log_record
 from mmvicreg.train.setup import Run, setup, tracker_init
 from mmvicreg.train.step import NonFiniteGuard, nonfinite_error, optimisation_step, weights_finite
@@ -30,23 +34,28 @@ def train(
     """Train, checkpoint, export and evaluate as ``config`` says. Returns the final evaluation (may be empty).
 
     ``objective`` replaces the one ``config.loss`` names; ``callbacks`` are told of checkpoints (see Callback).
+    SIGTERM, SIGINT or SIGUSR1 during the loop stop the run after the step in progress and its checkpoint:
+    :class:`~mmvicreg.train.preempt.Preempted` is raised (the command line exits with 75).
     """
     # ---- the parts: accelerator, data, model, objective, optimiser, loader; resumed when asked
     run = setup(config, objective)  # holds the run folder's lock until the run ends
     try:
-        return train_run(run, callbacks)
+        with StopRequest() as stop:  # a stop signal ends the run after its step's checkpoint (preempt.py)
+            return train_run(run, callbacks, stop)
     finally:
         if run.lock is not None:
             run.lock.release()
 
 
-def train_run(run: Run, callbacks: Sequence[Callback]) -> dict[str, Any]:
-    """The loop of :func:`train` over parts already built."""
+def train_run(run: Run, callbacks: Sequence[Callback], stop: StopRequest | None = None) -> dict[str, Any]:
+    """The loop of :func:`train` over parts already built; ``stop`` is asked after every step."""
     config = run.config
     accelerator, state, t = run.accelerator, run.state, config.train
     rundir = RunDir(run.output_dir, accelerator.is_main_process,
                     gather_object if accelerator.num_processes > 1 else None)
     sources = {"train": run.train_source, "eval": run.eval_source}
+    if elastic_note() is not None:
+        accelerator.print(elastic_note())
     rundir.start(config, state.step, sources, accelerator.print)
     if t.trackers:
         accelerator.init_trackers(t.project, config=flat(config.to_dict()), init_kwargs=tracker_init(config))
@@ -85,6 +94,9 @@ def train_run(run: Run, callbacks: Sequence[Callback]) -> dict[str, Any]:
                 if not weights_finite(run.model):  # never let a checkpoint replace good weights with broken ones
                     raise nonfinite_error(state.step, "the weights after the optimiser step", run.output_dir)
                 checkpoint(run, callbacks)
+            if stop is not None and stop.agreed(accelerator):  # every process, after the same step
+                bar.close()
+                preempt(run, callbacks, stop.signal_name or "a stop signal on another process")
             if t.eval_every and run.eval_source is not None and state.step % t.eval_every == 0:
                 last_eval = evaluate(run, rundir)
                 run.model.train()
@@ -103,18 +115,42 @@ def train_run(run: Run, callbacks: Sequence[Callback]) -> dict[str, Any]:
     if run.eval_source is not None and final_eval is None:
         last_eval = evaluate(run, rundir)
         rundir.write_card(run.unwrapped, config, last_eval)
+    mirror = mirror_of(config)
+    if mirror is not None and accelerator.is_main_process:  # train.sync_to: the export and the records
+        mirror.upload_run(run.output_dir, with_export=True)
     accelerator.end_training()
     return last_eval
 
 
-def checkpoint(run: Run, callbacks: Sequence[Callback]) -> None:
+def checkpoint(run: Run, callbacks: Sequence[Callback]) -> Path:
+    """The checkpoint of the current step (mirrored to ``train.sync_to``, with the run's records)."""
     step = run.state.step
     for cb in callbacks:
         cb.on_checkpoint_start(step)
+    mirror = mirror_of(run.config) if run.accelerator.is_main_process else None
     path = save_checkpoint(run.accelerator, run.output_dir, step, run.config.train.keep_checkpoints,
-                           config=run.config.to_dict())
+                           config=run.config.to_dict(), mirror=mirror)
+    if mirror is not None:
+        mirror.upload_run(run.output_dir, with_export=False)
     for cb in callbacks:
         cb.on_checkpoint_end(step, path)
+    return path
+
+
+def preempt(run: Run, callbacks: Sequence[Callback], signal_name: str) -> None:
+    """Stop on a signal: the checkpoint of this step (unless written already), ``train.requeue``, then raise
+    :class:`Preempted` on every process."""
+    step = run.state.step
+    latest = latest_checkpoint(run.output_dir)
+    if latest is None or checkpoint_step(latest) != step:
+        if not weights_finite(run.model):
+            raise nonfinite_error(step, "the weights after the optimiser step", run.output_dir)
+        latest = checkpoint(run, callbacks)
+    run.accelerator.print(f"stopped on {signal_name} after step {step}: checkpoint {latest}")
+    if run.config.train.requeue and run.accelerator.is_main_process:
+        requeue(run.accelerator.print)
+    run.accelerator.end_training()
+    raise Preempted(signal_name, step, latest)
 
 
 def evaluate(run: Run, rundir: RunDir) -> dict[str, Any]:

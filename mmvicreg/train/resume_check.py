@@ -33,7 +33,7 @@ MAY_CHANGE = (
     "train.eval_every", "train.progress", "train.trackers", "train.project", "train.run_name",
     "train.tracker_init", "train.on_nonfinite", "train.max_consecutive_skips", "train.micro_batch_size",
     "train.mixed_precision", "train.cpu", "train.grad_clip", "train.channels_last", "train.tf32",
-    "train.optimizer.fused",
+    "train.optimizer.fused", "train.sync_to", "train.requeue", "train.dist_timeout",
     *LR_KEYS,
 )
 MAY_CHANGE_IN_BRANCH = ("gradient_checkpointing",)  # memory only: the same numbers

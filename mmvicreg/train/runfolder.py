@@ -90,8 +90,17 @@ def run_files(output_dir: Path) -> list[str]:
 def claim_run_folder(config: RunConfig, output_dir: Path) -> Path | None:
     """Check what ``output_dir`` holds against ``resume`` / ``overwrite``; the checkpoint to resume from, or None.
 
-    Call with the lock held. ``overwrite=true`` removes the earlier run's files (:data:`RUN_FILES`) here.
+    Call with the lock held. ``overwrite=true`` removes the earlier run's files (:data:`RUN_FILES`) here. With
+    ``train.sync_to`` the remote copy is claimed by the same rules, and a newer checkpoint there is brought back
+    (:func:`mmvicreg.train.remote.claim_remote`).
     """
+    from mmvicreg.train.remote import claim_remote
+
+    return claim_remote(config, output_dir, claim_local_folder(config, output_dir))
+
+
+def claim_local_folder(config: RunConfig, output_dir: Path) -> Path | None:
+    """:func:`claim_run_folder` for the local folder alone."""
     found = run_files(output_dir)
     latest = latest_checkpoint(output_dir)
     if config.overwrite:

@@ -29,6 +29,7 @@ from mmvicreg.objective import build_objective, build_vcreg
 from mmvicreg.train.speed import apply_speed_switches
 from mmvicreg.train.checkpoint import FrozenWeights, TrainState, load_checkpoint, remove_debris
 from mmvicreg.train.chunked import batch_norm_branches
+from mmvicreg.train.cluster import process_group_kwargs, rendezvous_errors
 from mmvicreg.train.optim import apply_resumed_lr, build_optimizer, build_scheduler, schedule_length
 from mmvicreg.train.resume_check import LR_KEYS, check_resume
 from mmvicreg.train.runfolder import RunFolderLock, claim_run_folder
@@ -236,12 +237,14 @@ def make_accelerator(config: RunConfig) -> Any:
     # Several processes without a GPU (torchrun / accelerate launch on CPUs) need Accelerate's cpu flag to
     # start gloo; a single process keeps Accelerate's own device choice.
     launched_on_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(
-        cpu=t.cpu or launched_on_cpus,
-        mixed_precision=t.mixed_precision,
-        log_with=t.trackers or None,
-        project_dir=str(config.output_dir),
-    )
+    with rendezvous_errors():  # an unreachable rendezvous is one line (train/cluster.py)
+        accelerator = Accelerator(
+            cpu=t.cpu or launched_on_cpus,
+            mixed_precision=t.mixed_precision,
+            log_with=t.trackers or None,
+            project_dir=str(config.output_dir),
+            kwargs_handlers=process_group_kwargs(t),
+        )
     if t.mixed_precision is None:  # what Accelerate was told (launch flag, env, its config file), recorded as used
         t.mixed_precision = str(accelerator.mixed_precision)
     check_batch_split(t, accelerator.num_processes)  # the config's batch rules, now that the processes are known

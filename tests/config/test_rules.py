@@ -10,6 +10,7 @@ from mmvicreg.config import (
     EncoderSpec,
     ExpanderSpec,
     LossConfig,
+    RunConfig,
     TrainConfig,
     TransformConfig,
     check_batch_split,
@@ -31,6 +32,9 @@ from mmvicreg.model import Expander
     (lambda: TrainConfig(tracker_init={"wandb": {}}), "train.tracker_init has options for 'wandb'"),
     (lambda: TrainConfig(batch_size=128, micro_batch_size=48), "does not divide train.batch_size 128"),
     (lambda: TrainConfig(mixed_precision="fp8"), "train.mixed_precision is 'fp8' (did you mean 'fp16'?)"),
+    (lambda: TrainConfig(sync_to="nosuchproto://b/x"), "train.sync_to 'nosuchproto://b/x': Protocol not known"),
+    (lambda: TrainConfig(dist_timeout=0.0), "train.dist_timeout must be positive, got 0.0"),
+    (lambda: RunConfig(output_dir="s3://b/x"), "output_dir 's3://b/x' is a URL; output_dir is a local folder"),
 ])
 def test_a_section_refuses_a_bad_value_when_it_is_made(make, fragment):
     with pytest.raises(ConfigError) as info:
