@@ -33,7 +33,7 @@ def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ENCODE_FLAGS if getattr(args, k, None) is not None}
 
 
-def _resolve_model(name: str) -> tuple[Path, dict[str, str]]:
+def resolve_model(name: str) -> tuple[Path, dict[str, str]]:
     """``(export folder, {"ref", "fingerprint"})`` of a model folder or Hub repo id."""
     from mmvicreg.evaluation.search_index import model_fingerprint
     from mmvicreg.model.hub import resolve_export
@@ -53,7 +53,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     if args.images is None and args.captions is None:
         raise ValueError("nothing to index: pass --images FOLDER and/or --captions FILE")
-    folder, ref = _resolve_model(args.model)
+    folder, ref = resolve_model(args.model)
     extra = {"batch_size": args.batch_size} if args.batch_size is not None else {}
     index = build_search_index(
         load_model(folder, args.device), args.out, images=args.images, captions=args.captions,
@@ -87,7 +87,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"index {args.index} names the model {name!r}, which is not a local folder; an index never "
                          f"fetches a model by itself: pass --model {name} to download it from the Hub, or --model "
                          f"with a local copy")
-    folder, ref = _resolve_model(name)
+    folder, ref = resolve_model(name)
     index.check_model(ref["ref"], ref["fingerprint"])
     model = load_model(folder, args.device)
     hits = index.query(model, text=args.text, image=image, k=args.k, **_encode_options(args))
