@@ -27,7 +27,7 @@ from mmvicreg.cli.common import (
     shard_section,
     write_json,
 )
-from mmvicreg.cli.images import add_image_arguments, image_eval
+from mmvicreg.cli.images import add_head_arguments, add_image_arguments, image_eval
 from mmvicreg.cli.linear import add_linear_arguments, run_linear
 
 # ------------------------------------------------------------------------------------------- sources
@@ -201,6 +201,7 @@ def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="passes over the cached features; default: the quick probe's 100")
     p.add_argument("--lr", type=float, help="the head's learning rate; default: the quick probe's 0.1")
     p.add_argument("--probe-batch-size", type=int, help="the probe's SGD batch; default: the quick probe's 256")
+    add_head_arguments(p)
 
 
 COMMANDS = {
