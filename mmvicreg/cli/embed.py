@@ -43,7 +43,7 @@ def run_embed(args: argparse.Namespace) -> int:
     """Embed the data that the flags describe into ``--out``; print what was written (and ``--json`` it)."""
     from mmvicreg.cli.index import resolve_model
     from mmvicreg.data import build_source
-    from mmvicreg.distributed import rank
+    from mmvicreg.distributed import rank, world_size
     from mmvicreg.evaluation.embed_source import choose_branches, embed_source
     from mmvicreg.evaluation.model_level import is_captioned
 
@@ -68,6 +68,8 @@ def run_embed(args: argparse.Namespace) -> int:
         captions_per_image=args.captions_per_image, model_ref=ref, data=_described(section), force=args.force,
         batch_size=args.batch_size, progress=args.progress, workers=args.workers, precision=args.precision,
     )
+    if world_size() > 1:
+        print(f"rank {rank()} of {world_size()}: wrote shards {meta['written_shards']}", flush=True)
     if rank() == 0:
         counts, kept = meta["counts"], meta["counts"]["shards"] - len(meta["written_shards"])
         what = ", ".join(f"{m} through {b!r} (d={meta['dims'][m]})" for m, b in meta["branches"].items())

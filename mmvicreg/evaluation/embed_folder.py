@@ -120,6 +120,13 @@ def clear_folder(out: Path) -> None:
     (out / META_FILE).unlink(missing_ok=True)
 
 
+def remove_leftovers(out: Path) -> None:
+    """Remove the temporary files a killed run's atomic writes left in ``out``'s folders."""
+    for folder in (METADATA, *(f for f, _ in KINDS.values())):
+        for p in sorted((out / folder).glob(".*.tmp")) if (out / folder).is_dir() else ():
+            p.unlink(missing_ok=True)
+
+
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
     """Write ``out/embed.json`` atomically."""
     atomic_write_json(out / META_FILE, meta)

@@ -40,7 +40,11 @@ EMBED_MODALITIES = ("image", "text", "both")
 
 
 class ImageRows(Sequence):
-    """The images ``indices`` of a source, decoded on access (or handed undecoded: ``encoded``); picklable."""
+    """The images ``indices`` of a source, decoded whole on access (picklable, for the loader's workers).
+
+    Deliberately not ``ReadsEncoded``: an eval loader decodes a large JPEG reduced when it may (DCT scaling),
+    which changes the pixels a little; embeddings written out equal :func:`mmvicreg.encode` of the decoded
+    images, and a search index built from them equals one built from the files."""
 
     def __init__(self, images: LazyImages, indices: Sequence[int]) -> None:
         self.images, self.indices = images, [int(i) for i in indices]
@@ -50,9 +54,6 @@ class ImageRows(Sequence):
 
     def __getitem__(self, k):  # type: ignore[override]
         return self.images[self.indices[k]]
-
-    def encoded(self, k: int) -> Any:
-        return self.images.encoded(self.indices[k])
 
 
 def choose_branches(model: Any, captioned: bool, modality: str | None = None, image_branch: str | None = None,
@@ -178,6 +179,7 @@ def embed_source(
     if rank() == 0:
         if old is not None and folder.plan_difference(old, plan) is not None:
             folder.clear_folder(out)  # force (folder_refusal let it through): another plan's files only
+        folder.remove_leftovers(out)
         out.mkdir(parents=True, exist_ok=True)
         folder.write_meta(out, {**plan, "complete": bool(old and old.get("complete")
                                                         and folder.plan_difference(old, plan) is None)})
