@@ -4,7 +4,7 @@ what ``mmvicreg embed`` runs.
 The rows: a captioned source gives one row per (image, caption) pair, the first ``captions_per_image`` captions
 of each image in order (1: one row per image, with its first caption); a labelled image source one row per
 image. Rows are cut into shards of ``shard_size``; each shard is embedded through the one encode path
-(:func:`mmvicreg.data.encoding.encode`: its images decoded by the loader's workers batch by batch, each image
+(:func:`mmvicreg.data.encoding.encode_batches`: its images decoded by the loader's workers batch by batch, each image
 once however many of its captions the shard holds) and written before the next starts, so memory holds one
 shard's embeddings, never the collection's. Under ``torch.distributed`` (``accelerate launch``, ``torchrun``)
 process ``r`` of ``w`` embeds the shards ``i`` with ``i mod w == r``; the files are those one process writes.
@@ -26,12 +26,12 @@ import torch
 
 from mmvicreg.choices import EMBEDDING_LAYERS, check_choice
 from mmvicreg.data import LazyImages
-from mmvicreg.data.encoding import encode
+from mmvicreg.data.encoding import encode_batches
 from mmvicreg.data.sources.base import CaptionSource, ImageSource
 from mmvicreg.distributed import is_distributed, rank, world_size
 from mmvicreg.evaluation import embed_folder as folder
 from mmvicreg.evaluation.model_level import is_captioned
-from mmvicreg.evaluation.search_index import pick_branch
+from mmvicreg.evaluation.search_index import package_version, pick_branch
 
 __all__ = ["EMBED_DTYPES", "EMBED_MODALITIES", "choose_branches", "embed_source"]
 
@@ -164,8 +164,8 @@ def embed_source(
         raise ValueError("the data holds no images: there is nothing to embed")
     shards = -(-len(images) // shard_size)
     plan = {
-        "format_version": folder.FORMAT_VERSION, "model": dict(model_ref or {"ref": None,
-                                                                             "fingerprint": weights_fingerprint(model)}),
+        "format_version": folder.FORMAT_VERSION, "mmvicreg_version": package_version(),
+        "model": dict(model_ref or {"ref": None, "fingerprint": weights_fingerprint(model)}),
         "branches": branches, "layer": layer, "dtype": dtype, "shard_size": shard_size,
         "captions_per_image": captions_per_image if captions is not None else None, "rows": int(len(images)),
         "data": dict(data or {}), "dims": _dims(model, branches, layer),
@@ -177,12 +177,11 @@ def embed_source(
     old = folder.read_meta(out) if out.is_dir() else None
     _barrier()  # every process has looked at the folder before the first one changes it
     if rank() == 0:
-        if old is not None and folder.plan_difference(old, plan) is not None:
-            folder.clear_folder(out)  # force (folder_refusal let it through): another plan's files only
+        if out.is_dir() and (old is None or folder.plan_difference(old, plan) is not None):
+            folder.clear_folder(out)  # force (folder_refusal let it through): another plan's files, ours only
         folder.remove_leftovers(out)
         out.mkdir(parents=True, exist_ok=True)
-        folder.write_meta(out, {**plan, "complete": bool(old and old.get("complete")
-                                                        and folder.plan_difference(old, plan) is None)})
+        folder.write_meta(out, plan)  # complete: false until every shard is checked or written
     _barrier()
     mine = [k for k in range(shards) if k % world_size() == rank()]
     written = _embed_shards(model, source, out, plan, mine, images, captions, batch_size, progress, encode_options)
@@ -192,6 +191,18 @@ def embed_source(
         folder.write_meta(out, meta)
     _barrier()
     return {**meta, "written_shards": written}
+
+
+def _encoded(model: Any, plan: dict[str, Any], modality: str, items: Sequence[Any],
+             options: Mapping[str, Any]) -> np.ndarray:
+    """``items`` through ``modality``'s branch (the one encode path, batch by batch) into one (n, d) array of the
+    plan's dtype, filled in place: the shard's embeddings are in memory once."""
+    out = np.empty((len(items), plan["dims"][modality]), dtype=plan["dtype"])
+    done = 0
+    for z in encode_batches(model, plan["branches"][modality], items, **options):
+        out[done : done + len(z)] = z.numpy()
+        done += len(z)
+    return out
 
 
 def _embed_shards(model: Any, source: Any, out: Path, plan: dict[str, Any], mine: list[int], images: np.ndarray,
@@ -216,12 +227,11 @@ def _embed_shards(model: Any, source: Any, out: Path, plan: dict[str, Any], mine
             embeddings = {}
             if lazy is not None:
                 unique, inverse = np.unique(shard_images, return_inverse=True)
-                z = encode(model, plan["branches"]["image"], ImageRows(lazy, unique), **options).numpy()
-                embeddings["image"] = z[inverse]
+                z = _encoded(model, plan, "image", ImageRows(lazy, unique), options)
+                embeddings["image"] = z if len(unique) == n else z[inverse]  # an image per row: no copy
             if "text" in dims and shard_captions is not None:
                 texts = [source.captions[i][j] for i, j in zip(shard_images, shard_captions)]
-                embeddings["text"] = encode(model, plan["branches"]["text"], texts, **options).numpy()
-            embeddings = {m: np.ascontiguousarray(z, dtype=plan["dtype"]) for m, z in embeddings.items()}
+                embeddings["text"] = _encoded(model, plan, "text", texts, options)
             folder.write_shard(out, k, embeddings, _metadata(source, shard_images, shard_captions))
             written.append(k)
             bar.update(n)
