@@ -130,6 +130,19 @@ def test_embed_writes_clip_retrieval_layout_equal_to_encode(model, flickr, tmp_p
     np.testing.assert_allclose(stored.astype(np.float32), img[::2], rtol=2e-3, atol=1e-4)
 
 
+def test_webdataset_shards_embed_as_the_csv_they_were_written_from(model, flickr, tmp_path):
+    shards, from_csv, from_shards = tmp_path / "shards", tmp_path / "csv", tmp_path / "wds"
+    assert main(["shards", "--format", "csv", "--captions", str(flickr["captions"]), "--images",
+                 str(flickr["images"]), "--out", str(shards), "--samples-per-shard", "5", "--per", "image"]) == 0
+    assert main(_embed_argv(model, flickr, from_csv, "--shard-size", "5")) == 0
+    assert main(["embed", "--model", str(model), "--format", "webdataset", "--shards", str(shards), "--out",
+                 str(from_shards), "--shard-size", "5", "--workers", "0", "--no-progress"]) == 0
+    for stem in ("img_emb", "text_emb"):
+        np.testing.assert_array_equal(_read(from_shards, stem, stem), _read(from_csv, stem, stem))
+    assert [(r["id"], r["caption"]) for r in _metadata(from_shards)] == \
+        [(r["id"], r["caption"]) for r in _metadata(from_csv)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
