@@ -197,9 +197,8 @@ def linear_probe(
         epochs, lr, batch_size, seed, weight_decay, momentum: the optimisation (``seed`` only orders the batches).
         standardize: standardise features with the training mean/std before the head.
         device: where to train; default the device of ``test_feats`` (CPU for NumPy input).
-        keep_head: also return the trained head after the last epoch (``"head"``: a
-            :class:`~mmvicreg.evaluation.metrics.linear_head.LinearHead` with the standardisation), what
-            ``--save-head`` saves; its accuracy on the test features is ``top1_last``.
+        keep_head: also return ``"head"``, the trained :class:`~mmvicreg.evaluation.metrics.linear_head.LinearHead`
+            with its standardisation (what ``--save-head`` saves; on ``test_feats`` it scores ``top1_last``).
 
     Returns:
         ``top1_best`` (best test top-1 over epochs, percent), ``top1_last`` (after the last epoch),
@@ -217,12 +216,10 @@ def linear_probe(
     y_train = inputs.labels(train_labels, "train_labels", x_train.shape[0], "train_feats").to(device)
     y_test = inputs.labels(test_labels, "test_labels", test.shape[0], "test_feats").to(device)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-
     x_train, test = x_train.to(device, torch.float32), test.to(device, torch.float32)
     mean = x_train.mean(0) if standardize else torch.zeros(x_train.shape[1], device=device)
     std = x_train.std(0, unbiased=False).clamp_min(1e-6) if standardize else torch.ones_like(mean)
-    test = (test - mean) / std
-    n = x_train.shape[0]
+    test, n = (test - mean) / std, x_train.shape[0]
     protocol = LinearProtocol(epochs=epochs, batch_size=batch_size, lr_head=lr, weight_decay=weight_decay,
                               momentum=momentum, head_init_std=QUICK_PROBE.head_init_std,
                               cosine_per=QUICK_PROBE.cosine_per, standardize=standardize)
@@ -248,10 +245,8 @@ def linear_probe(
     best = best_epoch(history)
     out: dict[str, Any] = {"top1_best": history[best]["top1"], "top1_last": history[-1]["top1"],
                            "best_epoch": best + 1, "num_classes": num_classes}
-    if keep_head:
-        head = trainer.head
-        out["head"] = LinearHead(head.weight.detach().clone(), head.bias.detach().clone(),
-                                 mean.clone() if standardize else None, std.clone() if standardize else None)
+    if keep_head:  # the head after the last epoch with its standardisation (zeros and ones when not standardising)
+        out["head"] = LinearHead(*(t.detach().clone() for t in (trainer.head.weight, trainer.head.bias, mean, std)))
     return out
 
 
