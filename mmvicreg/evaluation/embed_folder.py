@@ -54,9 +54,9 @@ def read_meta(out: str | os.PathLike) -> dict[str, Any] | None:
     try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); {_HINT}") from None
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not an embed.json of format {FORMAT_VERSION}; {_HINT}")
+        raise ValueError(f"{path} is not the embed.json (format {FORMAT_VERSION}) of mmvicreg embed")
     return meta
 
 
@@ -100,7 +100,10 @@ def folder_refusal(out: Path, plan: dict[str, Any], force: bool) -> str | None:
         shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
         return (f"--out {out} holds {shown}, which mmvicreg embed never writes; nothing was deleted: pass --out a new "
                 f"or empty folder")
-    old = read_meta(out)
+    try:
+        old = read_meta(out)
+    except ValueError as e:
+        return None if force else f"--out {out}: {e}; {_HINT}"
     if old is None:
         if any(p.is_file() for p in out.rglob("*")) and not force:
             return f"--out {out} holds embedding files without {META_FILE} (whose they are is unknown); {_HINT}"

@@ -70,6 +70,10 @@ def choose_branches(model: Any, captioned: bool, modality: str | None = None, im
         wanted = [m for m in kinds if kinds[m] is not None or (m in has and (m == "image" or captioned))]
     else:
         wanted = ["image", "text"] if modality == "both" else [modality]
+    unused = [m for m in kinds if kinds[m] is not None and m not in wanted]
+    if unused:
+        raise ValueError(f"--{unused[0]}-branch {kinds[unused[0]]} names a branch that --modality {modality} does not "
+                         f"embed")
     if "text" in wanted and not captioned:
         why = f"--text-branch {text_branch}" if text_branch else f"--modality {modality}"
         raise ValueError(f"{why} asks for text embeddings but {data} holds images without captions")
@@ -174,7 +178,10 @@ def embed_source(
     problem = folder.folder_refusal(out, plan, force)
     if problem is not None:
         raise FileExistsError(problem)
-    old = folder.read_meta(out) if out.is_dir() else None
+    try:
+        old = folder.read_meta(out) if out.is_dir() else None
+    except ValueError:  # an unreadable embed.json that force lets us replace (folder_refusal refused it otherwise)
+        old = None
     _barrier()  # every process has looked at the folder before the first one changes it
     if rank() == 0:
         if out.is_dir() and (old is None or folder.plan_difference(old, plan) is not None):

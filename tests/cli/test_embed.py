@@ -234,6 +234,8 @@ def test_refusals_are_one_line(model, flickr, tmp_path, capsys):
     out = tmp_path / "emb"
     assert "'nope' is not a branch" in _one_line(capsys, _embed_argv(model, flickr, out, "--image-branch", "nope"))
     assert "is a text branch" in _one_line(capsys, _embed_argv(model, flickr, out, "--image-branch", "caption"))
+    assert "does not embed" in _one_line(capsys, _embed_argv(model, flickr, out, "--modality", "image",
+                                                             "--text-branch", "caption"))
     folder = tmp_path / "labelled" / "cats"
     folder.mkdir(parents=True)
     Image.new("RGB", (20, 20), (90, 10, 10)).save(folder / "0.png")
@@ -255,3 +257,7 @@ def test_refusals_are_one_line(model, flickr, tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert "never writes" in _one_line(capsys, other_argv + ["--force"])
     assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (out / "embed.json").write_text("{not json")
+    assert "cannot be read" in _one_line(capsys, other_argv)
+    assert main(other_argv + ["--force"]) == 0 and json.loads((out / "embed.json").read_text())["complete"]
