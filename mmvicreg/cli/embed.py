@@ -32,10 +32,12 @@ def _init_distributed(device: str | None) -> str | None:
     import torch.distributed as dist
 
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if cuda and device in (None, "cuda"):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    if cuda:
+        torch.cuda.set_device(torch.device(device))  # NCCL's barriers run on this process's GPU
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda and device in (None, "cuda"):
-        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return device
 
 
