@@ -4,7 +4,9 @@
     mmvicreg eval retrieval --model RUN/model --format coco --images DIR --captions FILE [--protocol 1k]
     mmvicreg eval knn --model RUN/model --format digits [--compare-random-init]
     mmvicreg eval linear-probe --model RUN/model --format folder --train-images DIR --test-images DIR
+    mmvicreg embed --model RUN/model --format csv --captions FILE.csv --images DIR --out EMB [--shard-size N]
     mmvicreg index build --model RUN/model --images DIR [--captions FILE.txt] --out INDEX
+    mmvicreg index build --embeddings EMB --out INDEX
     mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
     mmvicreg push --model RUN/model --repo-id ORG/NAME
     mmvicreg shards --format csv --captions FILE.csv --images DIR --out SHARDS [--per image]
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``mmvicreg`` parser and every subcommand's. Imports nothing heavy: ``--help`` answers at once."""
     from mmvicreg.version import __version__
     from mmvicreg.cli.common import CommandParser, HelpFormatter
+    from mmvicreg.cli.embed import add_embed_command
     from mmvicreg.cli.env import add_env_command
     from mmvicreg.cli.evaluate import COMMANDS
     from mmvicreg.cli.hub import add_push_command
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (add_arguments, _, help_) in COMMANDS.items():
         add_arguments(commands.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter))
     add_push_command(sub)
+    add_embed_command(sub)
     add_index_commands(sub)
     add_serve_command(sub)
     add_shards_command(sub)

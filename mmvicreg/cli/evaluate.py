@@ -26,7 +26,7 @@ from mmvicreg.cli.common import (
     shard_section,
     write_json,
 )
-from mmvicreg.cli.images import add_image_arguments, image_eval
+from mmvicreg.cli.images import add_head_arguments, add_image_arguments, image_eval
 from mmvicreg.cli.linear import add_linear_arguments, run_linear
 from mmvicreg.cli.suite import add_suite_arguments, run_suite_command
 from mmvicreg.cli.zeroshot import add_zeroshot_arguments, run_zeroshot
@@ -149,12 +149,7 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``eval retrieval``: :func:`add_common_arguments`, the captioned data, protocol, branches, index."""
     add_common_arguments(p, EVAL_CAPTION_FORMATS, "data format of the captioned evaluation set (webdataset: local "
                                                   "shards written by mmvicreg shards, given with --shards)")
-    p.add_argument("--images", help="the image folder (coco, karpathy; csv: default the CSV's folder; optional for hf)")
-    p.add_argument("--captions", help="the captions file: COCO/Karpathy JSON, CSV/TSV; for hf, the dataset")
-    p.add_argument("--shards", help="webdataset: the shards (a folder written by mmvicreg shards, its shards.txt or a "
-                                    "brace pattern of local .tar files)")
-    p.add_argument("--split", help="split name (karpathy: train/val/test; hf: its split); default: test for shapes "
-                                   "and scenes, else train")
+    add_data_arguments(p)
     p.add_argument("--protocol", choices=RETRIEVAL_PROTOCOLS, default="5k",
                    help="5k: rank against the whole set; 1k: 5 folds of 1,000 images, averaged")
     p.add_argument("--image-branch", help="branch embedding the images (default: the model's first image branch)")
@@ -168,6 +163,16 @@ def add_retrieval_arguments(p: argparse.ArgumentParser) -> None:
     add_retired_flag(p, "--branches", "--branches is now --image-branch IMAGE --text-branch TEXT")
     add_retired_flag(p, "--index", "--index is now --index-kind (the FAISS index kind: exact, flat, ivf, hnsw); "
                                    "--index names an index folder only in mmvicreg search")
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The data flags :func:`caption_section` reads: ``--images``, ``--captions``, ``--shards``, ``--split``."""
+    p.add_argument("--images", help="the image folder (coco, karpathy; csv: default the CSV's folder; optional for hf)")
+    p.add_argument("--captions", help="the captions file: COCO/Karpathy JSON, CSV/TSV; for hf, the dataset")
+    p.add_argument("--shards", help="webdataset: the shards (a folder written by mmvicreg shards, its shards.txt or a "
+                                    "brace pattern of local .tar files)")
+    p.add_argument("--split", help="split name (karpathy: train/val/test; hf: its split); default: test for shapes "
+                                   "and scenes, else train")
 
 
 def add_knn_arguments(p: argparse.ArgumentParser) -> None:
@@ -185,6 +190,7 @@ def add_linear_probe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="passes over the cached features; default: the quick probe's 100")
     p.add_argument("--lr", type=float, help="the head's learning rate; default: the quick probe's 0.1")
     p.add_argument("--probe-batch-size", type=int, help="the probe's SGD batch; default: the quick probe's 256")
+    add_head_arguments(p)
 
 
 COMMANDS = {

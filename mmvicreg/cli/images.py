@@ -67,23 +67,70 @@ def _random_init_like(model: Any) -> Any:
 
 
 def image_eval(args: argparse.Namespace, evaluate: Score, **settings: Any) -> dict[str, Any]:
-    """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``."""
+    """Score every chosen image branch of the model (and of its random-init twin) with ``evaluate``; with
+    ``--save-head`` keep the trained head, with ``--head`` score a saved one instead (:func:`_saved_head_eval`)."""
     model = load_model(args.model, args.device, args.pretrained)
     branches = args.image_branch or branches_of(model, "image")
     for b in branches:
         check_branch_flag(model, "--image-branch", b, "image", "k-NN and linear probes score image branches")
+    head, save = getattr(args, "head", None), getattr(args, "save_head", None)  # eval linear / linear-probe only
+    if head or save:
+        _check_head_flags(args, branches)
+    if head:
+        return _saved_head_eval(args, model, branches[0], head)
     train_src = image_source(args, "train")
     test_src = image_source(args, "test")
     models = {"trained": model}
     if args.compare_random_init:
         models["random_init"] = _random_init_like(model).to(next(model.parameters()).device)
+    if save:
+        settings = {**settings, "keep_head": True}
     result: dict[str, Any] = {"model": str(args.model), "layer": args.layer, "results": {}}
     for which, m in models.items():
         for branch in branches:
             scores = evaluate(m, train_src, test_src, branch, layer=args.layer, **encoding(args), **settings)
+            if save:
+                _save_head(args, scores, branch, train_src, save)
             result["results"].setdefault(which, {})[branch] = {
-                k: v for k, v in scores.items() if k not in ("branch", "layer")
+                k: v for k, v in scores.items() if k not in ("branch", "layer", "head")
             }
+    _print_image_table(result["results"])
+    write_json(args.json, result)
+    return result
+
+
+def _check_head_flags(args: argparse.Namespace, branches: list[str]) -> None:
+    """One line unless ``--head`` / ``--save-head`` concern one trained image branch."""
+    flag = "--head" if args.head else "--save-head"
+    if args.head and args.save_head:
+        raise ValueError("--head evaluates a saved head without training; --save-head saves a trained one: pass one")
+    if len(branches) != 1:
+        raise ValueError(f"{flag} is one head of one image branch; the model has {branches}: pass --image-branch NAME")
+    if args.compare_random_init:
+        raise ValueError(f"{flag} is the head of the trained model; drop --compare-random-init")
+
+
+def _save_head(args: argparse.Namespace, scores: dict[str, Any], branch: str, train_src: Any, path: str) -> None:
+    """Save the head ``scores["head"]`` at ``path`` with what it expects and how it scored."""
+    from mmvicreg.evaluation.linear_eval import source_classes
+
+    kind = "linear" if "mode" in scores else "probe"  # eval linear's result names its mode; the probe's does not
+    accuracy = {k: v for k, v in scores.items() if k in ("top1", "top5", "top1_last")}
+    scores["head"].save(path, {"kind": kind, "branch": branch, "layer": args.layer, "model": str(args.model),
+                               "classes": source_classes(train_src), "accuracy": accuracy})
+    print(f"saved the {kind} head of branch {branch!r} to {path}")
+
+
+def _saved_head_eval(args: argparse.Namespace, model: Any, branch: str, path: str) -> dict[str, Any]:
+    """``--head PATH``: the saved head's top-1 (top-5) on the test data, without training."""
+    from mmvicreg.evaluation.linear_eval import evaluate_head
+    from mmvicreg.evaluation.metrics.linear_head import LinearHead
+
+    head, info = LinearHead.load(path)
+    scores = evaluate_head(model, image_source(args, "test"), branch, head, info, layer=args.layer,
+                           name=f"the head {path}", device=args.device, **encoding(args))
+    result = {"model": str(args.model), "layer": args.layer, "head": str(path),
+              "results": {"trained": {branch: {k: v for k, v in scores.items() if k not in ("branch", "layer")}}}}
     _print_image_table(result["results"])
     write_json(args.json, result)
     return result
@@ -117,3 +164,11 @@ def add_image_arguments(p: argparse.ArgumentParser, batch_help: str = "items per
                    help="representation: the encoder's output h (published); embedding: the expander's z")
     p.add_argument("--compare-random-init", action="store_true", help="also score the same network untrained")
     add_retired_flag(p, "--branch", "--branch is now --image-branch (repeatable: --image-branch A --image-branch B)")
+
+
+def add_head_arguments(p: argparse.ArgumentParser) -> None:
+    """``--save-head`` / ``--head`` of the commands that train a linear head (``eval linear``, ``eval linear-probe``)."""
+    p.add_argument("--save-head", metavar="PATH",
+                   help="save the trained head here (safetensors; its classes and width in PATH's .json beside it)")
+    p.add_argument("--head", metavar="PATH",
+                   help="evaluate this saved head on the test data instead of training one (no --train-images needed)")

@@ -1,6 +1,7 @@
 """``mmvicreg index build`` and ``mmvicreg search``: a FAISS search index of images and captions, and its queries.
 
     mmvicreg index build --model RUN/model --images FOLDER [--captions FILE.txt] --out INDEX [--index-kind hnsw]
+    mmvicreg index build --embeddings EMB --out INDEX        (EMB: a folder written by mmvicreg embed)
     mmvicreg search --index INDEX --text "a dog on the grass" [-k 10] [--json OUT]
     mmvicreg search --index INDEX --image photo.jpg
 
@@ -33,7 +34,7 @@ def _encode_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ENCODE_FLAGS if getattr(args, k, None) is not None}
 
 
-def _resolve_model(name: str) -> tuple[Path, dict[str, str]]:
+def resolve_model(name: str) -> tuple[Path, dict[str, str]]:
     """``(export folder, {"ref", "fingerprint"})`` of a model folder or Hub repo id."""
     from mmvicreg.evaluation.search_index import model_fingerprint
     from mmvicreg.model.hub import resolve_export
@@ -48,12 +49,16 @@ def _resolve_model(name: str) -> tuple[Path, dict[str, str]]:
 
 def run_build(args: argparse.Namespace) -> int:
     """Embed ``--images`` / ``--captions`` with ``--model`` into a search index at ``--out``."""
-    from mmvicreg.evaluation.metrics.search import faiss_device
     from mmvicreg.evaluation.search_index import build_search_index
 
+    if args.embeddings is not None:
+        return _build_from_embeddings(args)
+    if args.model is None:
+        raise ValueError("index build needs --model (with --images and/or --captions), or --embeddings EMB (a folder "
+                         "written by mmvicreg embed)")
     if args.images is None and args.captions is None:
         raise ValueError("nothing to index: pass --images FOLDER and/or --captions FILE")
-    folder, ref = _resolve_model(args.model)
+    folder, ref = resolve_model(args.model)
     extra = {"batch_size": args.batch_size} if args.batch_size is not None else {}
     index = build_search_index(
         load_model(folder, args.device), args.out, images=args.images, captions=args.captions,
@@ -61,15 +66,38 @@ def run_build(args: argparse.Namespace) -> int:
         image_branch=args.image_branch, text_branch=args.text_branch,
         model_ref=ref, chunk_size=args.chunk_size, progress=args.progress, **extra, **_encode_options(args),
     )
-    meta = index.meta
+    _print_built(index.meta, args.out)
+    return 0
+
+
+def _build_from_embeddings(args: argparse.Namespace) -> int:
+    """``index build --embeddings EMB``: the index of a folder mmvicreg embed wrote, its model from embed.json."""
+    from mmvicreg.evaluation.embed_index import build_index_from_embeddings
+
+    given = [flag for flag, value in (("--model", args.model), ("--images", args.images), ("--captions", args.captions),
+                                      ("--image-branch", args.image_branch), ("--text-branch", args.text_branch))
+             if value is not None]
+    if given:
+        raise ValueError(f"--embeddings takes the model, branches and items from its embed.json; drop "
+                         f"{' and '.join(given)}")
+    index = build_index_from_embeddings(
+        args.embeddings, args.out, kind=args.index_kind,
+        options=key_values(args.index_option, "--index-option", "nprobe=32"), progress=args.progress,
+    )
+    _print_built(index.meta, args.out)
+    return 0
+
+
+def _print_built(meta: dict[str, Any], out: str) -> None:
+    from mmvicreg.evaluation.metrics.search import faiss_device
+
     counts = ", ".join(f"{n} {kind}s" for kind, n in meta["counts"].items())
     branches = ", ".join(f"{kind}s through {b!r}" for kind, b in meta["branches"].items())
     recall = meta["recall"]
     quality = "exact" if recall.get("exact") else f"recall@10 {recall['recall_at_10']:.3f} against exact on " \
                                                   f"{recall['sample']} sample queries"
-    print(f"indexed {counts} ({branches}) into {args.out}: {meta['index']} index ({quality}), d={meta['dim']}; "
+    print(f"indexed {counts} ({branches}) into {out}: {meta['index']} index ({quality}), d={meta['dim']}; "
           f"searches run on the FAISS {faiss_device(meta['index']).upper()}")
-    return 0
 
 
 def index_model(index: Any, model: str | None, device: str | None) -> Any:
@@ -85,7 +113,7 @@ def index_model(index: Any, model: str | None, device: str | None) -> Any:
         raise ValueError(f"index {index.directory} names the model {name!r}, which is not a local folder; an index "
                          f"never fetches a model by itself: pass --model {name} to download it from the Hub, or "
                          f"--model with a local copy")
-    folder, ref = _resolve_model(name)
+    folder, ref = resolve_model(name)
     index.check_model(ref["ref"], ref["fingerprint"])
     return load_model(folder, device)
 
@@ -133,9 +161,12 @@ def _add_encode_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``index build``: the model, what to index, the output folder, the FAISS index kind, branches."""
-    p.add_argument("--model", required=True, help="folder written by save_pretrained (a run's model/) or Hub id")
+    p.add_argument("--model", help="folder written by save_pretrained (a run's model/) or Hub id (required unless "
+                                   "--embeddings)")
     p.add_argument("--images", help="folder of images, searched recursively (jpg, jpeg, png, webp, bmp)")
     p.add_argument("--captions", help="text file, one caption per line")
+    p.add_argument("--embeddings", help="index the embeddings of a folder written by mmvicreg embed (its model "
+                                        "is recorded in its embed.json) instead of embedding --images/--captions")
     p.add_argument("--out", required=True, help="the index folder to write (replaced when it is an index)")
     p.add_argument("--index-kind", choices=("auto", *INDEX_KINDS), default="auto",
                    help="FAISS index kind: flat (exact), ivf, hnsw (approximate); auto: flat under 100,000 items, "

@@ -3,6 +3,7 @@ semi-supervised fine-tuning on 1 % / 10 % of the labels (:func:`mmvicreg.evaluat
 
     mmvicreg eval linear --model RUN/model --format folder --train-images train/ --test-images val/
     mmvicreg eval linear --model RUN/model --format digits --mode finetune --train-percent 10 --compare-random-init
+    mmvicreg eval linear --model RUN/model --format digits --save-head head.safetensors   (then --head head.safetensors)
 
 The data, branch, device and output flags are those of ``eval knn`` (``--format --train-images --test-images
 --train-shards --test-shards --image-branch --device --precision --workers --json --compare-random-init``);
@@ -17,7 +18,7 @@ import argparse
 from typing import Any
 
 from mmvicreg.choices import LINEAR_EVAL_MODES
-from mmvicreg.cli.images import add_image_arguments, image_eval
+from mmvicreg.cli.images import add_head_arguments, add_image_arguments, image_eval
 
 
 def add_linear_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def add_linear_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-backbone", type=float,
                    help="finetune: the backbone's learning rate; default: published (1%%: 0.03, 10%%: 0.01) × batch / 256")
     p.add_argument("--weight-decay", type=float, help="SGD weight decay; default: published (linear 1e-6, finetune 0)")
+    add_head_arguments(p)
 
 
 def run_linear(args: argparse.Namespace) -> dict[str, Any]:

@@ -43,12 +43,15 @@ from torchvision.transforms import v2
 from mmvicreg.choices import EMBEDDING_LAYERS, EVAL_PRECISIONS, LINEAR_EVAL_MODES, check_choice
 from mmvicreg.data import convert_rgb
 from mmvicreg.data.batching import Preprocessor, make_loader
+from mmvicreg.data.sources.base import ImageSource
 from mmvicreg.data.transforms import build_transform, interpolation_mode
 from mmvicreg.devices import autocast, resolve_device
 from mmvicreg.evaluation.labelled import choose_subset
+from mmvicreg.evaluation.metrics.linear_head import LinearHead
 from mmvicreg.evaluation.metrics.linear_probe import PRESETS, LinearTrainer, best_epoch
 
-__all__ = ["LINEAR_EVAL_MODES", "PUBLISHED", "evaluate_linear", "format_linear", "published_settings"]
+__all__ = ["LINEAR_EVAL_MODES", "PUBLISHED", "check_head", "evaluate_head", "evaluate_linear", "format_linear",
+           "published_settings", "source_classes"]
 
 MOMENTUM = PRESETS["linear"].momentum
 PUBLISHED = {  # at batch 256: the published recipes of the one trainer (metrics.linear_probe.PRESETS)
@@ -87,6 +90,7 @@ def evaluate_linear(
     precision: str = "auto",
     layer: str = "representation",
     progress: bool = False,
+    keep_head: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5 (percent) on ``test_source`` of a classifier on ``branch`` trained by the published protocol.
 
@@ -102,7 +106,13 @@ def evaluate_linear(
     Returns ``top1`` and ``top5`` after the last epoch, ``top1_best``/``top5_best``/``best_epoch`` (the best
     epoch by test top-1, what the published script prints as ``best_acc``), ``num_classes``, ``num_train``,
     ``num_test``, ``history`` (per epoch), ``config`` (every setting used) and ``subset`` (None: every image).
+    ``keep_head`` (``mode="linear"`` only: a fine-tuned head needs its fine-tuned backbone): also ``head``, the
+    classifier after the last epoch (a :class:`~mmvicreg.evaluation.metrics.linear_head.LinearHead`, whose
+    :func:`evaluate_head` on ``test_source`` is ``top1``).
     """
+    if keep_head and mode != "linear":
+        raise ValueError("a fine-tuned head is only right on its fine-tuned backbone, which is not saved; --save-head "
+                         "keeps the head of --mode linear (frozen backbone)")
     config = _settings(model, branch, mode, train_percent, epochs, batch_size, lr_head, lr_backbone, weight_decay,
                        seed, workers, device, precision, layer)
     num_classes = _num_classes(train_source, test_source)
@@ -114,7 +124,7 @@ def evaluate_linear(
     forks = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=forks):  # the augmentations are seeded; the caller's RNG is left alone
         torch.manual_seed(seed)
-        history = _fit(model.branch(branch), train_set, test_source, num_classes, config, progress)
+        history, head = _fit(model.branch(branch), train_set, test_source, num_classes, config, progress)
     best = best_epoch(history)
     result: dict[str, Any] = {"branch": branch, "layer": layer, "mode": mode, "top1": history[-1]["top1"]}
     if "top5" in history[-1]:
@@ -122,6 +132,8 @@ def evaluate_linear(
     result.update({f"{k}_best": v for k, v in history[best].items() if k.startswith("top")})
     result.update(best_epoch=best + 1, num_classes=num_classes, num_train=len(train_set), num_test=len(test_source),
                   history=history, config=config, subset=record)
+    if keep_head:
+        result["head"] = LinearHead(head.weight.detach().cpu().clone(), head.bias.detach().cpu().clone())
     return result
 
 
@@ -133,6 +145,61 @@ def format_linear(branch: str, result: dict[str, Any]) -> str:
     top5 = f", top-5 {result['top5']:.1f}%" if "top5" in result else ""
     return (f"{result['mode']} evaluation of branch {branch!r} ({what}, {result['config']['epochs']} epochs{share}): "
             f"top-1 {result['top1']:.1f}%{top5}")
+
+
+def evaluate_head(
+    model: Any, test_source: Any, branch: str, head: LinearHead, info: dict[str, Any], *,
+    layer: str = "representation", batch_size: int = 256, workers: int = 0, device: Any = None,
+    precision: str = "auto", progress: bool = False, name: str = "the head",
+) -> dict[str, Any]:
+    """Top-1 (top-5) on ``test_source`` of a saved ``head`` (:meth:`LinearHead.load`: the head and its ``info``)
+    on ``branch``'s ``layer``, without training: the test features made as when it was trained (``info["kind"]``
+    ``"probe"``: the one encode path, unaugmented; ``"linear"``: the protocol's test transform). One ValueError
+    line (naming the head as ``name``) when its layer, width or classes do not fit the model and the data."""
+    check_head(model, branch, layer, head, info, test_source, name)
+    if info["kind"] == "probe":
+        from mmvicreg.evaluation.model_level import image_features
+
+        x, y = image_features(model, branch, test_source, layer, batch_size=batch_size, progress=progress,
+                              workers=workers, precision=precision)
+    else:
+        config = _settings(model, branch, "linear", None, None, batch_size, None, None, None, 0, workers, device,
+                           precision, layer)
+        backbone, _ = _backbone(model.branch(branch), config)
+        x, y = _features(backbone, _loader(test_source, linear_eval_transforms(config["transform"])[1], config,
+                                            train=False), config)
+    return {"branch": branch, "layer": layer, "kind": info["kind"], **head.accuracy(x, torch.as_tensor(y)),
+            "num_classes": head.num_classes, "num_test": len(y)}
+
+
+def source_classes(source: Any) -> list[str] | None:
+    """The class names of a labelled image source, or None when it has none."""
+    return list(source.classes) if isinstance(source, ImageSource) and source.classes else None
+
+
+def _short(names: list[Any]) -> str:
+    return ", ".join(map(str, names[:5])) + (f", … ({len(names)} in all)" if len(names) > 5 else "")
+
+
+def check_head(model: Any, branch: str, layer: str, head: LinearHead, info: dict[str, Any], test_source: Any,
+               name: str = "the head") -> None:
+    """One ValueError line unless ``head`` (with its saved ``info``) reads ``branch``'s ``layer`` of ``model`` and
+    covers ``test_source``'s classes (the same names in the same order, when both have names)."""
+    b = model.branch(branch)
+    if info["layer"] != layer:
+        raise ValueError(f"{name} was trained on the {info['layer']!r} layer (of branch {info['branch']!r}); pass "
+                         f"--layer {info['layer']}")
+    dim = b.encoder.output_dim if layer == "representation" else b.embedding_dim
+    if dim != head.dim:
+        raise ValueError(f"{name} takes {head.dim}-wide features but branch {branch!r} gives {dim} at its {layer} "
+                         f"(it was trained on branch {info['branch']!r} of another model)")
+    classes, saved = source_classes(test_source), info.get("classes")
+    if classes and saved and classes != list(saved):
+        raise ValueError(f"{name} was trained on the classes [{_short(list(saved))}] but the test data has "
+                         f"[{_short(classes)}]")
+    top = int(np.max(np.asarray(test_source.labels), initial=-1))
+    if top >= head.num_classes:
+        raise ValueError(f"the test data has labels up to {top} but {name} has {head.num_classes} classes")
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -235,12 +302,19 @@ def linear_eval_transforms(spec: dict[str, Any]) -> tuple[RGBTransform, RGBTrans
 # ------------------------------------------------------------------------------------------- training
 
 
-def _fit(branch: Any, train_set: Any, test_source: Any, num_classes: int, config: dict[str, Any],
-         progress: bool) -> list[dict[str, float]]:
-    """Train the head (and, fine-tuning, a copy of the backbone) with the one trainer; test after every epoch."""
-    device, finetune = torch.device(config["device"]), config["mode"] == "finetune"
-    backbone = copy.deepcopy(branch.encoder if config["layer"] == "representation" else branch).to(device)
+def _backbone(branch: Any, config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
+    """A copy of what the head reads (the encoder, or the whole branch for z) on the device, and its width."""
+    backbone = copy.deepcopy(branch.encoder if config["layer"] == "representation" else branch)
     dim = branch.encoder.output_dim if config["layer"] == "representation" else branch.embedding_dim
+    return backbone.to(torch.device(config["device"])), dim
+
+
+def _fit(branch: Any, train_set: Any, test_source: Any, num_classes: int, config: dict[str, Any],
+         progress: bool) -> tuple[list[dict[str, float]], torch.nn.Module]:
+    """Train the head (and, fine-tuning, a copy of the backbone) with the one trainer; test after every epoch.
+    Returns the history and the head."""
+    device, finetune = torch.device(config["device"]), config["mode"] == "finetune"
+    backbone, dim = _backbone(branch, config)
     backbone.requires_grad_(finetune)
     protocol = dataclasses.replace(  # the published recipe with this run's settings
         PRESETS["linear"], epochs=config["epochs"], batch_size=config["batch_size"], lr_head=config["lr_head"],
@@ -271,7 +345,8 @@ def _fit(branch: Any, train_set: Any, test_source: Any, num_classes: int, config
     def test() -> tuple[torch.Tensor, torch.Tensor]:
         return frozen_test if frozen_test is not None else _features(backbone, test_loader, config)
 
-    return trainer.fit(batches, logits, test, progress=f"{config['mode']} evaluation" if progress else None)
+    history = trainer.fit(batches, logits, test, progress=f"{config['mode']} evaluation" if progress else None)
+    return history, trainer.head
 
 
 def _loader(dataset: Any, fn: RGBTransform, config: dict[str, Any], train: bool) -> Any:

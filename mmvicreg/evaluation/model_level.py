@@ -303,6 +303,7 @@ def evaluate_linear_probe(
     batch_size: int = 256,
     layer: str = "representation",
     progress: bool = False,
+    keep_head: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Linear-probe top-1 of ``branch``'s frozen, unaugmented features: ``{"branch", "layer", **linear_probe(...)}``.
@@ -311,7 +312,7 @@ def evaluate_linear_probe(
     ``probe_batch_size`` left None are the quick probe's (``QUICK_PROBE``: 100, 0.1, 256); ``options``:
     ``workers``, ``precision``. The published protocol (augmented, or fine-tuned on 1%/10% of the labels) is
     :mod:`mmvicreg.evaluation.linear_eval`; both train the head with the one trainer of
-    :mod:`mmvicreg.evaluation.metrics.linear_probe`.
+    :mod:`mmvicreg.evaluation.metrics.linear_probe`. ``keep_head``: also the trained head (``"head"``).
     """
     encoding = {"batch_size": batch_size, "progress": progress, **options}
     train_x, train_y = image_features(model, branch, train_source, layer, **encoding)
@@ -320,7 +321,7 @@ def evaluate_linear_probe(
         train_x, train_y, test_x, test_y,
         epochs=QUICK_PROBE.epochs if epochs is None else epochs,
         lr=QUICK_PROBE.lr_head if lr is None else lr,
-        batch_size=QUICK_PROBE.batch_size if probe_batch_size is None else probe_batch_size,
+        batch_size=QUICK_PROBE.batch_size if probe_batch_size is None else probe_batch_size, keep_head=keep_head,
     )
     return {"branch": branch, "layer": layer, **scores}
 

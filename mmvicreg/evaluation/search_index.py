@@ -91,7 +91,8 @@ def _describe(model: Any) -> str:
     return ", ".join(f"{n} ({model.branch(n).modality})" for n in model.branch_names)
 
 
-def _unit_rows(z: Any) -> np.ndarray:
+def unit_rows(z: Any) -> np.ndarray:
+    """``z`` (a tensor or array, (n, d)) as contiguous float32 rows of unit L2 norm (what an index holds)."""
     z = np.ascontiguousarray(z.detach().cpu().numpy() if hasattr(z, "detach") else z, dtype=np.float32)
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
@@ -99,7 +100,7 @@ def _unit_rows(z: Any) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- building
 
 
-class _Filler:
+class IndexFiller:
     """Adds chunks of rows to an index made on the first chunk; an untrained (IVF) index buffers its first
     ``train_rows`` rows, trains on them, then adds them: memory is one chunk, or the training sample."""
 
@@ -110,6 +111,7 @@ class _Filler:
         self.adds = 0
 
     def add(self, rows: np.ndarray) -> None:
+        """Add (or, before an IVF index is trained, buffer) the L2-normalised float32 ``rows``."""
         if self.index is None:
             self.index = new_index(rows.shape[1], self.kind, self.options, self.train_rows)
         if self.index.is_trained:
@@ -128,6 +130,7 @@ class _Filler:
         self.adds += 1
 
     def finish(self) -> Any:
+        """The index with every row added (an IVF index trained on the rows buffered so far)."""
         if self.pending:
             self._train()
         return self.index
@@ -138,7 +141,7 @@ def _chunks(model: Any, branch: str, items: Sequence[Any], chunk_size: int, batc
     for lo in range(0, len(items), chunk_size):
         z = encode(model, branch, items[lo : lo + chunk_size], batch_size=batch_size, progress=False,
                    **encode_options)
-        yield _unit_rows(z)
+        yield unit_rows(z)
 
 
 def build_search_index(
@@ -201,21 +204,23 @@ def build_search_index(
 def index_rows(
     out_dir: str | os.PathLike, chunks: Iterable[np.ndarray], rows: list[dict[str, Any]], described: dict[str, Any],
     *, kind: str = "auto", options: Mapping[str, Any] | None = None, train_size: int = 50_000,
-    progress: bool = False,
+    progress: bool = False, count: int | None = None,
 ) -> SearchIndex:
     """Write the index folder of ``chunks`` (L2-normalised (m, d) float32 rows, in the order of ``rows``, the item
-    records): what :func:`build_search_index` does after encoding, for embeddings made elsewhere. ``described``
-    gives meta.json's ``model``, ``branches`` and ``sources``. ``kind`` ``"auto"`` is chosen from ``len(rows)``;
-    an approximate index's recall@10 is measured and tuned while the rows stream past (one chunk in memory)."""
+    records): what :func:`build_search_index` does after encoding, for embeddings made elsewhere (``rows`` may be
+    filled while ``chunks`` is consumed; ``count`` then says how many there will be). ``described`` gives
+    meta.json's ``model``, ``branches`` and ``sources``. ``kind`` ``"auto"`` is chosen from the count; an
+    approximate index's recall@10 is measured and tuned while the rows stream past (one chunk in memory)."""
     out = Path(out_dir)
     problem = refusal(out)
     if problem is not None:
         raise FileExistsError(problem)
-    kind = choose_kind(len(rows)) if kind == "auto" else kind
-    filler = _Filler(kind, options, min(len(rows), train_size))
+    n = len(rows) if count is None else count
+    kind = choose_kind(n) if kind == "auto" else kind
+    filler = IndexFiller(kind, options, max(1, min(n, train_size)))
     neighbours = ExactNeighbours() if kind != "flat" else None
     new_index(1, kind, options, filler.train_rows)  # a bad kind or option fails here, before any encoding
-    bar = _progress(len(rows), progress)
+    bar = _progress(n, progress)
     for z in chunks:
         filler.add(z)
         if neighbours is not None:
@@ -230,7 +235,7 @@ def index_rows(
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     meta = {
         "format_version": FORMAT_VERSION,
-        "mmvicreg_version": _version(),
+        "mmvicreg_version": package_version(),
         "model": described["model"],
         "branches": described["branches"],
         "dim": int(index.d),
@@ -248,7 +253,8 @@ def _absolute(path: str | os.PathLike | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def _version() -> str:
+def package_version() -> str:
+    """The installed mmvicreg's version, or ``"unknown"``."""
     try:
         return metadata.version("mmvicreg")
     except metadata.PackageNotFoundError:
@@ -306,10 +312,13 @@ class SearchIndex:
             return
         sources = self.meta.get("sources", {})
         data = " ".join(f"--{k} {v}" for k, v in sources.items() if v) or "--images FOLDER"
+        command = f"mmvicreg index build --model {ref} {data}"
+        if sources.get("embeddings"):  # built from mmvicreg embed's folder: the embeddings are redone first
+            command = (f"mmvicreg embed --model {ref} --force --out {sources['embeddings']} (with its data flags), "
+                       f"then mmvicreg index build --embeddings {sources['embeddings']}")
         raise ValueError(
             f"index {self.directory} was built with model {built.get('ref')} (fingerprint {built.get('fingerprint')}), "
-            f"not {ref} (fingerprint {fingerprint}); rebuild it with mmvicreg index build --model {ref} {data} "
-            f"--out {self.directory}"
+            f"not {ref} (fingerprint {fingerprint}); rebuild it with {command} --out {self.directory}"
         )
 
     def query(self, model: Any, *, text: str | None = None, image: Any = None, k: int = 10,
@@ -328,7 +337,7 @@ class SearchIndex:
         branch = pick_branch(model, modality, branch, f"{flag} queries")
         if isinstance(image, (str, os.PathLike)):
             image = read_query_image(image)
-        z = _unit_rows(encode(model, branch, [text if text is not None else image], batch_size=1, progress=False,
+        z = unit_rows(encode(model, branch, [text if text is not None else image], batch_size=1, progress=False,
                               **encode_options))
         if z.shape[1] != self.meta["dim"]:
             raise ValueError(f"branch {branch!r} embeds into {z.shape[1]} dimensions but index {self.directory} "

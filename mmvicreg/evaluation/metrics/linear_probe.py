@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mmvicreg.evaluation.metrics import inputs
+from mmvicreg.evaluation.metrics.linear_head import LinearHead, head_accuracy
 
 __all__ = ["LinearProtocol", "LinearTrainer", "PRESETS", "QUICK_PROBE", "best_epoch", "linear_probe"]
 
@@ -156,20 +157,10 @@ class LinearTrainer:
             history.append({"epoch": epoch + 1, **self.accuracy(*test())})
         return history
 
-    @torch.no_grad()
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Top-1 (and top-5 with at least 5 classes), percent, of the head on inputs ``x`` with labels ``y``."""
         self.head.eval()
-        top1 = top5 = 0
-        for xb, yb in zip(x.split(8192), y.split(8192)):
-            out = self.head(xb)
-            top1 += int((out.argmax(1) == yb).sum())
-            if self.num_classes >= 5:
-                top5 += int((out.topk(5, dim=1).indices == yb[:, None]).any(dim=1).sum())
-        scores = {"top1": 100.0 * top1 / len(y)}
-        if self.num_classes >= 5:
-            scores["top5"] = 100.0 * top5 / len(y)
-        return scores
+        return head_accuracy(self.head, x, y)
 
 
 def best_epoch(history: list[dict[str, float]]) -> int:
@@ -191,7 +182,8 @@ def linear_probe(
     momentum: float = QUICK_PROBE.momentum,
     standardize: bool = QUICK_PROBE.standardize,
     device: Optional[Union[str, torch.device]] = None,
-) -> dict[str, float]:
+    keep_head: bool = False,
+) -> dict[str, Any]:
     """The quick probe (:data:`QUICK_PROBE`, see the module docstring): a linear head on frozen ``train_feats``,
     test top-1 after every epoch.
 
@@ -205,6 +197,8 @@ def linear_probe(
         epochs, lr, batch_size, seed, weight_decay, momentum: the optimisation (``seed`` only orders the batches).
         standardize: standardise features with the training mean/std before the head.
         device: where to train; default the device of ``test_feats`` (CPU for NumPy input).
+        keep_head: also return ``"head"``, the trained :class:`~mmvicreg.evaluation.metrics.linear_head.LinearHead`
+            with its standardisation (what ``--save-head`` saves; on ``test_feats`` it scores ``top1_last``).
 
     Returns:
         ``top1_best`` (best test top-1 over epochs, percent), ``top1_last`` (after the last epoch),
@@ -222,12 +216,10 @@ def linear_probe(
     y_train = inputs.labels(train_labels, "train_labels", x_train.shape[0], "train_feats").to(device)
     y_test = inputs.labels(test_labels, "test_labels", test.shape[0], "test_feats").to(device)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-
     x_train, test = x_train.to(device, torch.float32), test.to(device, torch.float32)
     mean = x_train.mean(0) if standardize else torch.zeros(x_train.shape[1], device=device)
     std = x_train.std(0, unbiased=False).clamp_min(1e-6) if standardize else torch.ones_like(mean)
-    test = (test - mean) / std
-    n = x_train.shape[0]
+    test, n = (test - mean) / std, x_train.shape[0]
     protocol = LinearProtocol(epochs=epochs, batch_size=batch_size, lr_head=lr, weight_decay=weight_decay,
                               momentum=momentum, head_init_std=QUICK_PROBE.head_init_std,
                               cosine_per=QUICK_PROBE.cosine_per, standardize=standardize)
@@ -251,8 +243,11 @@ def linear_probe(
 
     history = trainer.fit(batches, lambda head, x: head((x - mean) / std), lambda: (test, y_test))
     best = best_epoch(history)
-    return {"top1_best": history[best]["top1"], "top1_last": history[-1]["top1"], "best_epoch": best + 1,
-            "num_classes": num_classes}
+    out: dict[str, Any] = {"top1_best": history[best]["top1"], "top1_last": history[-1]["top1"],
+                           "best_epoch": best + 1, "num_classes": num_classes}
+    if keep_head:  # the head after the last epoch with its standardisation (zeros and ones when not standardising)
+        out["head"] = LinearHead(*(t.detach().clone() for t in (trainer.head.weight, trainer.head.bias, mean, std)))
+    return out
 
 
 def _train_features(x: object, test: torch.Tensor) -> torch.Tensor:
