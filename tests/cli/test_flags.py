@@ -45,7 +45,7 @@ def test_the_new_names():
         assert args.image_branch == ["a", "b"]
     args = parse(["index", "build", *MODEL, "--out", "o", "--index-kind", "ivf", "--image-branch", "a"])
     assert (args.index_kind, args.image_branch) == ("ivf", "a")
-    assert parse(["index", "build", *MODEL, "--out", "o"]).index_kind == "flat"
+    assert parse(["index", "build", *MODEL, "--out", "o"]).index_kind == "auto"  # flat under 100,000 items
     assert parse(["search", "--index", "folder", "--text", "a dog"]).index == "folder"  # the folder, as before
 
 
