@@ -99,7 +99,7 @@ class SupervisedObjective(nn.Module):
         bad = (y < 0) | (y >= self.num_classes)
         if bool(bad.any()):  # one host sync per step; a CUDA cross-entropy would assert instead of naming it
             label = int(y[bad][0])
-            what = "-1, an unlabelled image" if label == -1 else str(label)
+            what = "-1 (an unlabelled image)" if label == -1 else str(label)
             raise ValueError(f"label {what} is outside the classifier head's {self.num_classes} classes "
                              f"(0..{self.num_classes - 1}, taken from the training data); train on labelled "
                              f"images of those classes only (data.train.classes selects classes)")

@@ -31,7 +31,7 @@ from mmvicreg.train.chunked import batch_norm_branches
 from mmvicreg.train.optim import apply_resumed_lr, build_optimizer, build_scheduler, schedule_length
 from mmvicreg.train.resume_check import LR_KEYS, check_resume
 from mmvicreg.train.runfolder import RunFolderLock, claim_run_folder
-from mmvicreg.train.targets import objective_facts, target_fields
+from mmvicreg.train.targets import check_labelled, objective_facts, target_fields
 
 
 @dataclass
@@ -90,6 +90,7 @@ def build_run(
     t, out_dir = config.train, Path(config.output_dir)
     changed = check_resume(config, resume_from, accelerator.print) if resume_from is not None else []
     train_source, eval_source, reference_source = build_sources(config)
+    check_labelled(config, train_source)
     model = build_model(config, train_source, accelerator)
     if isinstance(train_source, StreamedSource) and train_source.sizes is None:  # streamed, size unknown
         if not t.samples_per_epoch:
@@ -104,7 +105,7 @@ def build_run(
         )
     total_steps, warmup_steps = schedule_length(t, steps_per_epoch)
     if objective is None:
-        objective = build_objective(config.loss, config.branches, **objective_facts(config, train_source, model))
+        objective = build_objective(config.loss, config.branches, **objective_facts(train_source, model))
     objective = objective.to(accelerator.device)
     objective_params = list(objective.parameters())  # InfoNCE's learnable temperature trains with the model
     optimizer = build_optimizer(model, t, extra_params=objective_params)

@@ -48,15 +48,21 @@ def call_objective(objective: Any, outputs: Mapping[str, torch.Tensor], targets:
     return objective(outputs, targets) if isinstance(objective, ReadsTargets) else objective(outputs)
 
 
-def objective_facts(config: RunConfig, source: Any, model: JointEmbedding) -> dict[str, Any]:
-    """What an objective may take from the data and the model (``build_objective``'s ``num_classes`` and
-    ``representation_dims``); ConfigError when ``loss.name: supervised`` meets unlabelled training images."""
-    classes = len(source.classes) if isinstance(source, ImageSource) else None
-    if config.loss.name == "supervised" and (classes is None or classes < 2 or min(source.labels, default=-1) < 0):
+def check_labelled(config: RunConfig, source: Any) -> None:
+    """ConfigError, before the model is built, when ``loss.name: supervised`` meets training images without labels
+    (a folder without class subfolders, an hf dataset without labels): the config could not see it."""
+    classes = len(source.classes) if isinstance(source, ImageSource) else 0
+    if config.loss.name == "supervised" and (classes < 2 or min(source.labels, default=-1) < 0):
         name = source.name if isinstance(source, ImageSource) else "a source without labels"
         raise ConfigError(f"loss.name: supervised needs every training image labelled with one of at least 2 "
-                          f"classes; data.train ({name}) has {classes or 0} classes"
+                          f"classes; data.train ({name}) has {classes} classes"
                           f"{' and unlabelled images (label -1)' if classes else ''}: give folder class "
                           f"subfolders, digits with labels, or hf with caption_column: null and label_column")
+
+
+def objective_facts(source: Any, model: JointEmbedding) -> dict[str, Any]:
+    """What an objective may take from the data and the model: ``build_objective``'s ``num_classes`` (None for a
+    source without classes) and ``representation_dims`` (``{branch: encoder output width}``)."""
+    classes = len(source.classes) if isinstance(source, ImageSource) else None
     dims = {name: model.branch(name).encoder.output_dim for name in model.branch_names}
     return {"num_classes": classes, "representation_dims": dims}
