@@ -68,6 +68,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=40)
     args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # tiny tensors on a shared CPU: one thread is faster, and repeats exactly
     if not has_form_key() and args.form != ["vicreg"]:
         p.error("this version has no loss.vcreg_form: only --form vicreg (today's form) runs")
     common = [f"train.epochs={args.epochs}", "data.eval=null", f"data.train.size={SIZE}",
@@ -79,30 +82,40 @@ def main() -> None:
         settings[f"supervised + VCReg ({form} form, every block)"] = ["loss.vcreg_layers=[blocks]", *chosen]
     rows: dict[str, dict[str, list[float]]] = {}
     start = time.perf_counter()
-    for name, extra in settings.items():
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed by seed: every setting of a seed before the next seed
+        for name, extra in settings.items():
             res = run("digits_supervised_vcreg.yaml", [*common, f"train.seed={seed}", *extra], after=score)
             for which, label in (("trained", name), ("random_init", "random init (same CNN, untrained)")):
                 for metric, value in res["after"][which].items():
                     rows.setdefault(label, {}).setdefault(metric, []).append(value)
             print(name, seed, res["after"], f"{time.perf_counter() - start:.0f}s", flush=True)
     publish("VCReg transfer: supervised pretraining on digits 0–4, scored on the held-out 5–9",
-            _body(args, rows, time.perf_counter() - start))
+            _body(args, rows, time.perf_counter() - start, _counts()))
 
 
-def _body(args: argparse.Namespace, rows: dict[str, dict[str, list[float]]], seconds: float) -> str:
+def _counts() -> dict[str, int]:
+    """Images per split and class group, as the runs read them."""
+    from mmvicreg.data import build_source
+
+    return {f"{split} {'pretrain' if classes is PRETRAIN else 'held'}": len(build_source(
+        {"format": "digits", "size": SIZE, "classes": [str(c) for c in classes]}, split))
+        for split in ("train", "test") for classes in (PRETRAIN, HELD_OUT)}
+
+
+def _body(args: argparse.Namespace, rows: dict[str, dict[str, list[float]]], seconds: float,
+          n: dict[str, int]) -> str:
     command = (f"python experiments/vcreg_transfer.py --form {' '.join(args.form)} --seeds "
                f"{' '.join(map(str, args.seeds))} --epochs {args.epochs}")
     table = "\n".join(f"| {name} | {_summary(m['knn'])} | {_summary(m['probe'])} |" for name, m in rows.items())
     form = ("" if has_form_key() else " This version has no `loss.vcreg_form`: VCReg ran in today's form (VICReg's "
             "variance and covariance terms, our weights μ = 1, ν = 0.04), not the paper's normalisation.")
     return (
-        f"Command: `{command}` ({seconds / 60:.0f} min on 2 shared CPU cores). Supervised pretraining "
+        f"Command: `{command}` ({seconds / 60:.0f} min on 2 CPU cores shared with other jobs). Supervised pretraining "
         f"(`examples/digits_supervised_vcreg.yaml`: `test_resnet`, cross-entropy of a linear head on the encoder's "
-        f"output, {SIZE} px, batch 64, AdamW lr 5e-3, {args.epochs} epochs) on the 718 training images of digits "
-        f"0–4 (`data.train.classes`); then the export's frozen representation on digits 5–9, which pretraining "
-        f"never saw: k-NN top-1 (k = 20; memory: the 719 training images of 5–9; test: the 180 test images of "
-        f"5–9) and the quick linear probe (100 epochs on those features; top-1 after the last epoch), in percent, mean ± std over seeds "
+        f"output, {SIZE} px, batch 64, AdamW lr 5e-3, {args.epochs} epochs) on the {n['train pretrain']} training "
+        f"images of digits 0–4 (`data.train.classes`); then the export's frozen representation on digits 5–9, which pretraining "
+        f"never saw: k-NN top-1 (k = 20; memory: the {n['train held']} training images of 5–9; test: the "
+        f"{n['test held']} test images of 5–9) and the quick linear probe (100 epochs on those features; top-1 after the last epoch), in percent, mean ± std over seeds "
         f"{', '.join(map(str, args.seeds))} (the random-init row: the same seeds' untrained twins, which the "
         f"evaluation draws with seed 0, so it does not vary).{form} VCReg's weights are our defaults: the paper "
         f"gives no setting for this network to copy.\n\n"

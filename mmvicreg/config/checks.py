@@ -63,6 +63,10 @@ def check_supervised(config: RunConfig) -> None:
     if len(names) != 1 or (config.branches[names[0]].field or "image") != "image":
         raise ConfigError(f"loss.name: supervised trains one image branch (a linear classifier head on its "
                           f"representation); the config has branches {names}: keep the one image branch")
+    branch = config.branches[names[0]]
+    if branch.expander is None or branch.expander.widths:
+        raise ConfigError(f"loss.name: supervised puts its head on the encoder's output, so an expander would get no "
+                          f"gradient (and, under DDP, stall it): set branches.{names[0]}.expander: none")
     data = config.data.train
     fmt = data["format"]
     if fmt not in IMAGE_FORMATS:

@@ -7,8 +7,8 @@ labels ``y`` (n,) in ``0..K-1``, with a linear head ``W`` (K, D), ``b`` (K):
 
 Why ``h`` and not ``z``: standard supervised pretraining (and the VCReg paper's supervised ImageNet runs) puts the
 classifier on the backbone's pooled features, and what transfers, and what k-NN and linear probes read from an
-export, is that same ``h``. The expander (when the branch has one) gets no gradient from this objective; write
-``expander: none`` to leave it out. VCReg (``loss.vcreg_layers``) adds its penalty on the blocks as for any objective.
+export, is that same ``h``. An expander would get no gradient from this objective, so a config must say
+``expander: none`` (checked at load). VCReg (``loss.vcreg_layers``) adds its penalty on the blocks as for any objective.
 
 ``K`` (``num_classes``) is the training data's number of classes and ``D`` (``representation_dims[branch]``) the
 encoder's output width; both are handed to the builder by the trainer. The head trains with the model and is

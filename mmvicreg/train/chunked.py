@@ -52,7 +52,8 @@ def forward_backward(run: Any, batch: Mapping[str, torch.Tensor]) -> tuple[Any, 
     """Forward, objective (+ the VCReg penalty) and backward of one batch; returns (objective output, zs).
 
     ``zs`` are the branch outputs the objective read (``h`` for an objective that reads representations); the
-    objective's targets (:mod:`mmvicreg.train.targets`) are taken off the batch first. Chunked when ``train.micro_batch_size`` is smaller than the process's batch (module docstring).
+    objective's targets (:mod:`mmvicreg.train.targets`) are taken off the batch first. Chunked when
+    ``train.micro_batch_size`` is smaller than the process's batch (module docstring).
     """
     size = run.config.train.micro_batch_size
     inputs, targets = split_targets(batch, target_fields(run.objective))

@@ -77,10 +77,14 @@ def test_supervised_on_data_without_labels_is_one_line_at_load(train, message):
         load_config(_tree(train), [], format_keys=format_options)
 
 
-def test_supervised_trains_one_image_branch():
+def test_supervised_trains_one_image_branch_without_an_expander():
     two = {n: {"encoder": {"name": "test_resnet"}, "transform": {"size": 16}} for n in ("a", "b")}
     with pytest.raises(ConfigError, match=r"loss.name: supervised trains one image branch .*branches \['a', 'b'\]"):
         load_config(_tree({"format": "digits"}, two), [], format_keys=format_options)
+    for expander in ({}, {"expander": "64-64"}):
+        one = {"image": {"encoder": {"name": "test_resnet"}, "transform": {"size": 16}, **expander}}
+        with pytest.raises(ConfigError, match="an expander would get no gradient .*set branches.image.expander: none"):
+            load_config(_tree({"format": "digits"}, one), [], format_keys=format_options)
 
 
 def test_classes_select_and_relabel_a_labelled_source():
