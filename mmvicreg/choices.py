@@ -22,6 +22,7 @@ OBJECTIVE_CLASSES = {
     "infonce": "mmvicreg.objective.modules:InfoNCEObjective",
     "triplet": "mmvicreg.objective.modules:TripletObjective",
     "barlow": "mmvicreg.objective.modules:BarlowTwinsObjective",
+    "supervised": "mmvicreg.objective.supervised:SupervisedObjective",
 }
 OBJECTIVES = tuple(OBJECTIVE_CLASSES)
 ABLATIONS = ("full", "invariance_variance", "invariance")  # vicreg only; None means "full"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from mmvicreg.choices import DATA_FORMATS, EXPANDER_NORMS, RENAMED_DATA_KEYS, did_you_mean
+from mmvicreg.choices import DATA_FORMATS, EXPANDER_NORMS, IMAGE_FORMATS, RENAMED_DATA_KEYS, did_you_mean
 from mmvicreg.config.keys import data_format_keys
 from mmvicreg.config.schema import BRANCH_LOSS_KEYS, BRANCH_TRAINING_KEYS, BranchConfig, RunConfig
 from mmvicreg.config.specs import ConfigError, choice
@@ -41,11 +41,61 @@ def check_config(config: RunConfig, format_keys: FormatKeys | None = data_format
     for b in config.eval.branches or []:
         if b not in names:
             raise ConfigError(f"eval.branches names {b!r}, which is not a branch{_nearest(b, names)}")
-    if format_keys is not None:
-        for section in ("train", "eval"):
-            data = getattr(config.data, section)
-            if data is not None:
-                check_data_section(data, f"data.{section}", format_keys)
+    for section in ("train", "eval"):
+        data = getattr(config.data, section)
+        if data is not None and format_keys is not None:
+            check_data_section(data, f"data.{section}", format_keys)
+        if data is not None and "classes" in data:
+            _check_classes(data, f"data.{section}")
+    if config.eval.reference is not None and "classes" in config.eval.reference:
+        _check_classes(config.eval.reference, "eval.reference")
+    if config.loss.name == "supervised":
+        check_supervised(config)
+
+
+LABELLED = ("use labelled images: data.train.format: folder (class subfolders), digits, or hf with "
+            "caption_column: null and label_column: NAME")
+
+
+def check_supervised(config: RunConfig) -> None:
+    """``loss.name: supervised``: one branch reading images, and ``data.train`` a labelled map-style image format."""
+    names = list(config.branches)
+    if len(names) != 1 or (config.branches[names[0]].field or "image") != "image":
+        raise ConfigError(f"loss.name: supervised trains one image branch (a linear classifier head on its "
+                          f"representation); the config has branches {names}: keep the one image branch")
+    branch = config.branches[names[0]]
+    if branch.expander is None or branch.expander.widths:
+        raise ConfigError(f"loss.name: supervised puts its head on the encoder's output, so an expander would get no "
+                          f"gradient (and, under DDP, stall it): set branches.{names[0]}.expander: none")
+    data = config.data.train
+    fmt = data["format"]
+    if fmt not in IMAGE_FORMATS:
+        raise ConfigError(f"loss.name: supervised trains on class labels, but data.train.format: {fmt} gives "
+                          f"images with captions and no labels; {LABELLED}")
+    if fmt == "digits" and data.get("labels") is False:
+        raise ConfigError("loss.name: supervised trains on class labels, but data.train.labels: false withholds "
+                          "them; remove data.train.labels")
+    if fmt == "hf" and (data.get("caption_column", "caption") is not None or not data.get("label_column")):
+        raise ConfigError(f"loss.name: supervised trains on class labels, but data.train (hf) reads captions or no "
+                          f"label column; {LABELLED}")
+    if data.get("streaming"):
+        raise ConfigError("loss.name: supervised reads labels through the map-style loader; data.train.streaming: "
+                          "true is not supported with it: remove data.train.streaming")
+
+
+def _check_classes(data: dict, key: str) -> None:
+    """``classes``: a non-empty list of distinct class names (numbers are names: YAML's 0 is the class "0")."""
+    classes = data["classes"]
+    if classes is None:
+        return
+    if not isinstance(classes, (list, tuple)) or not classes or any(
+            isinstance(c, bool) or not isinstance(c, (str, int)) for c in classes):
+        raise ConfigError(f"{key}.classes is {classes!r}; give a non-empty list of class names, e.g. [0, 1, 2] "
+                          f"(digits) or [cat, dog] (folder subfolders)")
+    names = [str(c) for c in classes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key}.classes names a class twice: {names}")
+    data["classes"] = names
 
 
 def check_data_section(data: Mapping[str, object], key: str, format_keys: FormatKeys) -> None:

@@ -21,6 +21,7 @@ hf         ``path``, ``images`` (folder of relative image paths), ``image_column
            parquet files (``shuffle_buffer``; :mod:`.sources.hf_stream`)
 folder     ``images`` (class subfolders), ``on_bad_image``, ``verify``
 digits     ``size``, ``test_fraction``, ``seed``, ``labels`` (false: withheld)   (splits: train, test)
+(image)    ``classes`` (folder, digits, image-only hf): keep those classes only, relabelled 0..k-1 in that order
 shapes     ``num_images``, ``size``, ``seed``, ``pairs``, ``cache_dir``  (splits: train, val, test)
 scenes     the same options as shapes; harder scenes (:mod:`.sources.scenes`)  (splits: train, val, test)
 shape_objects ``num_images``, ``size``, ``seed``: shapes' 48 objects as labelled images, named for zero-shot
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from mmvicreg.choices import DATA_FORMATS, did_you_mean
 from mmvicreg.data.sources import (
@@ -74,9 +75,20 @@ def _csv(split: str, captions: str, **options: Any) -> CaptionSource:
     return csv_captions(captions, **options)
 
 
+def _with_classes(source: ImageSource, classes: Sequence[str] | None) -> ImageSource:
+    """``source`` restricted to ``classes`` (names, relabelled 0..k-1 in that order), or as it is for None."""
+    if classes is not None:
+        source.keep_classes([str(c) for c in classes])
+    return source
+
+
 def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any = "caption",
         label_column: str | None = None, group_by: str | None = "auto", pairs: str = "one",
-        streaming: bool = False, shuffle_buffer: int | None = None, **options: Any) -> Any:
+        streaming: bool = False, shuffle_buffer: int | None = None, classes: Sequence[str] | None = None,
+        **options: Any) -> Any:
+    if classes is not None and (streaming or caption_column is not None):
+        raise ValueError("format 'hf': classes selects classes of a map-style image-only source; set "
+                         "caption_column=None and label_column, without streaming")
     if streaming:
         if group_by != "auto" or pairs != "one":
             raise ValueError("format 'hf' with streaming: true reads one sample per row: drop group_by and pairs")
@@ -85,7 +97,7 @@ def _hf(split: str, path: str, hf_split: str | None = None, caption_column: Any 
         raise ValueError("format 'hf': shuffle_buffer applies to streamed data only; set streaming: true or drop it")
     if caption_column is None:
         options.pop("on_bad_caption", None)  # an image-only source has no captions to judge
-        return hf_images(path, hf_split or split, label_column=label_column, **options)
+        return _with_classes(hf_images(path, hf_split or split, label_column=label_column, **options), classes)
     if label_column is not None:
         raise ValueError("format 'hf': label_column is for image-only sources; set caption_column=None to use it")
     return hf_captions(path, hf_split or split, caption_column=caption_column, group_by=group_by, pairs=pairs,
@@ -105,12 +117,12 @@ def _hf_stream(split: str, path: str, hf_split: str | None, caption_column: Any,
                           shuffle_buffer=1000 if shuffle_buffer is None else shuffle_buffer, **options)
 
 
-def _folder(split: str, images: str, **options: Any) -> ImageSource:
-    return FolderImages(images, **options)
+def _folder(split: str, images: str, classes: Sequence[str] | None = None, **options: Any) -> ImageSource:
+    return _with_classes(FolderImages(images, **options), classes)
 
 
-def _digits(split: str, **options: Any) -> ImageSource:
-    return DigitsSource(split, **options)
+def _digits(split: str, classes: Sequence[str] | None = None, **options: Any) -> ImageSource:
+    return _with_classes(DigitsSource(split, **options), classes)
 
 
 def _shapes(split: str, **options: Any) -> CaptionSource:

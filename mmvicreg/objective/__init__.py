@@ -4,6 +4,8 @@
   ``vicreg_loss`` (Eq. 6), ``multi_branch_vicreg``, ``VICRegLoss``;
 * :mod:`~mmvicreg.objective.baselines`: ``infonce_loss``, ``triplet_loss``, ``barlow_twins_loss``;
 * :mod:`~mmvicreg.objective.modules`: the ``nn.Module`` objectives the trainer optimises;
+* :mod:`~mmvicreg.objective.supervised`: ``SupervisedObjective`` (cross-entropy of a linear head on a branch's
+  representation; ``loss.name: supervised``) and ``ReadsTargets`` (an objective that reads labels);
 * :mod:`~mmvicreg.objective.vcreg`: ``vcreg_penalty`` and ``VCRegHooks`` for intermediate layers;
 * :mod:`~mmvicreg.objective.build`: ``build_objective(loss, branches)``, ``build_vcreg(loss, model)``; the
   objective registry is :data:`mmvicreg.choices.OBJECTIVE_CLASSES` (``loss.name -> "module:Class"``, read by
@@ -24,6 +26,7 @@ from mmvicreg.objective.modules import (
     VICRegObjective,
 )
 from mmvicreg.objective.numerics import check_embeddings
+from mmvicreg.objective.supervised import ReadsTargets, SupervisedObjective
 from mmvicreg.objective.vcreg import VCRegHooks, vcreg_penalty
 from mmvicreg.objective.vicreg import (
     BranchCoefficients,
@@ -44,6 +47,8 @@ __all__ = [
     "MultiBranchOutput",
     "Objective",
     "ObjectiveOutput",
+    "ReadsTargets",
+    "SupervisedObjective",
     "TripletObjective",
     "VCRegHooks",
     "VICRegLoss",

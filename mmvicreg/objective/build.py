@@ -47,29 +47,35 @@ def branch_coefficients(loss: LossConfig, branches: Mapping[str, BranchConfig]) 
 
 
 @functools.lru_cache(maxsize=None)
-def objective_class(name: str) -> type[Objective]:
+def objective_class(name: str) -> type[nn.Module]:
     """The class the registry (:data:`mmvicreg.choices.OBJECTIVE_CLASSES`) names for ``loss.name`` ``name``."""
     module, _, attr = OBJECTIVE_CLASSES[name].partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def _loss_options(cls: type[Objective], loss: LossConfig) -> dict[str, Any]:
-    """The ``loss.*`` values the objective's constructors (its class's and its bases') take by name."""
-    keys = {f.name for f in dataclasses.fields(loss)}
-    taken = {
+def _keyword_options(cls: type[nn.Module]) -> set[str]:
+    """The keyword-only options of the objective's constructors (its class's and its bases')."""
+    return {
         p.name
         for klass in cls.__mro__
-        if issubclass(klass, Objective)
+        if issubclass(klass, Objective) or klass is cls
         for p in inspect.signature(klass.__init__).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     }
-    return {k: getattr(loss, k) for k in sorted(keys & taken)}
+
+
+def _loss_options(cls: type[nn.Module], loss: LossConfig) -> dict[str, Any]:
+    """The ``loss.*`` values the objective's constructors take by name."""
+    keys = {f.name for f in dataclasses.fields(loss)}
+    return {k: getattr(loss, k) for k in sorted(keys & _keyword_options(cls))}
 
 
 def build_objective(
-    loss: LossConfig, branches: Mapping[str, BranchConfig | Mapping[str, Any]], *, gather: bool = True
-) -> Objective:
-    """The objective called ``loss.name`` (``vicreg``, ``infonce``, ``triplet``, ``barlow``) over ``branches``.
+    loss: LossConfig, branches: Mapping[str, BranchConfig | Mapping[str, Any]], *, gather: bool = True,
+    num_classes: int | None = None, representation_dims: Mapping[str, int] | None = None,
+) -> nn.Module:
+    """The objective called ``loss.name`` (``vicreg``, ``infonce``, ``triplet``, ``barlow``,
+    ``supervised``) over ``branches``.
 
     ``loss.pairs``, ``invariance_weight``, ``eps`` and ``covariance`` with the branches' coefficients configure
     the VICReg terms (the loss for ``vicreg``, detached diagnostics otherwise); ``covariance`` also picks Barlow
@@ -77,10 +83,21 @@ def build_objective(
     objective, and are ignored by the rest (so one config section serves every objective). ``gather``: use the
     global batch under torch.distributed. Branches given as plain mappings are parsed once here
     (:func:`mmvicreg.config.parse_branches`).
+
+    ``num_classes`` (the training data's number of classes) and ``representation_dims`` (``{branch: encoder
+    output width}``) are facts of the data and the model, handed to an objective whose constructor names them
+    (``supervised``: its classifier head); the trainer gives both.
     """
     branches = parse_branches(branches)
     cls = objective_class(loss.name)
     options = _loss_options(cls, loss)
+    facts = {"num_classes": num_classes, "representation_dims": representation_dims}
+    for key, value in facts.items():
+        if key in _keyword_options(cls):
+            if value is None:
+                raise ValueError(f"loss.name: {loss.name} needs {key} (the trainer takes it from the data and the "
+                                 f"model); pass build_objective(..., {key}=...)")
+            options[key] = value
     return cls(list(branches), **options, coefficients=branch_coefficients(loss, branches), gather=gather)
 
 

@@ -33,6 +33,7 @@ from mmvicreg.train.cluster import process_group_kwargs, rendezvous_errors
 from mmvicreg.train.optim import apply_resumed_lr, build_optimizer, build_scheduler, schedule_length
 from mmvicreg.train.resume_check import LR_KEYS, check_resume
 from mmvicreg.train.runfolder import RunFolderLock, claim_run_folder
+from mmvicreg.train.targets import check_labelled, objective_facts, target_fields
 
 
 @dataclass
@@ -91,6 +92,7 @@ def build_run(
     t, out_dir = config.train, Path(config.output_dir)
     changed = check_resume(config, resume_from, accelerator.print) if resume_from is not None else []
     train_source, eval_source, reference_source = build_sources(config)
+    check_labelled(config, train_source)
     model = build_model(config, train_source, accelerator)
     if isinstance(train_source, StreamedSource) and train_source.sizes is None:  # streamed, size unknown
         if not t.samples_per_epoch:
@@ -105,7 +107,7 @@ def build_run(
         )
     total_steps, warmup_steps = schedule_length(t, steps_per_epoch)
     if objective is None:
-        objective = build_objective(config.loss, config.branches)
+        objective = build_objective(config.loss, config.branches, **objective_facts(train_source, model))
     objective = objective.to(accelerator.device)
     objective_params = list(objective.parameters())  # InfoNCE's learnable temperature trains with the model
     optimizer = build_optimizer(model, t, extra_params=objective_params, device=accelerator.device)
@@ -114,7 +116,7 @@ def build_run(
     scheduler = build_scheduler(optimizer, t, total_steps, warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: JointEmbedding = accelerator.unwrap_model(model)
-    sampler, loader = build_loader(config, train_source, unwrapped, accelerator)
+    sampler, loader = build_loader(config, train_source, unwrapped, accelerator, target_fields(objective))
     trainable = [p for p in model.parameters() if p.requires_grad] + objective_params
     run = Run(
         config, accelerator, out_dir, train_source, eval_source, model, unwrapped, objective,
@@ -157,8 +159,12 @@ def chunking_note(config: RunConfig, processes: int, model: JointEmbedding) -> s
     return note
 
 
-def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelerator: Any) -> tuple[Any, Any]:
+def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelerator: Any,
+                 targets: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """``(sampler, loader)``: the sampler's ``set_epoch(epoch, start)`` positions the loader's next epoch.
+
+    ``targets``: raw sample fields the objective reads (``("label",)`` for ``supervised``), carried beside the
+    branches' inputs (map-style sources only; :mod:`mmvicreg.train.targets`).
 
     The model declares each branch's preprocessing (``model.preprocessing()``); the data package builds from it
     the workers' per-item transforms and the device stage that ends the loader (:mod:`mmvicreg.data.preprocess`),
@@ -173,12 +179,15 @@ def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelera
     items = branch_preprocessors(declared, train=True)
     on_device = DeviceInput(declared, True, accelerator.device, chunk=t.micro_batch_size)
     if isinstance(source, StreamedSource):
+        if targets:
+            raise ConfigError(f"loss.name: {config.loss.name} reads {list(targets)} of each sample through the "
+                              f"map-style loader; streamed data.train is not supported with it")
         dataset = StreamDataset(source, items, t.batch_size, t.seed, rank, world, data.workers, t.samples_per_epoch)
         loader = StreamLoader(dataset, data.workers, data.pin_memory, device_stage=on_device)
         return loader, loader
     sampler = EpochBatchSampler(len(source), t.batch_size, t.seed, rank, world)
     loader = make_loader(source, items, batch_sampler=sampler, workers=data.workers, pin_memory=data.pin_memory,
-                         seed=t.seed, device_stage=on_device)
+                         seed=t.seed, device_stage=on_device, extra_fields=targets)
     return sampler, loader
 
 

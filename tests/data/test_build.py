@@ -63,7 +63,7 @@ def test_format_options_for_config_validation():
     assert format_options("nope") is None
     assert {"split", "captions", "images", "root", "year", "pairs", "on_bad_image"} <= format_options("coco")
     assert {"caption_column", "label_column", "hf_split", "image_column"} <= format_options("hf")
-    assert format_options("digits") == {"split", "size", "test_fraction", "seed", "labels"}
+    assert format_options("digits") == {"split", "size", "test_fraction", "seed", "labels", "classes"}
 
 
 def test_one_vocabulary_for_files_and_folders():
@@ -72,7 +72,7 @@ def test_one_vocabulary_for_files_and_folders():
         assert {"captions", "images"} <= format_options(fmt) and not {"annotations", "image_root", "path"} & \
             format_options(fmt)
     assert {"path", "images"} <= format_options("hf") and "image_root" not in format_options("hf")
-    assert format_options("folder") == {"split", "images", "on_bad_image", "verify", "extensions"}
+    assert format_options("folder") == {"split", "images", "on_bad_image", "verify", "extensions", "classes"}
 
 
 def test_section_split_wins_and_section_is_not_changed():

@@ -260,6 +260,20 @@ class ImageSource(_Source):
         self.records = LabelRecords([int(x) for x in labels], list(classes)).subset(keep)
         self._use_images(keep)
 
+    def keep_classes(self, names: Sequence[str]) -> None:
+        """Keep only the images of the classes ``names`` (class names, as in ``classes``), relabelled
+        ``0..k-1`` in the order given; ValueError naming an unknown class and the source's classes."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = [n for n in names if n not in index]
+        if unknown or not names:
+            raise ValueError(f"classes {list(names)}: {self.name} has no class {unknown[0] if unknown else 'named'!r}; "
+                             f"its classes: {self.classes or 'none (the source is unlabelled)'}")
+        new = {index[n]: k for k, n in enumerate(names)}
+        keep = [i for i, label in enumerate(self.labels) if label in new]
+        self.records = LabelRecords([new[self.labels[i]] for i in keep], [str(n) for n in names])
+        self._use_images(keep)
+        self.name = f"{self.name} classes {','.join(map(str, names))}"
+
     @property
     def labels(self) -> list[int]:
         return self.records.labels
