@@ -6,7 +6,6 @@ of a run that was never interrupted (CPU, one thread). Set ``MMVICREG_FAULT_SEED
 """
 
 import errno
-import json
 import os
 import random
 import shutil
@@ -34,6 +33,7 @@ from mmvicreg.train import (
     train,
     verify_checkpoint,
 )
+from tests.helpers.cluster import records
 from tests.helpers.configs import tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -71,17 +71,6 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
         assert torch.equal(a[k], b[k]), f"{k} differs {context}"
 
 
-def _records(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by the kill
-            pass
-    return out
-
-
 def _step(ckpt: Path | None) -> int:
     return int(ckpt.name.split("_")[1]) if ckpt is not None else 0
 
@@ -100,8 +89,8 @@ def _kill_when(proc: subprocess.Popen, run: Path, target: int, timeout: float = 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        records = _records(run)
-        if records and records[-1]["step"] >= target:
+        logged = records(run)
+        if logged and logged[-1]["step"] >= target:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return True
@@ -140,7 +129,7 @@ def test_kill_9_at_random_steps_then_resume_gives_identical_weights(tmp_path):
         if not _kill_when(proc, run, target):
             assert proc.returncode == 0, (tmp_path / "log.txt").read_text()[-3000:]
             break
-        seen = _records(run)[-1]["step"] if _records(run) else 0
+        seen = records(run)[-1]["step"] if records(run) else 0
         kept = _step(latest_checkpoint(run))
         kills.append((seen, kept))
         # Work lost is at most one checkpoint interval; a kill mid-save leaves at most a .tmp_step_ folder.
@@ -156,7 +145,7 @@ def test_kill_9_at_random_steps_then_resume_gives_identical_weights(tmp_path):
     assert last.wait(timeout=600) == 0, (tmp_path / "log.txt").read_text()[-3000:]
 
     _assert_same_weights(_weights(tmp_path / "straight"), _weights(run), f"(seed {seed}, kills {kills})")
-    a, b = _records(tmp_path / "straight"), _records(run)
+    a, b = records(tmp_path / "straight"), records(run)
     assert [r["step"] for r in b] == list(range(1, total + 1))
     for x, y in zip(a, b):  # every step's loss too: the resumed run replayed the same batches and draws
         assert x["loss"] == y["loss"], (seed, kills, x["step"])
@@ -170,7 +159,7 @@ def test_resume_true_with_no_checkpoint_starts_fresh_and_ignores_debris(tmp_path
     (run / "checkpoints" / ".tmp_step_00000002" / "model.safetensors").write_bytes(b"\x00" * 10)
     (run / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "lo')
     _run(_config(run, resume=True))
-    assert [r["step"] for r in _records(run)] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records(run)] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
     _assert_same_weights(straight, _weights(run))
 
