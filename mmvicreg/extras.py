@@ -1,4 +1,4 @@
-"""The optional extras (``pip install 'mmvicreg[digits|plot|sweep|all]'``): importing what one of them installs, or
+"""The optional extras (``pip install 'mmvicreg[digits|plot|sweep|serve|interop|all]'``): importing what one of them installs, or
 one line naming it. A leaf: every layer may import it."""
 
 from __future__ import annotations

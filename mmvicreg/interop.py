@@ -32,7 +32,10 @@ def load_for_clip_benchmark(model_name: str, pretrained: str | None = None, cach
 
 def register_with_clip_benchmark(name: str = "mmvicreg") -> None:
     """Make ``name`` a CLIP_benchmark ``model_type`` whose loader is :func:`load_for_clip_benchmark`."""
-    from clip_benchmark.models import MODEL_TYPES, TYPE2FUNC
+    from mmvicreg.extras import import_extra
+
+    models = import_extra("clip_benchmark.models", "interop", "running CLIP_benchmark on mmvicreg models needs it")
+    MODEL_TYPES, TYPE2FUNC = models.MODEL_TYPES, models.TYPE2FUNC
 
     TYPE2FUNC[name] = load_for_clip_benchmark
     if name not in MODEL_TYPES:

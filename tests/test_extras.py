@@ -71,7 +71,7 @@ def test_extras_are_declared_and_all_holds_every_one():
     for name in ("pandas", "scikit-learn", "matplotlib", "optuna", "scipy"):
         assert name not in core, f"{name} is optional, not core"
     assert extras["digits"][0].startswith("scikit-learn>=") and extras["plot"][0].startswith("matplotlib>=")
-    assert extras["all"] == ["mmvicreg[sweep,digits,plot]"]
+    assert extras["all"] == ["mmvicreg[sweep,digits,plot,serve,interop]"]
     assert "mmvicreg[all]" in extras["test"]
 
 

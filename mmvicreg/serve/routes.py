@@ -4,21 +4,19 @@ Every refusal answers ``{"error": "..."}`` with its 4xx status: the service's ow
 body over the upload limit (413, judged from ``Content-Length`` before it is read, and again while reading), and
 FastAPI's parameter validation (400, worded as one line instead of its list of details).
 
-No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations (``UploadFile``) at
-run time. This module is imported only to serve, after the ``serve`` extra was found (:mod:`mmvicreg.cli.serve`).
+No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations (``UploadFile``) as
+objects, which the routes defined inside :func:`create_app` see among its local imports. FastAPI (the ``serve``
+extra) is imported only there, so importing this module needs nothing optional.
 """
 
 from typing import Any, Optional
 
-from fastapi import FastAPI, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
-
 from mmvicreg.serve.app import PAGE, BadRequest, SearchService
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def _error(status: int, message: str) -> Any:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -28,8 +26,13 @@ def _validation_message(exc: Any) -> str:
     return f"{where}: {first.get('msg', 'invalid')}".replace("Input should be", "should be")
 
 
-def create_app(service: SearchService) -> FastAPI:
+def create_app(service: SearchService) -> Any:
     """The FastAPI application serving ``service`` and the page."""
+    from fastapi import FastAPI, Query, Request, UploadFile
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, Response
+
     app = FastAPI(title="mmvicreg search", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(BadRequest)
