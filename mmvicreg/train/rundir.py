@@ -211,6 +211,8 @@ def plot_metrics(run_dir: Path) -> None:
         "rankme": sorted({k for r in records for k in r if k.startswith("rankme/")}),
     }
     for name, keys in groups.items():
+        if not keys:  # e.g. a supervised run logs no per-branch std or RankMe: no empty plot
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
             ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key)
