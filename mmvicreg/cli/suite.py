@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmvicreg.choices import EVAL_PRECISIONS
-from mmvicreg.cli.common import encoding, image_text_branches, load_model
+from mmvicreg.cli.common import branches_of, encoding, image_text_branches, load_model
 
 
 def _scorer(args: argparse.Namespace):
@@ -49,7 +49,7 @@ def _scorer(args: argparse.Namespace):
 
 
 def _first_image(model: Any) -> str:
-    images = [n for n in model.branch_names if model.branch(n).modality == "image"]
+    images = branches_of(model, "image")
     if not images:
         raise ValueError(f"k-NN and linear probes score an image branch; this model has {list(model.branch_names)}")
     return images[0]

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from mmvicreg.data.preprocess import item_preprocessor
+from mmvicreg.evaluation.model_level import pick_retrieval_branches
 from mmvicreg.preprocessing import normalize_images
 
 __all__ = ["CLIPStyle", "load_clip_style"]
@@ -61,18 +62,10 @@ class _Tokenizer:
         return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_id)
 
 
-def _first(model: Any, modality: str) -> str:
-    names = [n for n in model.branch_names if model.branch(n).modality == modality]
-    if not names:
-        raise ValueError(f"a CLIP-style model needs an image and a text branch; this model has "
-                         f"{list(model.branch_names)}, no {modality} branch")
-    return names[0]
-
-
 def load_clip_style(model: Any, image_branch: str | None = None, text_branch: str | None = None
                     ) -> tuple[CLIPStyle, Callable, Callable]:
     """``(model with encode_image/encode_text, image transform, tokenizer)`` of a loaded model's branches."""
-    image = image_branch or _first(model, "image")
-    text = text_branch or _first(model, "text")
+    image, text = pick_retrieval_branches(model)  # the first of each modality; one line when one is missing
+    image, text = image_branch or image, text_branch or text
     clip = CLIPStyle(model, image, text).eval()
     return clip, _Transform(model.branch(image).preprocessing), _Tokenizer(model.branch(text).preprocessing)

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from mmvicreg.choices import VCREG_FORMS, check_choice
-from mmvicreg.objective.numerics import no_autocast
+from mmvicreg.objective.numerics import no_autocast, stats_precision
 
 __all__ = ["as_samples", "from_samples", "fast_vcreg", "penalty_scales", "vcreg_terms"]
 
@@ -54,7 +54,7 @@ def as_samples(x: torch.Tensor, spatial: str, channel_dim: int | None) -> torch.
         raise ValueError(f"VCReg needs a batch of features, got a {x.ndim}-D output of shape {tuple(x.shape)}")
     if spatial == "flatten":
         return x.flatten(1)
-    x = x.movedim(_channel_axis(x, channel_dim), -1)  # (n, *spatial, c)
+    x = x.movedim(_channel_axis(x.ndim, channel_dim), -1)  # (n, *spatial, c)
     if spatial == "pool":
         return x.flatten(1, -2).mean(dim=1)
     return x.reshape(-1, x.shape[-1])
@@ -64,17 +64,13 @@ def from_samples(g: torch.Tensor, shape: torch.Size, spatial: str, channel_dim: 
     """The inverse of :func:`as_samples` for ``"locations"`` and ``"flatten"``: (m, c) back to ``shape``."""
     if len(shape) == 2 or spatial == "flatten":
         return g.reshape(shape)
-    cdim = _channel_axis_of(len(shape), channel_dim)
+    cdim = _channel_axis(len(shape), channel_dim)
     moved = list(shape)
     moved.append(moved.pop(cdim))
     return g.reshape(moved).movedim(-1, cdim)
 
 
-def _channel_axis(x: torch.Tensor, channel_dim: int | None) -> int:
-    return _channel_axis_of(x.ndim, channel_dim)
-
-
-def _channel_axis_of(ndim: int, channel_dim: int | None) -> int:
+def _channel_axis(ndim: int, channel_dim: int | None) -> int:
     cdim = (channel_dim if channel_dim is not None else (1 if ndim >= 4 else -1)) % ndim
     if cdim == 0:
         raise ValueError("channel_dim cannot be the batch dimension (0)")
@@ -102,20 +98,30 @@ def _smooth_slope(c: torch.Tensor, delta: float | None) -> torch.Tensor:
     return 2 * (c if delta is None else c.clamp(-delta, delta))
 
 
+def _statistics(z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mean(Z), S, C_off)`` of an (m, d) matrix, in at least float32 (call without autocast)."""
+    z = stats_precision(z)
+    mean = z.mean(dim=0)
+    x = z - mean
+    c = x.T @ x / (z.shape[0] - 1)
+    return mean, torch.sqrt(c.diagonal() + eps), c - torch.diag_embed(c.diagonal())
+
+
+def _penalty(spread: torch.Tensor, off: torch.Tensor, a: float, k: float, gamma: float,
+             delta: float | None) -> torch.Tensor:
+    """``a·Σ max(0, γ − S_j) + K·Σ h(C_ij)``."""
+    return a * F.relu(gamma - spread).sum() + k * _smooth(off, delta).sum()
+
+
 def vcreg_terms(
     z: torch.Tensor, form: str, variance_weight: float, covariance_weight: float, gamma: float, eps: float,
     delta: float | None,
 ) -> torch.Tensor:
     """``ℓ(Z)`` of the module docstring on an (m, d) matrix, through autograd (the reference of the fast path)."""
-    m, d = z.shape
-    a, k = penalty_scales(form, m, d, variance_weight, covariance_weight)
+    a, k = penalty_scales(form, *z.shape, variance_weight, covariance_weight)
     with no_autocast(z.device):
-        z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
-        x = z - z.mean(dim=0)
-        c = x.T @ x / (m - 1)
-        spread = torch.sqrt(c.diagonal() + eps)
-        off = c - torch.diag_embed(c.diagonal())
-        return a * F.relu(gamma - spread).sum() + k * _smooth(off, delta).sum()
+        _, spread, off = _statistics(z, eps)
+        return _penalty(spread, off, a, k, gamma, delta)
 
 
 class _FastVCReg(torch.autograd.Function):
@@ -125,17 +131,11 @@ class _FastVCReg(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, opts: dict) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         with torch.no_grad(), no_autocast(x.device):
             z = as_samples(x, opts["spatial"], opts["channel_dim"])
-            z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
             m, d = z.shape
-            mean = z.mean(dim=0)
-            x_c = z - mean
-            c = x_c.T @ x_c / (m - 1)
-            del x_c
             a, k = penalty_scales(opts["form"], m, d, opts["variance_weight"], opts["covariance_weight"])
-            spread = torch.sqrt(c.diagonal() + opts["eps"])
-            active = (spread < opts["gamma"]).to(c.dtype)
-            off = c - torch.diag_embed(c.diagonal())
-            value = a * F.relu(opts["gamma"] - spread).sum() + k * _smooth(off, opts["delta"]).sum()
+            mean, spread, off = _statistics(z, opts["eps"])
+            value = _penalty(spread, off, a, k, opts["gamma"], opts["delta"])
+            active = (spread < opts["gamma"]).to(off.dtype)
             # M of the module docstring, kept (d × d) so that the backward is one product X·M
             grad_matrix = (2 * k / (m - 1)) * _smooth_slope(off, opts["delta"])
             grad_matrix.diagonal().copy_(-a / (m - 1) * active / spread)

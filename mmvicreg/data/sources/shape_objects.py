@@ -17,21 +17,21 @@ from functools import lru_cache
 import numpy as np
 
 from mmvicreg.data.sources.base import ImageSource
-from mmvicreg.data.sources.shapes import COLOURS, SHAPES, SIZES, SPLITS, Scene, render
+from mmvicreg.data.sources.shapes import COLOURS, SHAPES, SIZES, SPLITS, Scene, checked_request, render
 from mmvicreg.data.sources.stores import ArrayStore
 
-CLASSES = tuple(f"{s} {c} {shape}" for s, c, shape in itertools.product(SIZES, COLOURS, SHAPES))
+OBJECTS = tuple(itertools.product(SIZES, COLOURS, SHAPES))  # (size, colour, shape), a class each
+CLASSES = tuple(" ".join(obj) for obj in OBJECTS)
 DEFAULT_SIZES = {"train": 4800, "val": 960, "test": 960}  # 100 / 20 / 20 per class
 
 
 @lru_cache(maxsize=3)
 def _generate(split: str, n: int, size: int, seed: int) -> tuple[np.ndarray, list[int]]:
     rng = np.random.default_rng([seed, SPLITS.index(split), 48])
-    objects = list(itertools.product(SIZES, COLOURS, SHAPES))
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    labels = [i % len(objects) for i in range(n)]
+    labels = [i % len(OBJECTS) for i in range(n)]
     for i, label in enumerate(labels):
-        images[i] = render(Scene("one", (objects[label],)), size, rng)
+        images[i] = render(Scene("one", (OBJECTS[label],)), size, rng)
     images.setflags(write=False)  # shared through the cache
     return images, labels
 
@@ -40,10 +40,7 @@ class ShapeObjectsSource(ImageSource):
     """Labelled single-object images (``{"image", "label"}``); ``classes`` name the objects (see the module)."""
 
     def __init__(self, split: str = "test", *, num_images: int | None = None, size: int = 32, seed: int = 0) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown shape_objects split {split!r}; known: {', '.join(SPLITS)}")
-        n = DEFAULT_SIZES[split] if num_images is None else int(num_images)
-        if n < 1 or size < 8:
-            raise ValueError(f"shape_objects needs num_images >= 1 and size >= 8; got {n} and {size}")
+        default = DEFAULT_SIZES.get(split)  # shapes' request check names an unknown split
+        n = checked_request("shape_objects", split, default if num_images is None else num_images, size)
         images, labels = _generate(split, n, int(size), int(seed))
         super().__init__(labels, list(CLASSES), ArrayStore(images), name=f"shape_objects:{split}")
