@@ -135,6 +135,8 @@ class TrainConfig:
     cpu: bool = False  # force the CPU even where a GPU is present
     channels_last: Optional[bool] = None  # convolutional image towers in NHWC; None: on CUDA
     tf32: bool = False  # TensorFloat-32 matmuls for float32 work on CUDA
+    compile: bool = False  # torch.compile each encoder and expander (the objective stays eager, float32)
+    deterministic: Optional[bool] = None  # torch.use_deterministic_algorithms; None: on with compile
     log_every: int = 10
     rankme_every: int = 100
     eval_every: Optional[int] = None
@@ -287,7 +289,7 @@ class DataConfig:
     train: dict[str, Any] = field(default_factory=lambda: {"format": "shapes", "split": "train"})
     eval: Optional[dict[str, Any]] = None
     workers: int = 0
-    pin_memory: bool = False
+    pin_memory: Optional[bool] = None  # page-locked batches for non-blocking copies; None: when training on CUDA
 
     def __post_init__(self) -> None:
         _non_negative({"data.workers": self.workers})

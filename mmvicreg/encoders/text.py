@@ -102,14 +102,15 @@ class GRUTextEncoder(Encoder):
     def __init__(self, tokenizer: TextTokenizer, word_dim: int = 300, hidden_dim: int = 1024, num_layers: int = 1):
         super().__init__()
         self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_id  # an int read once: forward reads no tokenizer (torch.compile traces it)
         self.word_dim, self.hidden_dim, self.num_layers = word_dim, hidden_dim, num_layers
-        self.embed = nn.Embedding(tokenizer.vocab_size, word_dim, padding_idx=tokenizer.pad_id)
+        self.embed = nn.Embedding(tokenizer.vocab_size, word_dim, padding_idx=self.pad_id)
         self.gru = nn.GRU(word_dim, hidden_dim, num_layers=num_layers, batch_first=True)
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)  # VSE++'s init
         self.output_dim = hidden_dim
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        lengths = _lengths(ids, self.tokenizer.pad_id)
+        lengths = _lengths(ids, self.pad_id)
         packed = pack_padded_sequence(self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, h_n = self.gru(packed)  # (layers, n, hidden): the state after each sequence's true last token
         return h_n[-1]

@@ -25,6 +25,7 @@ from mmvicreg.train.preempt import Preempted, StopRequest, requeue
 from mmvicreg.train.remote import mirror_of
 from mmvicreg.train.rundir import RunDir, flat, log_record
 from mmvicreg.train.setup import Run, setup, tracker_init
+from mmvicreg.train.speed import report_graph_breaks
 from mmvicreg.train.step import NonFiniteGuard, nonfinite_error, optimisation_step, weights_finite
 
 
@@ -38,13 +39,17 @@ def train(
     :class:`~mmvicreg.train.preempt.Preempted` is raised (the command line exits with 75).
     """
     # ---- the parts: accelerator, data, model, objective, optimiser, loader; resumed when asked
-    run = setup(config, objective)  # holds the run folder's lock until the run ends
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        with StopRequest() as stop:  # a stop signal ends the run after its step's checkpoint (preempt.py)
-            return train_run(run, callbacks, stop)
-    finally:
-        if run.lock is not None:
-            run.lock.release()
+        run = setup(config, objective)  # holds the run folder's lock until the run ends
+        try:
+            with StopRequest() as stop:  # a stop signal ends the run after its step's checkpoint (preempt.py)
+                return train_run(run, callbacks, stop)
+        finally:
+            if run.lock is not None:
+                run.lock.release()
+    finally:  # train.deterministic is the run's setting, not the caller's process's
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
 
 
 def train_run(run: Run, callbacks: Sequence[Callback], stop: StopRequest | None = None) -> dict[str, Any]:
@@ -70,11 +75,12 @@ def train_run(run: Run, callbacks: Sequence[Callback], stop: StopRequest | None 
     last_eval: dict[str, Any] = {}
 
     # ---- the loop: epochs of global batches; the sampler skips the batches a resumed epoch already consumed
+    step = report_graph_breaks(optimisation_step, accelerator.print) if t.compile else optimisation_step
     run.model.train()
     while state.step < run.total_steps:
         run.sampler.set_epoch(state.epoch, start=state.batch)
         for batch in run.loader:
-            stepped = optimisation_step(run, batch, guard)
+            stepped = step(run, batch, guard)
             state.batch += 1
             if stepped is None:  # a non-finite batch, skipped under train.on_nonfinite=skip
                 state.skipped_nonfinite += 1

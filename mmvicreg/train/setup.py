@@ -178,15 +178,16 @@ def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelera
     declared = model.preprocessing()
     items = branch_preprocessors(declared, train=True)
     on_device = DeviceInput(declared, True, accelerator.device, chunk=t.micro_batch_size)
+    pin = data.pin_memory if data.pin_memory is not None else accelerator.device.type == "cuda"
     if isinstance(source, StreamedSource):
         if targets:
             raise ConfigError(f"loss.name: {config.loss.name} reads {list(targets)} of each sample through the "
                               f"map-style loader; streamed data.train is not supported with it")
         dataset = StreamDataset(source, items, t.batch_size, t.seed, rank, world, data.workers, t.samples_per_epoch)
-        loader = StreamLoader(dataset, data.workers, data.pin_memory, device_stage=on_device)
+        loader = StreamLoader(dataset, data.workers, pin, device_stage=on_device)
         return loader, loader
     sampler = EpochBatchSampler(len(source), t.batch_size, t.seed, rank, world)
-    loader = make_loader(source, items, batch_sampler=sampler, workers=data.workers, pin_memory=data.pin_memory,
+    loader = make_loader(source, items, batch_sampler=sampler, workers=data.workers, pin_memory=pin,
                          seed=t.seed, device_stage=on_device, extra_fields=targets)
     return sampler, loader
 

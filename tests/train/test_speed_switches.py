@@ -18,16 +18,18 @@ from tests.helpers import REPO_ROOT
 QUICKSTART = REPO_ROOT / "examples" / "quickstart.yaml"
 
 
-def _loss_and_grads(train_overrides):
-    """One step of the quickstart towers (test_resnet + GRU) on 32 shapes scenes: loss and every gradient."""
+def _loss_and_grads(train_overrides, dtype=torch.float32):
+    """One step of the quickstart towers (test_resnet + GRU) on 32 shapes scenes: loss and every gradient
+    (``dtype``: the model's and the images' floating-point type)."""
     config = load_config(QUICKSTART, ["branches.image.expander=64-64", "branches.caption.expander=64-64",
                                       *[f"train.{k}={v}" for k, v in train_overrides.items()]])
     source = build_source({"format": "shapes", "split": "train", "num_images": 32, "size": 32})
     torch.manual_seed(0)
     model = JointEmbedding.from_config(config.branches, captions=[c for caps in source.captions for c in caps])
-    apply_speed_switches(model, config.train, torch.device("cpu"))
+    apply_speed_switches(model.to(dtype), config.train, torch.device("cpu"))
     image = model.branch("image").preprocessing
     x = normalize_images(torch.from_numpy(source.images[:32].copy()).permute(0, 3, 1, 2), image.mean, image.std)
+    x = x.to(dtype)
     tok = model.branch("caption").tokenizer
     ids = pad_sequence([tok.encode(caps[0]) for caps in source.captions[:32]], batch_first=True,
                        padding_value=tok.pad_id)
