@@ -47,8 +47,10 @@ def save_model(
     from safetensors.torch import save_file
 
     shared = tuple(model.shared_prefixes())
-    # clone: safetensors refuses tensors that share storage (tied or viewed weights)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith(shared)}
+    # a contiguous copy: safetensors refuses tensors that share storage (tied or viewed weights) and tensors in
+    # another memory layout (train.channels_last)
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+             for k, v in model.state_dict().items() if not k.startswith(shared)}
     text = json.dumps(model.config(), indent=2)
     card = model_card(model, training_config=training_config, metrics=metrics)
     with staged_files(directory, last=[CONFIG_FILE]) as staging:

@@ -304,7 +304,7 @@ class FrozenWeights:
         from mmvicreg.files import atomic_write
 
         state = self.model.state_dict()
-        tensors = {k: state[k].detach().cpu().clone() for k in sorted(self.keys) if not k.startswith(self.shared)}
+        tensors = {k: state[k].detach().cpu().clone(memory_format=torch.contiguous_format) for k in sorted(self.keys) if not k.startswith(self.shared)}
         atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp)))
 
     def drop_from(self, models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:

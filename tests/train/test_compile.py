@@ -93,3 +93,22 @@ def test_graph_break_summary_names_each_place_once():
     assert graph_break_summary(messages) == ("train.compile: 2 graph break(s) in the first step, where the compiled "
                                              "graph returns to eager Python: a.py:3 (no print); b.py:9")
     assert graph_break_summary([]) == "train.compile: no graph breaks in the first step"
+
+
+@pytest.mark.parametrize("switches", [{"channels_last": True}, {"channels_last": True, "compile": True}])
+def test_a_channels_last_run_checkpoints_exports_and_resumes_bit_identically(tmp_path, switches):
+    """Channels-last weights are saved in the default layout (safetensors refuses others) and load back."""
+    def tree(run_dir):
+        t = tiny_config(run_dir, max_steps=4, checkpoint_every=2, **switches)
+        t["branches"]["image"].update(encoder={"name": "test_resnet"}, expander="32-32")
+        return t
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(tree(straight))
+    with pytest.raises(Interrupted):
+        _run(tree(resumed), callbacks=[DieAfterCheckpoint(2)])
+    again = tree(resumed)
+    again["resume"] = True
+    _run(again)
+    a, b = (load_file(d / "model" / "model.safetensors") for d in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
