@@ -112,3 +112,16 @@ def test_a_channels_last_run_checkpoints_exports_and_resumes_bit_identically(tmp
     _run(again)
     a, b = (load_file(d / "model" / "model.safetensors") for d in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_vcreg_hooks_inside_compiled_towers_give_the_eager_run(tmp_path):
+    """loss.vcreg_layers hooks blocks inside the compiled encoders: the run logs eager's losses and penalties."""
+    logs = []
+    for name, compiled in (("eager", False), ("compiled", True)):
+        tree = tiny_config(tmp_path / name, max_steps=4, checkpoint_every=4, compile=compiled)
+        tree["loss"] = {"vcreg_layers": ["blocks"]}
+        _run(tree)
+        logs.append([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    for eager, compiled in zip(*logs):
+        assert compiled["vcreg"] == pytest.approx(eager["vcreg"], rel=1e-4)
+        assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
