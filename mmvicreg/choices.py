@@ -46,6 +46,7 @@ VICREG_VIEWS = {"vicreg_view1": 1, "vicreg_view2": 2}  # transform name -> the p
 TRANSFORMS = (*VICREG_VIEWS, "light", "eval")
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")  # torchvision's
 AUGMENT_PLACES = ("workers", "device")  # transform.augment_on: where a VICReg view's colour half runs
+DECODE_PLACES = ("workers", "device")  # data.decode_on: where images decode (device: torchvision's decode_jpeg)
 # Data keys renamed to the one vocabulary (caption file `captions`, image folder `images`): old -> new.
 RENAMED_DATA_KEYS = {"image_root": "images", "annotations": "captions", "path": "captions", "root": "images"}
 

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 from mmvicreg.choices import DATA_FORMATS, EXPANDER_NORMS, IMAGE_FORMATS, RENAMED_DATA_KEYS, did_you_mean
 from mmvicreg.config.keys import data_format_keys
 from mmvicreg.config.schema import BRANCH_LOSS_KEYS, BRANCH_TRAINING_KEYS, BranchConfig, RunConfig
-from mmvicreg.config.specs import ConfigError, choice
+from mmvicreg.config.specs import TRANSFORM_DEFAULTS, ConfigError, choice, view_number
 
 FormatKeys = Callable[[str], "set[str] | None"]
 
@@ -51,6 +51,8 @@ def check_config(config: RunConfig, format_keys: FormatKeys | None = data_format
         _check_classes(config.eval.reference, "eval.reference")
     if config.loss.name == "supervised":
         check_supervised(config)
+    if config.data.decode_on == "device":
+        check_decode_on(config.branches)
 
 
 LABELLED = ("use labelled images: data.train.format: folder (class subfolders), digits, or hf with "
@@ -81,6 +83,26 @@ def check_supervised(config: RunConfig) -> None:
     if data.get("streaming"):
         raise ConfigError("loss.name: supervised reads labels through the map-style loader; data.train.streaming: "
                           "true is not supported with it: remove data.train.streaming")
+
+
+def check_decode_on(branches: Mapping[str, BranchConfig]) -> None:
+    """``data.decode_on: device``: every image branch whose training transform is a VICReg view runs its colour
+    half on the device (the workers decode nothing, so they cannot run it). Branches whose encoder's modality is
+    unknown here (checks disabled) are left to the loader's builder, which refuses the same."""
+    for name, b in branches.items():
+        owner = b
+        while owner.encoder is None and owner.shares in branches:
+            owner = branches[owner.shares]
+        if owner.encoder is None or owner.encoder.traits.get("modality") != "image":
+            continue
+        given = b.transform.given() if b.transform is not None else {}
+        train = given.get("train", TRANSFORM_DEFAULTS["train"])
+        if view_number(train) is not None and given.get("augment_on", "workers") == "workers":
+            raise ConfigError(
+                f"data.decode_on: device decodes images after the workers, but branches.{name}.transform.augment_on "
+                f"is workers (the colour half of {train}); set branches.{name}.transform.augment_on: device, or "
+                f"data.decode_on: workers"
+            )
 
 
 def _check_classes(data: dict, key: str) -> None:

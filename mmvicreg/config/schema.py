@@ -290,8 +290,10 @@ class DataConfig:
     eval: Optional[dict[str, Any]] = None
     workers: int = 0
     pin_memory: Optional[bool] = None  # page-locked batches for non-blocking copies; None: when training on CUDA
+    decode_on: str = "workers"  # workers | device: where JPEGs decode (mmvicreg.data.device_decode)
 
     def __post_init__(self) -> None:
+        _choose(self, "data")
         _non_negative({"data.workers": self.workers})
         for section in ("train", "eval"):
             data = getattr(self, section)
@@ -308,6 +310,7 @@ class EvalConfig:
     device: Optional[str] = None  # cpu | cuda | cuda:N; None: the training device (CLI: cuda when present)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     workers: Optional[int] = None  # DataLoader worker processes for decoding; None: data.workers
+    decode_on: Optional[str] = None  # workers | device; None: data.decode_on
     index_kind: str = "exact"  # retrieval ranks: exact | flat | ivf | hnsw (FAISS; on the GPU when it can)
     index_options: dict[str, Any] = field(default_factory=dict)  # hnsw: m, ef_construction, ef_search; ivf: nlist, nprobe
     reference: Optional[dict[str, Any]] = None  # a labelled data section: the k-NN / linear memory (default: data.train)

@@ -9,6 +9,8 @@ recipe.py           the VICReg view recipe, written once
 transforms.py       image transforms (uint8 out): the VICReg view pair, a light recipe, evaluation; decode_views
 opencv_kernels.py   the colour and blur ops of the views, in OpenCV (one thread where the loader runs them)
 device_augment.py   ``DeviceViewAugment``: a VICReg view's colour half on a batch (``augment_on: device``)
+device_decode.py    ``data.decode_on: device``: workers draw the crop and hand on a JPEG's bytes; the device stage
+                    decodes the batch (``torchvision.io.decode_jpeg``), crops, resizes and flips
 preprocess.py       a model's declared preprocessing built: ``branch_preprocessors`` (per item, in the
                     workers) and ``DeviceInput`` (the batch on the device, as the encoders read it)
 batching.py         the one collate, the epoch sampler, ``make_loader`` (training, evaluation and encode)

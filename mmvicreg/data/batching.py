@@ -34,6 +34,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
+from mmvicreg.data.device_decode import EncodedCrop, EncodedCrops
 from mmvicreg.data.opencv_kernels import one_thread, use_one_thread
 from mmvicreg.data.protocols import LoadSkips, ReadsEncoded, SamplesEncoded
 from mmvicreg.data.sources.encoded import EncodedImage
@@ -149,7 +150,8 @@ def collate(items: Sequence[Mapping[str, Any]], pad_ids: Mapping[str, int | None
     """The one collate: ``{key: batch}`` from a list of ``{key: value}`` items.
 
     A key in ``pad_ids`` is a branch: its tensors are stacked (``pad_id`` None: they must share a shape) or,
-    1-D id tensors, right-padded to the longest with ``pad_id``. Any other key (labels, indices) goes through
+    1-D id tensors, right-padded to the longest with ``pad_id``; its undecoded crops (``decode_on: device``) are
+    kept as one :class:`~mmvicreg.data.device_decode.EncodedCrops`. Any other key (labels, indices) goes through
     ``default_collate``, except ``SKIPPED_KEY``: the items' lists of skipped images, joined into one.
     """
     batch: dict[str, Any] = {}
@@ -160,6 +162,8 @@ def collate(items: Sequence[Mapping[str, Any]], pad_ids: Mapping[str, int | None
         values = [item[key] for item in items]
         if key not in pad_ids:
             batch[key] = default_collate(values)
+        elif isinstance(values[0], EncodedCrop):
+            batch[key] = EncodedCrops(values)
         elif pad_ids[key] is None:
             batch[key] = torch.stack(values)
         else:

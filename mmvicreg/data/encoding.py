@@ -33,6 +33,7 @@ def encode_batches(
     *,
     workers: int = 0,
     precision: str = "auto",
+    decode_on: str = "workers",
 ) -> Iterator[torch.Tensor]:
     """Raw items of ``branch``'s field -> (batch, d) float32 CPU tensors in order, one per batch.
 
@@ -40,7 +41,8 @@ def encode_batches(
     package's lazy views are; a ``LazyImages`` is read undecoded, so a huge JPEG decodes reduced). ``layer``:
     ``"embedding"`` (z, after the expander: what retrieval compares) or ``"representation"`` (h, before it: what
     k-NN and linear probes use). ``precision``: ``"auto"`` is bf16 on CUDA, float32 on the CPU
-    (:func:`mmvicreg.devices.autocast`). An unknown branch raises ``KeyError`` listing the model's branches; a
+    (:func:`mmvicreg.devices.autocast`). ``decode_on``: ``"workers"`` decode JPEGs, or ``"device"``: the model's
+    device decodes each batch (:mod:`mmvicreg.data.device_decode`). An unknown branch raises ``KeyError`` listing the model's branches; a
     single item not in a list, or an item of the wrong kind (a caption for an image branch), ``TypeError``.
     """
     check_choice(layer, EMBEDDING_LAYERS, "layer")
@@ -50,7 +52,7 @@ def encode_batches(
     device = next(model.parameters()).device
     loader = make_loader(
         RawItems(items, declaration.field),
-        branch_preprocessors({branch: declaration}, train=False),
+        branch_preprocessors({branch: declaration}, train=False, decode_on=decode_on),
         batch_size=batch_size,
         train=False,
         workers=workers,
@@ -76,6 +78,7 @@ def encode(
     *,
     workers: int = 0,
     precision: str = "auto",
+    decode_on: str = "workers",
 ) -> torch.Tensor:
     """Raw items -> one (n, d) float32 CPU tensor: :func:`encode_batches` concatenated; no items give (0, d).
 
@@ -83,7 +86,7 @@ def encode(
     [PIL.Image.open("dog.jpg")], workers=4)``.
     """
     out = list(encode_batches(model, branch, items, batch_size, layer, progress, workers=workers,
-                              precision=precision))
+                              precision=precision, decode_on=decode_on))
     if out:
         return torch.cat(out)
     b = model.branch(branch)

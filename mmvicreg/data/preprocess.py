@@ -7,9 +7,10 @@ module builds the two halves of the input path, and nothing else builds them:
 * :func:`branch_preprocessors` -> ``{branch: Preprocessor(field, fn, pad_id)}`` for :func:`make_loader`: ``fn`` is
   an :class:`ItemPreprocessor`, run per raw item in the DataLoader workers (an image branch's transform, uint8 out:
   the VICReg view, the light recipe or the eval transform; with ``augment_on: device`` in training, only the
-  crop and flip; a text branch's tokenizer);
+  crop and flip; with ``decode_on="device"``, no decode: the bytes and the drawn crop,
+  :mod:`mmvicreg.data.device_decode`; a text branch's tokenizer);
 * :class:`DeviceInput` -> the last stage of the loader, in the main process: a collated batch moved to the device,
-  where image batches become the encoders' float input (with ``augment_on: device`` in training, the view's colour
+  where image batches become the encoders' float input (a batch of undecoded crops is decoded there first; with ``augment_on: device`` in training, the view's colour
   half first, :class:`~mmvicreg.data.device_augment.DeviceViewAugment`; then ``(x / 255 - mean) / std``).
 
 A loader built with both hands the model batches it reads as they are: the model never calls back into this package.
@@ -26,9 +27,11 @@ from torchvision.transforms import v2
 
 from mmvicreg.data.batching import Preprocessor
 from mmvicreg.data.device_augment import DeviceViewAugment
+from mmvicreg.data.device_decode import DeviceDecode, EncodedCrop, EncodedCrops, cropper_for, decode_crops
 from mmvicreg.data.sources.encoded import EncodedImage
 from mmvicreg.data.sources.io import convert_rgb
 from mmvicreg.data.transforms import accepts_encoded, build_transform, vicreg_crop
+from mmvicreg.choices import DECODE_PLACES, check_choice
 from mmvicreg.preprocessing import ImagePreprocessing, Preprocessing
 
 Batch = dict[str, Any]
@@ -49,10 +52,10 @@ class ItemPreprocessor:
         """Whether it takes images read but not decoded (``EncodedImage``): the loader then lets it decode."""
         return self.tokenizer is None and accepts_encoded(self.transform)
 
-    def __call__(self, item: Any) -> torch.Tensor:
+    def __call__(self, item: Any) -> torch.Tensor | EncodedCrop:
         """One raw item (str; PIL image, uint8 array or tensor, ``EncodedImage``) -> the tensor the branch reads
-        (before batching): 1-D token ids, or a uint8 image (3, size, size). A caption given to an image branch
-        raises ``TypeError`` naming the field."""
+        (before batching): 1-D token ids, or a uint8 image (3, size, size); under ``decode_on="device"`` an
+        :class:`EncodedCrop` instead. A caption given to an image branch raises ``TypeError`` naming the field."""
         if self.tokenizer is not None:
             return self.tokenizer.encode(item)
         if isinstance(item, Image.Image):
@@ -65,25 +68,32 @@ class ItemPreprocessor:
         return self.transform(item)  # type: ignore[misc]
 
 
-def item_preprocessor(declaration: Preprocessing, train: bool = False) -> ItemPreprocessor:
+def item_preprocessor(declaration: Preprocessing, train: bool = False, decode_on: str = "workers") -> ItemPreprocessor:
     """``item -> tensor`` of one branch, as its declaration says: the training transform (``train``) or the eval
     one; with ``augment_on: device``, training runs only the view's crop and flip here (:class:`DeviceInput` runs
-    its colour half on the batch)."""
+    its colour half on the batch). With ``decode_on="device"`` an image branch decodes nothing here: it draws the
+    crop and hands on the bytes (:func:`~mmvicreg.data.device_decode.cropper_for`; a VICReg view in training needs
+    ``augment_on: device``, else ``ValueError``)."""
     if not isinstance(declaration, ImagePreprocessing):
         return ItemPreprocessor(declaration.field, declaration.tokenizer)
     d = declaration
-    if train and d.device_view is not None:
+    if check_choice(decode_on, DECODE_PLACES, "decode_on") == "device":
+        transform: Callable = cropper_for(d.train if train else d.eval, d.size, d.interpolation, d.crop_pct,
+                                          colour_in_workers=train and d.device_view is None)
+    elif train and d.device_view is not None:
         transform = v2.Compose(vicreg_crop(d.size, d.interpolation))
     else:
         transform = build_transform(d.train if train else d.eval, d.size, d.interpolation, d.crop_pct)
     return ItemPreprocessor(d.field, None, transform)
 
 
-def branch_preprocessors(declarations: Mapping[str, Preprocessing], train: bool) -> dict[str, Preprocessor]:
+def branch_preprocessors(declarations: Mapping[str, Preprocessing], train: bool,
+                         decode_on: str = "workers") -> dict[str, Preprocessor]:
     """``{branch: Preprocessor(raw field, item -> tensor, pad id or None)}``: what :func:`make_loader` and
-    ``StreamDataset`` take, from ``{branch: declaration}`` (``JointEmbedding.preprocessing()``)."""
+    ``StreamDataset`` take, from ``{branch: declaration}`` (``JointEmbedding.preprocessing()``); ``decode_on``:
+    where images decode, ``"workers"`` or ``"device"`` (:func:`item_preprocessor`)."""
     return {
-        name: Preprocessor(d.field, item_preprocessor(d, train),
+        name: Preprocessor(d.field, item_preprocessor(d, train, decode_on),
                            None if isinstance(d, ImagePreprocessing) else d.pad_id)
         for name, d in declarations.items()
     }
@@ -92,7 +102,9 @@ def branch_preprocessors(declarations: Mapping[str, Preprocessing], train: bool)
 class DeviceInput:
     """A collated batch -> the model's input on ``device``: the loader's last stage.
 
-    Every tensor moves to ``device`` (``non_blocking``: pinned batches copy asynchronously). A uint8 batch of an
+    Every tensor moves to ``device`` (``non_blocking``: pinned batches copy asynchronously). A batch of undecoded
+    crops (``decode_on: device``: :class:`EncodedCrops`) is decoded, cropped and resized there first, all branches in
+    one batched decode (:func:`~mmvicreg.data.device_decode.decode_crops`; no RNG draw). A uint8 batch of an
     image branch becomes float32 ``(x / 255 - mean) / std`` with that branch's statistics; in training (``train``)
     a branch with ``augment_on: device`` first gets its VICReg view's colour half, per sample, drawn from the
     device's global RNG (seeded runs repeat). The draws go branch by branch in the batch's order, and, with
@@ -106,10 +118,14 @@ class DeviceInput:
         self.images = {n: d for n, d in declarations.items() if isinstance(d, ImagePreprocessing)}
         self.augment = {n: DeviceViewAugment(d.device_view, d.size) for n, d in self.images.items()
                         if train and d.device_view is not None}
+        self.decoders = {n: DeviceDecode(d.size, d.interpolation, d.crop_pct) for n, d in self.images.items()}
 
     def __call__(self, batch: Mapping[str, Any]) -> Batch:
         out: Batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                       for k, v in batch.items()}
+        encoded = {k: v for k, v in out.items() if k in self.decoders and isinstance(v, EncodedCrops)}
+        if encoded:
+            out.update(decode_crops(encoded, self.decoders, self.device))
         pixels = [k for k, v in out.items() if k in self.images and isinstance(v, torch.Tensor)
                   and v.dtype == torch.uint8]
         out.update(self._augmented({k: out[k] for k in pixels if k in self.augment}))

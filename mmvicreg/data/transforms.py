@@ -64,8 +64,14 @@ class DecodeResizedCrop(v2.RandomResizedCrop):
 
     def forward(self, *inputs: Any) -> torch.Tensor:
         image = EncodedImage.wrap(inputs[0] if len(inputs) == 1 else inputs)
+        return self.transform(image, self.draw(image))
+
+    def draw(self, image: EncodedImage) -> dict[str, Any]:
+        """The box ``forward`` crops (``top``, ``left``, ``height``, ``width`` on the full image): torchvision's
+        ``make_params`` on the image's size, from torch's global RNG. ``data.decode_on: device`` draws through it
+        too (:mod:`mmvicreg.data.device_decode`), so the same RNG stream gives the same boxes."""
         canvas = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(image.height, image.width))
-        return self.transform(image, self.make_params([canvas]))
+        return self.make_params([canvas])
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, EncodedImage):
@@ -150,6 +156,14 @@ def light_train(size: int = 224, interpolation: str = DEFAULT_INTERPOLATION) -> 
     )
 
 
+def eval_resize_side(size: int, crop_pct: float = DEFAULT_CROP_PCT) -> int:
+    """The shorter side evaluation resizes to before its centre crop of ``size``: ``round(size / crop_pct)``
+    (256 for 224 at 0.875); ``crop_pct`` outside (0, 1] raises ``ValueError``."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    return round(size / crop_pct)
+
+
 def eval_transform(size: int = 224, crop_pct: float = DEFAULT_CROP_PCT,
                    interpolation: str = DEFAULT_INTERPOLATION) -> v2.Compose:
     """Resize the short side to ``size / crop_pct`` (256 for 224 at 0.875), then centre-crop ``size``; uint8 out.
@@ -159,9 +173,7 @@ def eval_transform(size: int = 224, crop_pct: float = DEFAULT_CROP_PCT,
     four times the resize is decoded at a DCT reduction that keeps it at least twice the resize (a huge image
     never sits in memory at full size; :class:`DecodedPIL`).
     """
-    if not 0 < crop_pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
-    resize = round(size / crop_pct)
+    resize = eval_resize_side(size, crop_pct)
     return v2.Compose(
         [
             DecodedPIL(keep_side=2 * resize),

@@ -79,9 +79,10 @@ def evaluate(
     ``protocol``, ``image_branch``, ``text_branch`` and ``chance``. A labelled image source gives
     ``{"knn": {branch: evaluate_knn(...)}}`` for every branch in ``settings.branches`` (default: all of them),
     with the labelled ``reference`` source as the k-NN memory. ``settings`` is the run's ``eval`` section
-    (batch_size, workers, precision, protocol, index_kind, branches, captions_per_image).
+    (batch_size, workers, precision, decode_on, protocol, index_kind, branches, captions_per_image).
     """
-    encoding = {"batch_size": settings.batch_size, "workers": settings.workers or 0, "precision": settings.precision}
+    encoding = {"batch_size": settings.batch_size, "workers": settings.workers or 0, "precision": settings.precision,
+                "decode_on": settings.decode_on or "workers"}
     if is_captioned(eval_source):
         result = evaluate_retrieval(
             model, eval_source, settings.branches, protocol=settings.protocol,
@@ -148,13 +149,15 @@ def embed_for_retrieval(
     *,
     workers: int = 0,
     precision: str = "auto",
+    decode_on: str = "workers",
 ) -> RetrievalEmbeddings:
     """Encode ``source.eval_set(captions_per_image)``: every image, and the first ``captions_per_image`` captions
-    of each, with the branches :func:`pick_retrieval_branches` chooses (``workers`` decode, ``precision``: see
-    :func:`encode_all`)."""
+    of each, with the branches :func:`pick_retrieval_branches` chooses (``workers``, ``precision``, ``decode_on``:
+    see :func:`encode_all`)."""
     image_branch, text_branch = pick_retrieval_branches(model, branches)
     rs = source.eval_set(captions_per_image)
-    options = {"batch_size": batch_size, "progress": progress, "workers": workers, "precision": precision}
+    options = {"batch_size": batch_size, "progress": progress, "workers": workers, "precision": precision,
+               "decode_on": decode_on}
     img = encode_all(model, image_branch, rs.images, **options)
     txt = encode_all(model, text_branch, rs.flat_captions, **options)
     return RetrievalEmbeddings(img, txt, np.asarray(rs.caption_image_index), image_branch, text_branch)
@@ -193,11 +196,13 @@ def evaluate_retrieval(
     precision: str = "auto",
     index: str = "exact",
     index_options: Optional[dict] = None,
+    decode_on: str = "workers",
 ) -> dict[str, Any]:
     """Recall@1/5/10, medr, meanr both ways on a captioned source, with chance level: :func:`score_retrieval`
     of :func:`embed_for_retrieval`."""
     emb = embed_for_retrieval(
-        model, source, branches, batch_size, captions_per_image, progress, workers=workers, precision=precision
+        model, source, branches, batch_size, captions_per_image, progress, workers=workers, precision=precision,
+        decode_on=decode_on,
     )
     return score_retrieval(emb, protocol, index, index_options)
 
@@ -229,7 +234,7 @@ def format_retrieval(metrics: dict[str, Any], chance: Optional[dict[str, float]]
 
 def encode_all(model: Any, branch: str, items: Sequence[Any], **options: Any) -> torch.Tensor:
     """``items`` through the one encode path (:func:`mmvicreg.data.encoding.encode`) as one (n, d) tensor (options:
-    batch_size, layer, progress, workers, precision)."""
+    batch_size, layer, progress, workers, precision, decode_on)."""
     from mmvicreg.data.encoding import encode
 
     return encode(model, branch, items, **options)

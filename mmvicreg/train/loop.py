@@ -163,7 +163,8 @@ def evaluate(run: Run, rundir: RunDir) -> dict[str, Any]:
     """Retrieval on a captioned eval source, k-NN on a labelled one (main process); written to ``eval.json``.
 
     On ``eval.device`` when it names another device than training's (a copy of the model goes there), with
-    ``eval.workers`` decoding (default: ``data.workers``) under ``eval.precision``.
+    ``eval.workers`` decoding (default: ``data.workers``; on the device with ``eval.decode_on``, default
+    ``data.decode_on``) under ``eval.precision``.
     """
     import copy
     import dataclasses
@@ -175,6 +176,8 @@ def evaluate(run: Run, rundir: RunDir) -> dict[str, Any]:
     settings = run.config.eval
     if settings.workers is None:
         settings = dataclasses.replace(settings, workers=run.config.data.workers)
+    if settings.decode_on is None:
+        settings = dataclasses.replace(settings, decode_on=run.config.data.decode_on)
     if run.accelerator.is_main_process:
         model = run.unwrapped
         device, current = resolve_device(settings.device or run.accelerator.device), run.accelerator.device

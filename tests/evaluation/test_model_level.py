@@ -33,7 +33,7 @@ class StandIn:
         return SimpleNamespace(modality=self._modality[name])
 
     def encode_batches(self, branch, items, batch_size=64, layer="embedding", progress=False, workers=0,
-                       precision="auto"):
+                       precision="auto", decode_on="workers"):
         self.calls.append((branch, type(items).__name__, layer))
         for a in range(0, len(items), batch_size):
             yield self._rows([items[i] for i in range(a, min(a + batch_size, len(items)))])
