@@ -10,8 +10,9 @@
   the state dict, checkpoints and exports keep their keys). The objective stays eager, its statistics in float32.
   Token branches compile with dynamic shapes (a caption batch's length varies: one graph serves every length,
   where a graph per length would reach torch's recompile limit and fall back to eager at a point that depends
-  on the process's history, and a resumed run would then not repeat the uninterrupted one). The first step's
-  graph breaks are reported in one line (:func:`report_graph_breaks`).
+  on the process's history, and a resumed run would then not repeat the uninterrupted one). Each compiled run
+  starts from empty compile caches (``torch.compiler.reset``). The first step's graph breaks are reported in one
+  line (:func:`report_graph_breaks`).
 * ``train.deterministic`` — ``torch.use_deterministic_algorithms`` for the run (``warn_only``: an op without a
   deterministic kernel warns, never fails). ``null`` (auto): on with ``train.compile``, whose generated kernels
   accumulate some gradients (a word embedding's) with atomic adds in an order that varies from run to run.
@@ -58,6 +59,10 @@ def apply_speed_switches(model: nn.Module, train: Any, device: torch.device) -> 
         torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
         applied += ["deterministic algorithms"] if deterministic else []
     if train.compile:
+        # A fresh start for torch.compile's caches: dynamo does not guard on module hooks, so a graph traced for an
+        # earlier model of the same classes in this process (one without loss.vcreg_layers hooks, say) would be
+        # reused for this one, hooks unseen. Other compiled code of the process recompiles once.
+        torch.compiler.reset()
         for name, branch in model.branches.items():
             branch.encoder.compile(dynamic=True if branch.modality == "text" else None)
             branch.expander.compile()
