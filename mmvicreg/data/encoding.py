@@ -42,8 +42,9 @@ def encode_batches(
     ``"embedding"`` (z, after the expander: what retrieval compares) or ``"representation"`` (h, before it: what
     k-NN and linear probes use). ``precision``: ``"auto"`` is bf16 on CUDA, float32 on the CPU
     (:func:`mmvicreg.devices.autocast`). ``decode_on``: ``"workers"`` decode JPEGs, or ``"device"``: the model's
-    device decodes each batch (:mod:`mmvicreg.data.device_decode`). An unknown branch raises ``KeyError`` listing the model's branches; a
-    single item not in a list, or an item of the wrong kind (a caption for an image branch), ``TypeError``.
+    device decodes each batch (:mod:`mmvicreg.data.device_decode`). An unknown branch raises ``KeyError`` listing
+    the model's branches; a single item not in a list, or an item of the wrong kind (a caption for an image
+    branch), ``TypeError``.
     """
     check_choice(layer, EMBEDDING_LAYERS, "layer")
     declaration = model.branch(branch).preprocessing

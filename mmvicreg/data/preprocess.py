@@ -10,8 +10,9 @@ module builds the two halves of the input path, and nothing else builds them:
   crop and flip; with ``decode_on="device"``, no decode: the bytes and the drawn crop,
   :mod:`mmvicreg.data.device_decode`; a text branch's tokenizer);
 * :class:`DeviceInput` -> the last stage of the loader, in the main process: a collated batch moved to the device,
-  where image batches become the encoders' float input (a batch of undecoded crops is decoded there first; with ``augment_on: device`` in training, the view's colour
-  half first, :class:`~mmvicreg.data.device_augment.DeviceViewAugment`; then ``(x / 255 - mean) / std``).
+  where image batches become the encoders' float input (a batch of undecoded crops is decoded there first; with
+  ``augment_on: device`` in training, the view's colour half next,
+  :class:`~mmvicreg.data.device_augment.DeviceViewAugment`; then ``(x / 255 - mean) / std``).
 
 A loader built with both hands the model batches it reads as they are: the model never calls back into this package.
 """

@@ -169,9 +169,9 @@ def build_loader(config: RunConfig, source: Any, model: JointEmbedding, accelera
     The model declares each branch's preprocessing (``model.preprocessing()``); the data package builds from it
     the workers' per-item transforms and the device stage that ends the loader (:mod:`mmvicreg.data.preprocess`),
     so the loader yields batches on ``accelerator.device`` as the encoders read them (``augment_on: device``: the
-    view's colour half already applied; ``data.decode_on: device``: the JPEGs decoded there). Map-style sources: :class:`EpochBatchSampler` over indices. Streamed ones
-    (a :class:`~mmvicreg.data.protocols.StreamedSource`): the epoch plan of :mod:`mmvicreg.data.streaming`, which
-    is both.
+    view's colour half already applied; ``data.decode_on: device``: the JPEGs decoded there). Map-style sources:
+    :class:`EpochBatchSampler` over indices. Streamed ones (a :class:`~mmvicreg.data.protocols.StreamedSource`):
+    the epoch plan of :mod:`mmvicreg.data.streaming`, which is both.
     """
     t, data = config.train, config.data
     rank, world = accelerator.process_index, accelerator.num_processes
