@@ -14,7 +14,7 @@ import argparse
 import os
 from typing import Any, Sequence
 
-from mmvicreg.choices import EVAL_PRECISIONS
+from mmvicreg.choices import DECODE_PLACES, EVAL_PRECISIONS
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -130,6 +130,7 @@ def add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str], for
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader processes that decode and preprocess (default: up to 4; 0: in this process)")
+    add_decode_argument(p)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other data key of the format, as in a config's data section, e.g. --option pairs=all "
                         "(repeatable)")
@@ -162,10 +163,18 @@ def shard_section(fmt: str, shards: str | None, flag: str, others: dict[str, Any
     return {"format": "webdataset", **options, "shards": shards, "streaming": False}
 
 
+def add_decode_argument(p: argparse.ArgumentParser) -> None:
+    """``--decode-on``: the config's ``eval.decode_on`` on the command line (:mod:`mmvicreg.data.device_decode`)."""
+    p.add_argument("--decode-on", choices=DECODE_PLACES, default="workers",
+                   help="where JPEGs decode: workers (the DataLoader's processes) or device (one batched "
+                        "torchvision decode on the model's device: nvJPEG on CUDA); not eval linear's protocol")
+
+
 def encoding(args: argparse.Namespace) -> dict[str, Any]:
-    """The encoding options of every eval command: ``batch_size``, ``workers``, ``precision``, ``progress``."""
+    """The encoding options of every eval command: ``batch_size``, ``workers``, ``precision``, ``decode_on``,
+    ``progress``."""
     return {"batch_size": args.batch_size, "workers": args.workers, "precision": args.precision,
-            "progress": args.progress}
+            "decode_on": args.decode_on, "progress": args.progress}
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

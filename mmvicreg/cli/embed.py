@@ -69,6 +69,7 @@ def run_embed(args: argparse.Namespace) -> int:
         model, source, args.out, branches=branches, layer=args.layer, dtype=args.dtype, shard_size=args.shard_size,
         captions_per_image=args.captions_per_image, model_ref=ref, data=_described(section), force=args.force,
         batch_size=args.batch_size, progress=args.progress, workers=args.workers, precision=args.precision,
+        decode_on=args.decode_on,
     )
     if world_size() > 1:
         print(f"rank {rank()} of {world_size()}: wrote shards {meta['written_shards']}", flush=True)

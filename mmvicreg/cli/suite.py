@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmvicreg.choices import EVAL_PRECISIONS
-from mmvicreg.cli.common import branches_of, encoding, image_text_branches, load_model
+from mmvicreg.cli.common import add_decode_argument, branches_of, encoding, image_text_branches, load_model
 
 
 def _scorer(args: argparse.Namespace):
@@ -99,5 +99,6 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader processes that decode and preprocess (0: in this process)")
+    add_decode_argument(p)
     p.add_argument("--no-plot", action="store_true", help="do not draw results.png (no matplotlib needed)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="do not show progress bars")

@@ -91,6 +91,7 @@ def evaluate_linear(
     layer: str = "representation",
     progress: bool = False,
     keep_head: bool = False,
+    decode_on: str = "workers",
 ) -> dict[str, Any]:
     """Top-1/top-5 (percent) on ``test_source`` of a classifier on ``branch`` trained by the published protocol.
 
@@ -101,7 +102,8 @@ def evaluate_linear(
     default CUDA when present. ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16``,
     ``fp16`` (with loss scaling) or ``fp32`` (:func:`mmvicreg.devices.autocast`); the head's loss is float32.
     ``layer``: ``"representation"`` (h, published) or ``"embedding"`` (z: the expander is part of the backbone).
-    ``workers``: DataLoader processes (kept across epochs).
+    ``workers``: DataLoader processes (kept across epochs). ``decode_on``: ``"workers"`` only (the protocol's
+    own transforms decode in its workers; ``"device"`` raises ValueError).
 
     Returns ``top1`` and ``top5`` after the last epoch, ``top1_best``/``top5_best``/``best_epoch`` (the best
     epoch by test top-1, what the published script prints as ``best_acc``), ``num_classes``, ``num_train``,
@@ -110,6 +112,7 @@ def evaluate_linear(
     classifier after the last epoch (a :class:`~mmvicreg.evaluation.metrics.linear_head.LinearHead`, whose
     :func:`evaluate_head` on ``test_source`` is ``top1``).
     """
+    check_protocol_decode(decode_on)
     if keep_head and mode != "linear":
         raise ValueError("a fine-tuned head is only right on its fine-tuned backbone, which is not saved; --save-head "
                          "keeps the head of --mode linear (frozen backbone)")
@@ -147,10 +150,17 @@ def format_linear(branch: str, result: dict[str, Any]) -> str:
             f"top-1 {result['top1']:.1f}%{top5}")
 
 
+def check_protocol_decode(decode_on: str) -> None:
+    """The published linear protocol decodes in its loader's workers (its own transforms): ``device`` is refused."""
+    if decode_on != "workers":
+        raise ValueError(f"decode_on={decode_on!r}: the published linear protocol (eval linear, a 'linear' head) "
+                         f"decodes with its own transforms in its loader's workers; use --decode-on workers")
+
+
 def evaluate_head(
     model: Any, test_source: Any, branch: str, head: LinearHead, info: dict[str, Any], *,
     layer: str = "representation", batch_size: int = 256, workers: int = 0, device: Any = None,
-    precision: str = "auto", progress: bool = False, name: str = "the head",
+    precision: str = "auto", progress: bool = False, name: str = "the head", decode_on: str = "workers",
 ) -> dict[str, Any]:
     """Top-1 (top-5) on ``test_source`` of a saved ``head`` (:meth:`LinearHead.load`: the head and its ``info``)
     on ``branch``'s ``layer``, without training: the test features made as when it was trained (``info["kind"]``
@@ -161,8 +171,9 @@ def evaluate_head(
         from mmvicreg.evaluation.model_level import image_features
 
         x, y = image_features(model, branch, test_source, layer, batch_size=batch_size, progress=progress,
-                              workers=workers, precision=precision)
+                              workers=workers, precision=precision, decode_on=decode_on)
     else:
+        check_protocol_decode(decode_on)
         config = _settings(model, branch, "linear", None, None, batch_size, None, None, None, 0, workers, device,
                            precision, layer)
         backbone, _ = _backbone(model.branch(branch), config)
