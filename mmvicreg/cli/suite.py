@@ -79,7 +79,9 @@ def run_suite_command(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder for results.json, results.md and results.png")
-    results = run_suite(suite, out, lambda ref, pretrained: load_model(ref, args.device, pretrained), _scorer(args))
+    settings = {k: v for k, v in encoding(args).items() if k != "progress"}
+    results = run_suite(suite, out, lambda ref, pretrained: load_model(ref, args.device, pretrained), _scorer(args),
+                        settings=settings)
     table = markdown_table(suite, results)
     atomic_write_text(out / "results.md", table)
     print(table)

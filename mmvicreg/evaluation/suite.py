@@ -114,15 +114,29 @@ def headline(task: str, result: Mapping[str, Any]) -> float:
     return float(result[HEADLINES[task]])
 
 
+def check_settings(path: Path, settings: dict[str, Any], scored: bool) -> None:
+    """Write ``settings`` to ``path``, or refuse when the entries already scored there were scored with others."""
+    from mmvicreg.files import atomic_write_json
+
+    kept = json.loads(path.read_text()) if path.exists() else None
+    if scored and kept is not None and kept != settings:
+        changed = ", ".join(f"{k}: {kept.get(k)!r} there, {settings.get(k)!r} now"
+                            for k in sorted(set(kept) | set(settings)) if kept.get(k) != settings.get(k))
+        raise ValueError(f"{path.parent} holds results scored with other settings ({changed}); give another --out, "
+                         f"or the same flags to finish it")
+    atomic_write_json(path, settings)
+
+
 def run_suite(
     suite: Suite, out: str | Path, load: Callable[[str, str | None], Any], score: Callable[..., dict[str, Any]],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every (model, task) pair not yet in ``out/results.json``; returns the results.
 
     ``load(ref, pretrained)`` gives a model; ``score(model, task)`` a task's result (the command line binds them to
     the evaluation functions). Each finished pair is written at once (write, then rename), so an interrupted suite
-    keeps what it finished and a re-run skips it.
+    keeps what it finished and a re-run skips it. ``settings`` (the encoding: precision, decode_on, ...) are kept
+    in ``out/settings.json``: a re-run with other settings is refused (its entries would mix the two), one line.
     """
     from mmvicreg.files import atomic_write_json
 
@@ -130,6 +144,7 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    check_settings(out / "settings.json", dict(settings or {}), bool(results))
     for model_name, spec in suite.models.items():
         todo = [t for t in suite.tasks if f"{model_name}/{t.name}" not in results]
         if not todo:

@@ -76,3 +76,18 @@ def test_suite_over_an_export_and_an_open_clip_model(tmp_path):
     table = (out / "results.md").read_text()
     assert table.startswith("| model | shapes (rsum) | objects (top1) |") and "| clip-random |" in table
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_rerun_with_other_encoding_settings_is_refused_in_one_line(tmp_path):
+    """Finished entries are kept on a re-run: a re-run asking for another precision or decode must not mix them."""
+    suite = load_suite(_write(tmp_path, {"models": {"a": "x"}, "tasks": {"r": {"task": "retrieval", "data": SHAPES}}}))
+
+    def run(**settings):
+        return run_suite(suite, tmp_path / "out", lambda ref, pretrained: ref, lambda m, t: {"rsum": 1.0},
+                         log=lambda _: None, settings=settings)
+
+    run(precision="fp32", decode_on="workers")
+    run(precision="fp32", decode_on="workers")  # the same flags finish it
+    with pytest.raises(ValueError, match=r"holds results scored with other settings \(decode_on: 'workers' there, "
+                                         r"'device' now\); give another --out"):
+        run(precision="fp32", decode_on="device")
