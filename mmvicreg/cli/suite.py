@@ -79,7 +79,8 @@ def run_suite_command(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder for results.json, results.md and results.png")
-    settings = {k: v for k, v in encoding(args).items() if k != "progress"}
+    # what changes the numbers (precision "auto" is bf16 on CUDA); workers, batch size and progress do not
+    settings = {"device": args.device, "precision": args.precision, "decode_on": args.decode_on}
     results = run_suite(suite, out, lambda ref, pretrained: load_model(ref, args.device, pretrained), _scorer(args),
                         settings=settings)
     table = markdown_table(suite, results)
