@@ -39,8 +39,8 @@ def has_convolutions(module: nn.Module) -> bool:
 
 
 def apply_speed_switches(model: nn.Module, train: Any, device: torch.device) -> list[str]:
-    """Apply ``train.channels_last`` and ``train.tf32`` to ``model`` (a JointEmbedding) for a
-    run on ``device``; returns one phrase per switch applied (for the run's log)."""
+    """Apply ``train.tf32``, ``train.channels_last``, ``train.deterministic`` and ``train.compile`` to ``model`` (a
+    JointEmbedding) for a run on ``device``; returns one phrase per switch applied (for the run's log)."""
     applied = []
     torch.set_float32_matmul_precision("high" if train.tf32 else "highest")
     if train.tf32:
