@@ -4,30 +4,16 @@ own transforms decode in its workers, refuses it in one line."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
-from PIL import Image
 
 import mmvicreg.data.preprocess as preprocess
-from mmvicreg.cli import main
-from tests.cli.test_eval_shards import _eval, _one_line, model  # noqa: F401  (model: a fixture)
-
-
-def _jpeg_folder(root: Path, per_class: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for label, level in (("dark", 60), ("light", 190)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(level + rng.normal(0, 40, (48, 64, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.jpg", quality=95)
-    return root
+from tests.cli.test_eval_shards import _eval, _labelled_folder, _one_line, model  # noqa: F401  (model: a fixture)
 
 
 @pytest.fixture
 def jpegs(tmp_path) -> list[str]:
-    train, test = _jpeg_folder(tmp_path / "train", 8, 0), _jpeg_folder(tmp_path / "test", 4, 1)
+    train, test = (_labelled_folder(tmp_path / split, n, seed, ".jpg", (48, 64))
+                   for split, n, seed in (("train", 8, 0), ("test", 4, 1)))
     return ["--format", "folder", "--train-images", str(train), "--test-images", str(test)]
 
 

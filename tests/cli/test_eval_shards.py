@@ -80,14 +80,14 @@ def test_retrieval_on_shards_equals_the_csv_they_were_written_from(model, flickr
         assert from_shards[key] == pytest.approx(from_csv[key], abs=1e-9), key
 
 
-def _labelled_folder(root: Path, per_class: int, seed: int) -> Path:
-    """Class subfolders ``dark/`` and ``light/`` of small PNGs."""
+def _labelled_folder(root: Path, per_class: int, seed: int, suffix: str = ".png", shape=(20, 24)) -> Path:
+    """Class subfolders ``dark/`` and ``light/`` of small images (``suffix``: ``.png`` or ``.jpg``)."""
     rng = np.random.default_rng(seed)
     for label, level in (("dark", 60), ("light", 190)):
         (root / label).mkdir(parents=True)
         for i in range(per_class):
-            pixels = np.clip(level + rng.normal(0, 40, (20, 24, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
+            pixels = np.clip(level + rng.normal(0, 40, (*shape, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}{suffix}")
     return root
 
 
