@@ -28,14 +28,38 @@ LIBRARY_NAME = "mmvicreg"
 LOCAL_PLACEHOLDER = "path/to/model"  # what the snippet loads when the card does not know its Hub repo
 _LOAD_LINE = re.compile(r'JointEmbedding\.from_pretrained\("[^"\n]*"\)')
 
-DESCRIPTION = (
-    "A joint-embedding model trained with VICReg (Variance-Invariance-Covariance Regularization, Bardes, Ponce "
-    "and LeCun, ICLR 2022) with the mmvicreg library. Each branch maps one kind of input (images or "
-    "text) through its encoder to a representation *h* and through its expander to an embedding *z*; the "
-    "branches were trained together so that matching inputs (an image and its caption, or two views of one "
-    "image) get close embeddings while each embedding dimension keeps its variance and stays decorrelated from "
-    "the others. Compare embeddings *z* for retrieval; use representations *h* for probes and k-NN."
+# loss.name -> (title word, tag, what the description says trained it); a card without a config: the default
+OBJECTIVES = {
+    "vicreg": ("VICReg", "vicreg", "VICReg (Variance-Invariance-Covariance Regularization, Bardes, Ponce and LeCun, "
+                                   "ICLR 2022)"),
+    "infonce": ("InfoNCE", "infonce", "InfoNCE, the symmetric contrastive loss of CLIP"),
+    "triplet": ("VSE++", "vse++", "the hinge triplet loss of VSE++ (Faghri et al., 2018)"),
+    "barlow": ("Barlow Twins", "barlow-twins", "Barlow Twins (Zbontar et al., ICML 2021)"),
+    "supervised": ("Supervised", "supervised", "cross-entropy on class labels (loss.name: supervised)"),
+}
+BRANCHES = (
+    "Each branch maps one kind of input (images or text) through its encoder to a representation *h* and through "
+    "its expander to an embedding *z*."
 )
+VICREG_AIM = (
+    "The branches were trained together so that matching inputs (an image and its caption, or two views of one "
+    "image) get close embeddings while each embedding dimension keeps its variance and stays decorrelated from "
+    "the others."
+)
+USE = "Compare embeddings *z* for retrieval; use representations *h* for probes and k-NN."
+
+
+def objective_of(training_config: Any) -> str:
+    """The ``loss.name`` a training config names (``vicreg`` when there is none: the library's default)."""
+    loss = (_plain(training_config) or {}).get("loss") if training_config is not None else None
+    name = loss.get("name") if isinstance(loss, Mapping) else None
+    return name if name in OBJECTIVES else "vicreg"
+
+
+def description(objective: str) -> str:
+    """The card's paragraph: what trained the model, what its branches give, how to use them."""
+    trained = f"A joint-embedding model trained with {OBJECTIVES[objective][2]} with the mmvicreg library."
+    return " ".join([trained, BRANCHES, *([VICREG_AIM] if objective == "vicreg" else []), USE])
 
 
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -67,16 +91,16 @@ def _plain(config: Any) -> Any:
     return json.loads(json.dumps(config, default=str))
 
 
-def _tags(model: nn.Module) -> list[str]:
+def _tags(model: nn.Module, objective: str = "vicreg") -> list[str]:
     modalities = sorted({b.modality for b in model.branches.values()})
-    return ["vicreg", LIBRARY_NAME, *(["image-text-retrieval"] if modalities == ["image", "text"] else modalities)]
+    return [OBJECTIVES[objective][1], LIBRARY_NAME, *(["image-text-retrieval"] if modalities == ["image", "text"] else modalities)]
 
 
-def _front_matter(model: nn.Module, flat: Mapping[str, Any]) -> str:
+def _front_matter(model: nn.Module, flat: Mapping[str, Any], objective: str = "vicreg") -> str:
     from huggingface_hub import ModelCardData
 
     numbers = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    data = ModelCardData(library_name=LIBRARY_NAME, tags=_tags(model), **({"eval_metrics": numbers} if numbers else {}))
+    data = ModelCardData(library_name=LIBRARY_NAME, tags=_tags(model, objective), **({"eval_metrics": numbers} if numbers else {}))
     return f"---\n{data.to_yaml()}\n---"
 
 
@@ -124,7 +148,8 @@ def model_card(
 ) -> str:
     """The card's Markdown: front matter, description, branch table, config, metrics, usage; deterministic.
 
-    Front matter: ``library_name: mmvicreg``, ``tags`` (``vicreg``, ``mmvicreg``, then
+    Front matter: ``library_name: mmvicreg``, ``tags`` (the objective's: ``vicreg`` unless ``training_config``'s
+    ``loss.name`` says another, ``mmvicreg``, then
     ``image-text-retrieval`` for an image–text model or the modalities present) and, with metrics, their
     numeric values flattened to dotted keys (``eval_metrics``). ``training_config`` (a mapping or a
     ``RunConfig``) is shown as YAML; ``metrics`` (nested mappings) as a table of dotted keys. The snippet loads
@@ -133,10 +158,11 @@ def model_card(
     import yaml
 
     flat = flatten_metrics(metrics or {})
+    objective = objective_of(training_config)
     parts = [
-        _front_matter(model, flat),
-        f"# VICReg joint embedding: {' + '.join(model.branch_names)}",
-        DESCRIPTION,
+        _front_matter(model, flat, objective),
+        f"# {OBJECTIVES[objective][0]} joint embedding: {' + '.join(model.branch_names)}",
+        description(objective),
         "## Branches",
         _branch_table(model),
     ]

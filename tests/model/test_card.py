@@ -12,6 +12,7 @@ from mmvicreg.model.card import (
     LOCAL_PLACEHOLDER,
     card_for_repo,
     flatten_metrics,
+    model_card,
     write_model_card,
 )
 from tests.helpers.models import CAPTIONS, images
@@ -117,3 +118,15 @@ def test_card_for_repo_points_the_snippet_at_the_repo(photo_text):
 
     text = card_for_repo(model_card(photo_text), "org/name")
     assert 'JointEmbedding.from_pretrained("org/name")' in text and LOCAL_PLACEHOLDER not in text
+
+
+@pytest.mark.parametrize("loss, title, tag, says", [
+    ("vicreg", "# VICReg joint embedding", "vicreg", "trained with VICReg (Variance-Invariance-Covariance"),
+    ("infonce", "# InfoNCE joint embedding", "infonce", "trained with InfoNCE, the symmetric contrastive loss"),
+    ("supervised", "# Supervised joint embedding", "supervised", "trained with cross-entropy on class labels"),
+])
+def test_the_card_names_the_objective_that_trained_the_model(photo_text, loss, title, tag, says):
+    """A card says what trained the model (its config's loss.name), not VICReg whatever the objective."""
+    text = model_card(photo_text, training_config={"loss": {"name": loss}})
+    assert f"{title}: " in text and says in text and _front_matter(text)["tags"][0] == tag
+    assert ("decorrelated" in text) == (loss == "vicreg")  # VICReg's aim is said of VICReg models only
