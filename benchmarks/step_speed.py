@@ -45,8 +45,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ours(setting: str, args: argparse.Namespace, views: list[torch.Tensor], work: Path) -> dict:
-    """Step times of mmvicreg's training step with ``setting``'s overrides, and its FLOPs per step."""
+def ours(setting: str, args: argparse.Namespace, views: list[torch.Tensor], work: Path, count_flops: bool) -> dict:
+    """Step times of mmvicreg's training step with ``setting``'s overrides (and its FLOPs per step: ``count_flops``)."""
     from mmvicreg.config import load_config
     from mmvicreg.data.build import format_options
     from mmvicreg.train.setup import setup
@@ -62,7 +62,7 @@ def ours(setting: str, args: argparse.Namespace, views: list[torch.Tensor], work
     batch = {"view1": views[0], "view2": views[1]}
     run.model.train()
     try:
-        return timed(lambda: optimisation_step(run, batch, guard), args, views[0].device)
+        return timed(lambda: optimisation_step(run, batch, guard), args, views[0].device, count_flops)
     finally:
         run.lock.release()
 
@@ -114,8 +114,8 @@ def solo_learn(args: argparse.Namespace, views: list[torch.Tensor], work: Path) 
     return {"step_s": statistics.median(times), "flops": None}
 
 
-def timed(step, args: argparse.Namespace, device: torch.device) -> dict:
-    """Median seconds of ``step`` after ``--warmup`` calls, and the model FLOPs of one call."""
+def timed(step, args: argparse.Namespace, device: torch.device, count_flops: bool) -> dict:
+    """Median seconds of ``step`` after ``--warmup`` calls, and (``count_flops``) the model FLOPs of one more call."""
     from torch.utils.flop_counter import FlopCounterMode
 
     for _ in range(args.warmup):
@@ -130,10 +130,13 @@ def timed(step, args: argparse.Namespace, device: torch.device) -> dict:
         synchronize(device)
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    counter = FlopCounterMode(display=False)
-    with counter:  # model FLOPs: counted on the eager step (compiled kernels bypass the counter), shared by all
-        step()
-    return {"step_s": statistics.median(times), "flops": counter.get_total_flops() or None, "peak_mib": peak}
+    flops = None
+    if count_flops:  # model FLOPs: counted once, on the first setting (compiled kernels bypass the counter)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops() or None
+    return {"step_s": statistics.median(times), "flops": flops, "peak_mib": peak}
 
 
 def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
@@ -164,7 +167,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings:
-            results[f"mmvicreg {setting}"] = ours(setting, args, views, Path(tmp))
+            results[f"mmvicreg {setting}"] = ours(setting, args, views, Path(tmp), count_flops=not results)
             print(setting, results[f"mmvicreg {setting}"], flush=True)
         if args.solo_learn:
             results["solo-learn VICReg"] = solo_learn(args, views, Path(tmp))

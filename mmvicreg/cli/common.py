@@ -124,13 +124,7 @@ def add_common_arguments(p: argparse.ArgumentParser, formats: Sequence[str], for
     p.add_argument("--pretrained", help="open_clip:NAME only: an open_clip tag (needs the network) or a local "
                                         "checkpoint file; default: random init")
     p.add_argument("--format", required=True, choices=formats, help=format_help)
-    p.add_argument("--batch-size", type=int, default=256, help=batch_help)
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")
-    p.add_argument("--precision", choices=EVAL_PRECISIONS, default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader processes that decode and preprocess (default: up to 4; 0: in this process)")
-    add_decode_argument(p)
+    add_encoding_arguments(p, batch_help)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other data key of the format, as in a config's data section, e.g. --option pairs=all "
                         "(repeatable)")
@@ -163,8 +157,15 @@ def shard_section(fmt: str, shards: str | None, flag: str, others: dict[str, Any
     return {"format": "webdataset", **options, "shards": shards, "streaming": False}
 
 
-def add_decode_argument(p: argparse.ArgumentParser) -> None:
-    """``--decode-on``: the config's ``eval.decode_on`` on the command line (:mod:`mmvicreg.data.device_decode`)."""
+def add_encoding_arguments(p: argparse.ArgumentParser, batch_help: str = "items per encoding batch") -> None:
+    """How an eval command encodes, what :func:`encoding` reads: ``--batch-size`` (``batch_help``), ``--device``,
+    ``--precision``, ``--workers``, ``--decode-on`` (the config's ``eval.decode_on``)."""
+    p.add_argument("--batch-size", type=int, default=256, help=batch_help)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")
+    p.add_argument("--precision", choices=EVAL_PRECISIONS, default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="DataLoader processes that decode and preprocess (default: up to 4; 0: in this process)")
     p.add_argument("--decode-on", choices=DECODE_PLACES, default="workers",
                    help="where JPEGs decode: workers (the DataLoader's processes) or device (one batched "
                         "torchvision decode on the model's device: nvJPEG on CUDA); not eval linear's protocol")

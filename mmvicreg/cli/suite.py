@@ -11,12 +11,10 @@ entries), ``DIR/results.md`` (models × tasks, each cell the task's headline num
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from mmvicreg.choices import EVAL_PRECISIONS
-from mmvicreg.cli.common import add_decode_argument, branches_of, encoding, image_text_branches, load_model
+from mmvicreg.cli.common import add_encoding_arguments, branches_of, encoding, image_text_branches, load_model
 
 
 def _scorer(args: argparse.Namespace):
@@ -96,12 +94,6 @@ def add_suite_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``eval suite``: the suite file, the output folder and the encoding options."""
     p.add_argument("suite", help="the suite file (YAML: models and tasks; see examples/suite.yaml)")
     p.add_argument("--out", required=True, help="folder for results.json (kept between runs), results.md, results.png")
-    p.add_argument("--batch-size", type=int, default=256, help="items per encoding batch")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu)")
-    p.add_argument("--precision", choices=EVAL_PRECISIONS, default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader processes that decode and preprocess (0: in this process)")
-    add_decode_argument(p)
+    add_encoding_arguments(p)
     p.add_argument("--no-plot", action="store_true", help="do not draw results.png (no matplotlib needed)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="do not show progress bars")
