@@ -1,9 +1,11 @@
 """``data.decode_on: device`` against decoding in CPU workers: loader samples per second, ratios from one run.
 
-    python benchmarks/decode_on_device.py [--workers 4 16] [--batch 64] [--epochs 3] [--transform vicreg] [--write]
+    python benchmarks/decode_on_device.py [--workers 4 16] [--batch 64] [--epochs 3] [--transform vicreg]
+        [--images DIR] [--write]
 
-The training loader as ``mmvicreg train`` builds it (``make_loader`` over a ``csv`` source of the coco-mini val2017
-JPEGs, about 640×480, from ``../shared/data``; ``branch_preprocessors`` and ``DeviceInput``), two image branches
+The training loader as ``mmvicreg train`` builds it (``make_loader`` over a ``csv`` source of the JPEGs of
+``--images``, by default the coco-mini val2017 ones, about 640×480, from ``../shared/data``;
+``branch_preprocessors`` and ``DeviceInput``), two image branches
 at 224 px: ``vicreg`` (view 1 and view 2, ``augment_on: device``: the workers crop and flip, the device runs the
 colour half, so the two paths differ only in where the JPEG decodes) or ``light`` (one branch, crop only: the
 decode's share is largest). Each row iterates ``--epochs`` epochs after one warm-up batch and counts samples
@@ -49,7 +51,7 @@ def samples_per_second(csv: Path, decode_on: str, workers: int, args: argparse.N
     from mmvicreg.data import DeviceInput, branch_preprocessors, csv_captions, make_loader
 
     declared = declarations(args.transform)
-    loader = make_loader(csv_captions(csv, IMAGES), branch_preprocessors(declared, True, decode_on),
+    loader = make_loader(csv_captions(csv, args.images), branch_preprocessors(declared, True, decode_on),
                          batch_size=args.batch, train=True, workers=workers, seed=0, persistent_workers=True,
                          pin_memory=device == "cuda", device_stage=DeviceInput(declared, True, device))
     next(iter(loader))  # workers started, first batch through
@@ -72,11 +74,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--transform", choices=("vicreg", "light"), default="vicreg")
+    p.add_argument("--images", type=Path, default=IMAGES, help="a folder of JPEGs (default: coco-mini val2017)")
     p.add_argument("--write", action="store_true", help=f"write the table to {RESULTS}")
     args = p.parse_args()
     torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    names = sorted(f.name for f in IMAGES.glob("*.jpg"))
+    names = sorted(f.name for f in args.images.glob("*.jpg"))
+    if not names:
+        sys.exit(f"no .jpg files in {args.images}: give a folder of JPEGs with --images")
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "captions.csv"
         csv.write_text("image,caption\n" + "".join(f"{n},a photo\n" for n in names))
@@ -87,7 +92,7 @@ def main() -> None:
                f"decode runs on the CPU in the main process")
     command = "python benchmarks/decode_on_device.py " + " ".join(sys.argv[1:])
     refs = [(w, s) for kind, w, s in rows if kind == "workers"]
-    lines = [f"`{command}` on {machine}; {len(names)} coco-mini val2017 JPEGs, batch {args.batch}, "
+    lines = [f"`{command}` on {machine}; {len(names)} JPEGs of {args.images.name}, batch {args.batch}, "
              f"transform {args.transform} at 224 px, {args.epochs} epochs per row, torch {torch.__version__}.", "",
              "| decode on | loader workers | samples/s | " + " | ".join(f"÷ workers decode, {w} workers" for w, _ in refs)
              + " |", "|---|---|---|" + "---|" * len(refs)]
@@ -97,7 +102,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section(RESULTS, f"{TITLE}, {args.transform}", text)
+        write_section(RESULTS, f"{TITLE}, {args.transform}" + (" (cuda)" if device == "cuda" else ""), text)
 
 
 if __name__ == "__main__":
