@@ -1,15 +1,16 @@
 """``data.decode_on: device`` against decoding in CPU workers: loader samples per second, ratios from one run.
 
     python benchmarks/decode_on_device.py [--workers 4 16] [--batch 64] [--epochs 3] [--transform vicreg]
-        [--images DIR] [--write]
+        [--images DIR] [--samples N] [--write]
 
 The training loader as ``mmvicreg train`` builds it (``make_loader`` over a ``csv`` source of the JPEGs of
 ``--images``, by default the coco-mini val2017 ones, about 640×480, from ``../shared/data``;
 ``branch_preprocessors`` and ``DeviceInput``), two image branches
 at 224 px: ``vicreg`` (view 1 and view 2, ``augment_on: device``: the workers crop and flip, the device runs the
 colour half, so the two paths differ only in where the JPEG decodes) or ``light`` (one branch, crop only: the
-decode's share is largest). Each row iterates ``--epochs`` epochs after one warm-up batch and counts samples
-that reach the device (CUDA synchronised at the end).
+decode's share is largest). An epoch is ``--samples`` items (the JPEGs in turn; default one each: many more than
+``--batch`` × workers keep every worker busy). Each row iterates ``--epochs`` epochs after one warm-up batch and
+counts samples that reach the device (CUDA synchronised at the end).
 
 Rows: ``workers`` decode with each of ``--workers`` CPU worker processes (default: 4 and 16 where the machine
 has that many cores, else 0 .. its core count), then ``device`` decode (one batched ``torchvision.io.decode_jpeg``
@@ -75,6 +76,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--transform", choices=("vicreg", "light"), default="vicreg")
     p.add_argument("--images", type=Path, default=IMAGES, help="a folder of JPEGs (default: coco-mini val2017)")
+    p.add_argument("--samples", type=int, default=None, help="items per epoch, the JPEGs in turn (default: each once)")
     p.add_argument("--write", action="store_true", help=f"write the table to {RESULTS}")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -84,7 +86,8 @@ def main() -> None:
         sys.exit(f"no .jpg files in {args.images}: give a folder of JPEGs with --images")
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "captions.csv"
-        csv.write_text("image,caption\n" + "".join(f"{n},a photo\n" for n in names))
+        items = [names[i % len(names)] for i in range(args.samples or len(names))]
+        csv.write_text("image,caption\n" + "".join(f"{n},a photo\n" for n in items))
         rows = [("workers", w, samples_per_second(csv, "workers", w, args, device)) for w in args.workers]
         rows += [("device", w, samples_per_second(csv, "device", w, args, device)) for w in sorted({0, max(args.workers)})]
     machine = (f"{torch.cuda.get_device_name()} (CUDA)" if device == "cuda" else
@@ -92,7 +95,7 @@ def main() -> None:
                f"decode runs on the CPU in the main process")
     command = "python benchmarks/decode_on_device.py " + " ".join(sys.argv[1:])
     refs = [(w, s) for kind, w, s in rows if kind == "workers"]
-    lines = [f"`{command}` on {machine}; {len(names)} JPEGs of {args.images.name}, batch {args.batch}, "
+    lines = [f"`{command}` on {machine}; {len(names)} JPEGs of {args.images.name}, {len(items)} per epoch, batch {args.batch}, "
              f"transform {args.transform} at 224 px, {args.epochs} epochs per row, torch {torch.__version__}.", "",
              "| decode on | loader workers | samples/s | " + " | ".join(f"÷ workers decode, {w} workers" for w, _ in refs)
              + " |", "|---|---|---|" + "---|" * len(refs)]

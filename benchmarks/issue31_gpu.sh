@@ -4,11 +4,13 @@
 #   1. step_speed.py: the published step (ResNet-50 + 8192-8192-8192, batch 256, bf16, synthetic on-device batches)
 #      with each switch, peak memory and MFU, against solo-learn's VICReg under Lightning in the same process;
 #   2. end_to_end.py: `mmvicreg train` over real JPEGs, 16 workers, every switch off against every switch on
-#      (channels-last, compile without deterministic algorithms, TF32, colour ops and JPEG decode on the device);
+#      (channels-last, compile without deterministic algorithms, TF32, colour ops on the device), the JPEGs decoded
+#      on the device (e2e_on) or in the workers (e2e_on_cpu_decode);
 #   3. decode_on_device.py: decode on the device against 4 and 16 CPU workers.
 # Needs, in the repository root: .whl (wheels of the packages the machine lacks: faiss-cpu, open_clip_torch, ftfy,
 # wcwidth), .solo (benchmarks/solo_learn_env.sh's folder) and a folder of JPEGs (IMAGES, default .gpu/coco).
 #   OUT=/tmp/issue31 IMAGES=.gpu/coco benchmarks/issue31_gpu.sh
+# PIECES names the pieces to run (default all: step e2e_off e2e_on e2e_on_cpu_decode decode).
 # STEP_ARGS, E2E_ARGS and DECODE_ARGS are appended to each script's arguments (a CPU dry run passes small sizes).
 set -u
 out=${OUT:-/tmp/issue31}
@@ -27,6 +29,7 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 piece() {  # piece NAME SECONDS COMMAND...: its output to $out/NAME.log, its tail here
     local name=$1 limit=$2
     shift 2
+    case " ${PIECES:-step e2e_off e2e_on e2e_on_cpu_decode decode} " in *" $name "*) ;; *) return ;; esac
     echo "== $name from $(date +%T), limit ${limit}s"
     timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
     echo "== $name: exit $? at $(date +%T)"
@@ -41,7 +44,10 @@ piece e2e_off 60 "${e2e[@]}" --modes workers --label "every switch off" --extra 
     --extra train.compile=false --extra train.tf32=false ${E2E_ARGS:-}
 piece e2e_on 140 "${e2e[@]}" --modes device --label "every switch on" --extra train.channels_last=true \
     --extra train.compile=true --extra train.tf32=true --extra train.deterministic=false --extra data.decode_on=device ${E2E_ARGS:-}
-piece decode 70 python3 benchmarks/decode_on_device.py --images "$images" --workers 4 16 --batch 64 --epochs 4 \
-    --write ${DECODE_ARGS:-}
+piece e2e_on_cpu_decode 140 "${e2e[@]}" --modes device --label "every switch on, decode in the workers" \
+    --extra train.channels_last=true --extra train.compile=true --extra train.tf32=true \
+    --extra train.deterministic=false --extra data.decode_on=workers ${E2E_ARGS:-}
+piece decode 90 python3 benchmarks/decode_on_device.py --images "$images" --workers 4 16 --batch 256 --samples 2048 \
+    --epochs 2 --write ${DECODE_ARGS:-}
 } 2>&1 | tee "$out/summary.log"
 cp benchmarks/RESULTS.md "$out/RESULTS.md"
