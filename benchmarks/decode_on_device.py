@@ -52,7 +52,7 @@ def samples_per_second(csv: Path, decode_on: str, workers: int, args: argparse.N
     from mmvicreg.data import DeviceInput, branch_preprocessors, csv_captions, make_loader
 
     declared = declarations(args.transform)
-    loader = make_loader(csv_captions(csv, args.images), branch_preprocessors(declared, True, decode_on),
+    loader = make_loader(csv_captions(csv, csv.parent / "images"), branch_preprocessors(declared, True, decode_on),
                          batch_size=args.batch, train=True, workers=workers, seed=0, persistent_workers=True,
                          pin_memory=device == "cuda", device_stage=DeviceInput(declared, True, device))
     next(iter(loader))  # workers started, first batch through
@@ -87,7 +87,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "captions.csv"
         items = [names[i % len(names)] for i in range(args.samples or len(names))]
-        csv.write_text("image,caption\n" + "".join(f"{n},a photo\n" for n in items))
+        folder = Path(tmp) / "images"  # one link per item: a source keeps one sample per file name
+        folder.mkdir()
+        for i, name in enumerate(items):
+            (folder / f"{i:06d}.jpg").symlink_to((args.images / name).resolve())
+        csv.write_text("image,caption\n" + "".join(f"{i:06d}.jpg,a photo\n" for i in range(len(items))))
         rows = [("workers", w, samples_per_second(csv, "workers", w, args, device)) for w in args.workers]
         rows += [("device", w, samples_per_second(csv, "device", w, args, device)) for w in sorted({0, max(args.workers)})]
     machine = (f"{torch.cuda.get_device_name()} (CUDA)" if device == "cuda" else
