@@ -8,9 +8,10 @@ The training loader as ``mmvicreg train`` builds it (``make_loader`` over a ``cs
 ``branch_preprocessors`` and ``DeviceInput``), two image branches
 at 224 px: ``vicreg`` (view 1 and view 2, ``augment_on: device``: the workers crop and flip, the device runs the
 colour half, so the two paths differ only in where the JPEG decodes) or ``light`` (one branch, crop only: the
-decode's share is largest). An epoch is ``--samples`` items (the JPEGs in turn; default one each: many more than
-``--batch`` × workers keep every worker busy). Each row iterates ``--epochs`` epochs after one warm-up batch and
-counts samples that reach the device (CUDA synchronised at the end).
+decode's share is largest). An epoch is ``--samples`` items, the JPEGs in turn (default: four batches per worker of
+the most workers measured, and at least each JPEG once: an epoch of a few batches leaves most workers idle, which
+made the first GPU table of this script compare two busy workers with two). Each row iterates ``--epochs`` epochs
+after one warm-up batch and counts samples that reach the device (CUDA synchronised at the end).
 
 Rows: ``workers`` decode with each of ``--workers`` CPU worker processes (default: 4 and 16 where the machine
 has that many cores, else 0 .. its core count), then ``device`` decode (one batched ``torchvision.io.decode_jpeg``
@@ -76,7 +77,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--transform", choices=("vicreg", "light"), default="vicreg")
     p.add_argument("--images", type=Path, default=IMAGES, help="a folder of JPEGs (default: coco-mini val2017)")
-    p.add_argument("--samples", type=int, default=None, help="items per epoch, the JPEGs in turn (default: each once)")
+    p.add_argument("--samples", type=int, default=None, help="items per epoch, the JPEGs in turn (default: 4 batches per worker)")
     p.add_argument("--write", action="store_true", help=f"write the table to {RESULTS}")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -86,7 +87,8 @@ def main() -> None:
         sys.exit(f"no .jpg files in {args.images}: give a folder of JPEGs with --images")
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "captions.csv"
-        items = [names[i % len(names)] for i in range(args.samples or len(names))]
+        count = args.samples or max(len(names), 4 * args.batch * max(args.workers))
+        items = [names[i % len(names)] for i in range(count)]
         folder = Path(tmp) / "images"  # one link per item: a source keeps one sample per file name
         folder.mkdir()
         for i, name in enumerate(items):

@@ -47,7 +47,7 @@ piece e2e_on 140 "${e2e[@]}" --modes device --label "every switch on" --extra tr
 piece e2e_on_cpu_decode 140 "${e2e[@]}" --modes device --label "every switch on, decode in the workers" \
     --extra train.channels_last=true --extra train.compile=true --extra train.tf32=true \
     --extra train.deterministic=false --extra data.decode_on=workers ${E2E_ARGS:-}
-piece decode 90 python3 benchmarks/decode_on_device.py --images "$images" --workers 4 16 --batch 256 --samples 2048 \
-    --epochs 2 --write ${DECODE_ARGS:-}
+piece decode 150 python3 benchmarks/decode_on_device.py --images "$images" --workers 4 16 --batch 128 --epochs 1 \
+    --write ${DECODE_ARGS:-}
 } 2>&1 | tee "$out/summary.log"
 cp benchmarks/RESULTS.md "$out/RESULTS.md"
