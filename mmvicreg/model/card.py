@@ -93,14 +93,16 @@ def _plain(config: Any) -> Any:
 
 def _tags(model: nn.Module, objective: str = "vicreg") -> list[str]:
     modalities = sorted({b.modality for b in model.branches.values()})
-    return [OBJECTIVES[objective][1], LIBRARY_NAME, *(["image-text-retrieval"] if modalities == ["image", "text"] else modalities)]
+    kinds = ["image-text-retrieval"] if modalities == ["image", "text"] else modalities
+    return [OBJECTIVES[objective][1], LIBRARY_NAME, *kinds]
 
 
 def _front_matter(model: nn.Module, flat: Mapping[str, Any], objective: str = "vicreg") -> str:
     from huggingface_hub import ModelCardData
 
     numbers = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    data = ModelCardData(library_name=LIBRARY_NAME, tags=_tags(model, objective), **({"eval_metrics": numbers} if numbers else {}))
+    data = ModelCardData(library_name=LIBRARY_NAME, tags=_tags(model, objective),
+                         **({"eval_metrics": numbers} if numbers else {}))
     return f"---\n{data.to_yaml()}\n---"
 
 

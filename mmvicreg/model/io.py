@@ -26,10 +26,17 @@ from mmvicreg.model.export_files import CARD_FILE, CONFIG_FILE, FORMAT_VERSION, 
 
 __all__ = [
     "CARD_FILE", "CONFIG_FILE", "FORMAT_VERSION", "TOKENIZER_DIR", "WEIGHTS_FILE", "load_model",
-    "read_export_config", "save_model",
+    "read_export_config", "save_model", "storable",
 ]
 
 Model = TypeVar("Model", bound=nn.Module)  # a JointEmbedding (the model imports this module, not the reverse)
+
+
+def storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``tensors`` that safetensors' ``save_file`` takes: each tensor detached, with its own storage
+    (safetensors refuses tied or viewed weights) and in the contiguous layout (it refuses channels-last ones,
+    ``train.channels_last``)."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
 
 
 def save_model(
@@ -47,10 +54,7 @@ def save_model(
     from safetensors.torch import save_file
 
     shared = tuple(model.shared_prefixes())
-    # a contiguous copy: safetensors refuses tensors that share storage (tied or viewed weights) and tensors in
-    # another memory layout (train.channels_last)
-    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-             for k, v in model.state_dict().items() if not k.startswith(shared)}
+    state = storable({k: v for k, v in model.state_dict().items() if not k.startswith(shared)})
     text = json.dumps(model.config(), indent=2)
     card = model_card(model, training_config=training_config, metrics=metrics)
     with staged_files(directory, last=[CONFIG_FILE]) as staging:

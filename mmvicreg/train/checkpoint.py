@@ -302,9 +302,10 @@ class FrozenWeights:
         from safetensors.torch import save_file
 
         from mmvicreg.files import atomic_write
+        from mmvicreg.model.io import storable
 
         state = self.model.state_dict()
-        tensors = {k: state[k].detach().cpu().clone(memory_format=torch.contiguous_format) for k in sorted(self.keys) if not k.startswith(self.shared)}
+        tensors = storable({k: state[k] for k in sorted(self.keys) if not k.startswith(self.shared)})
         atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp)))
 
     def drop_from(self, models: list[Any], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
